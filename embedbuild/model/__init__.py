@@ -1,0 +1,1 @@
+"""Pydantic models of what users write: boards and the sources they build from."""

@@ -1,0 +1,133 @@
+"""The board model: everything a board folder says, validated once at load.
+
+Relative paths are resolved against the board folder (passed as validation
+context ``{"dir": Path}``) and must exist, so the rest of the code can trust them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+from embedbuild.model.source import Source
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path.resolve()
+
+
+BoardFile = Annotated[Path, AfterValidator(_resolve)]
+Address = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
+
+
+class Arch(StrEnum):
+    """Kernel architectures embedbuild knows how to build for."""
+
+    arm = "arm"
+    arm64 = "arm64"
+    mips = "mips"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UImage(Strict):
+    """Legacy U-Boot image packaging of the kernel.
+
+    Args:
+        compression: how the kernel payload is compressed inside the uImage.
+        load: load address.
+        entry: entry address, or "elf" to read it from vmlinux with pyelftools.
+        append_dtb: put the board's DTB right after the kernel before compressing
+            (MIPS_RAW_APPENDED_DTB).
+    """
+
+    compression: Literal["none", "gzip", "lzma", "xz", "lzo", "lz4", "zstd"] = "lzma"
+    load: Address
+    entry: Address | Literal["elf"] = "elf"
+    append_dtb: bool = False
+
+
+class Kernel(Strict):
+    """How the board's kernel is configured, patched and packaged.
+
+    Args:
+        source: name of a source in boards/common/sources.toml or the board's [sources].
+        base: the kernel make target the config starts from (allnoconfig or a defconfig).
+        fragments: Kconfig fragments, merged in order; a symbol set differently in
+            two fragments is an error.
+        patches: applied in order with ``patch -p1``.
+        image: the kernel make target that produces the image.
+        uimage: wrap the image in a legacy uImage.
+        dts: a device tree source compiled with the kernel's dtc and include paths.
+        dtb: or an in-tree DTB target, e.g. "rockchip/rk3326-odroid-go2.dtb".
+        cmdline: kernel command line given by the bootloader.
+    """
+
+    source: str
+    base: str = "allnoconfig"
+    fragments: list[BoardFile] = Field(min_length=1)
+    patches: list[BoardFile] = []
+    image: Literal["zImage", "Image", "Image.gz", "vmlinux.bin", "vmlinux"]
+    uimage: UImage | None = None
+    dts: BoardFile | None = None
+    dtb: str | None = None
+    cmdline: str = ""
+
+    @model_validator(mode="after")
+    def _one_dt(self) -> Self:
+        if self.dts is not None and self.dtb is not None:
+            raise ValueError("give either dts or dtb, not both")
+        if self.uimage is not None and self.uimage.append_dtb and self.dts is None and not self.dtb:
+            raise ValueError("uimage.append_dtb needs a dts or dtb")
+        return self
+
+
+class UBoot(Strict):
+    """What the board's U-Boot looks like and where things go in RAM.
+
+    Args:
+        prompt: the U-Boot prompt, e.g. "=> " or "ath> ".
+        kernel_addr: RAM address the kernel image is loaded to.
+        ramdisk_addr: RAM address a separate initramfs is loaded to.
+        fdt_addr: address of the device tree the bootloader passes; None when
+            the image carries its own.
+    """
+
+    prompt: str = "=> "
+    kernel_addr: Address
+    ramdisk_addr: Address | None = None
+    fdt_addr: Address | None = None
+
+
+class Board(Strict):
+    """A board folder, validated. ``name`` and ``dir`` come from the folder."""
+
+    name: str
+    dir: Path
+    description: str = Field(min_length=1)
+    arch: Arch
+    cross_compile: str = Field(pattern=r"^[A-Za-z0-9_.-]+-$")
+    sources: dict[str, Source] = {}
+    kernel: Kernel
+    uboot: UBoot
+
+    @property
+    def kernel_source(self) -> Source:
+        """The pinned source the kernel is built from."""
+        return self.sources[self.kernel.source]

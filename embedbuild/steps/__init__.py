@@ -1,0 +1,1 @@
+"""Build steps: each module makes Step objects whose build functions are pure."""

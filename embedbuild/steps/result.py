@@ -1,0 +1,107 @@
+"""The result: a folder with the board's outputs and manifest.json describing them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+from embedbuild.model.board import Board
+from embedbuild.plan import Context, Step
+
+BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
+
+
+def uboot_commands(board: Board, kernel_file: str, initrd_file: str | None) -> list[str]:
+    """U-Boot command lines that TFTP-load and boot the result (serverip/ipaddr set before)."""
+    u = board.uboot
+    cmds = []
+    if board.kernel.cmdline:
+        cmds.append(f"setenv bootargs '{board.kernel.cmdline}'")
+    cmds.append(f"tftpboot 0x{u.kernel_addr:x} {kernel_file}")
+    rd = "-"
+    if initrd_file and u.ramdisk_addr is not None:
+        cmds.append(f"tftpboot 0x{u.ramdisk_addr:x} {initrd_file}")
+        rd = f"0x{u.ramdisk_addr:x}:${{filesize}}"
+    fdt = f"0x{u.fdt_addr:x}" if u.fdt_addr is not None else ""
+    if board.kernel.uimage:
+        cmds.append(f"bootm 0x{u.kernel_addr:x} {rd} {fdt}".rstrip())
+    else:
+        cmds.append(f"{BOOT_COMMAND[board.kernel.image]} 0x{u.kernel_addr:x} {rd} {fdt}".rstrip())
+    return cmds
+
+
+def result_step(board: Board, parts: dict[str, Step]) -> Step:
+    """Collect the outputs named in ``parts`` (role -> step) and write manifest.json.
+
+    Roles: kernel (the kernel build), image (the bootable image, if packaged
+    separately), dtb.
+    """
+    image_name = "uImage" if board.kernel.uimage else board.kernel.image
+
+    def build(ctx: Context) -> None:
+        files = {}
+        src_of = {"image": ctx.deps.get("image", ctx.deps["kernel"])}
+        picks = [("kernel", image_name, src_of["image"] / image_name)]
+        picks.append(("vmlinux", "vmlinux", ctx.deps["kernel"] / "vmlinux"))
+        picks.append(("config", "kernel.config", ctx.deps["kernel"] / "kernel.config"))
+        if "dtb" in ctx.deps:
+            for d in sorted(ctx.deps["dtb"].glob("*.dtb")):
+                picks.append(("dtb", d.name, d))
+        for role, name, path in picks:
+            dest = ctx.out / name
+            try:
+                os.link(path, dest)  # store items are immutable: share the bytes
+            except OSError:
+                shutil.copyfile(path, dest)
+            data = dest.read_bytes()
+            files[name] = {
+                "role": role,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        u = board.kernel.uimage
+        manifest = {
+            "board": board.name,
+            "arch": board.arch.value,
+            "description": board.description,
+            "files": files,
+            "kernel": {
+                "file": image_name,
+                "cmdline": board.kernel.cmdline,
+                "load": f"0x{u.load:08x}" if u else None,
+                "entry": (
+                    None if u is None else f"0x{u.entry:08x}" if isinstance(u.entry, int) else "elf"
+                ),
+            },
+            "uboot": {
+                "prompt": board.uboot.prompt,
+                "kernel_addr": f"0x{board.uboot.kernel_addr:08x}",
+                "ramdisk_addr": (
+                    f"0x{board.uboot.ramdisk_addr:08x}"
+                    if board.uboot.ramdisk_addr is not None
+                    else None
+                ),
+                "fdt_addr": (
+                    f"0x{board.uboot.fdt_addr:08x}" if board.uboot.fdt_addr is not None else None
+                ),
+                "tftpboot": uboot_commands(board, image_name, None),
+            },
+        }
+        (ctx.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    return Step(
+        kind="result",
+        name=f"{board.name}-result",
+        version=1,
+        # Paths are left out: what the files hold is covered by the parts' keys.
+        inputs={
+            "board": board.model_dump(
+                mode="json",
+                exclude={"dir": True, "sources": True, "kernel": {"fragments", "patches", "dts"}},
+            )
+        },
+        deps=parts,
+        build=build,
+    )

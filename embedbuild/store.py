@@ -1,0 +1,288 @@
+"""The content-addressed store.
+
+Layout under the store root::
+
+    <key>-<name>/             a finished output, never modified after the rename
+        .embedbuild/info.json   kind, name, key, inputs and the items it was built from
+        .embedbuild/files.json  sha256, size and mode of every file (what `verify` checks)
+        .embedbuild/build.log   the step's log
+    .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
+    .locks/<key>              flock per item: one builder at a time
+    .logs/<key>-<name>.log    the log of a step while it runs (or after it failed)
+    .roots/<hash>             symlinks to result links: what `gc` keeps
+    .lock                     builds hold it shared, gc exclusive
+
+An item appears only by the rename of a complete folder, so a build killed at
+any moment leaves at most a .tmp folder that nobody trusts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedbuild.errors import StoreError
+
+META = ".embedbuild"
+
+
+def default_root() -> Path:
+    """$EMBEDBUILD_STORE, else ~/.cache/embedbuild/store."""
+    env = os.environ.get("EMBEDBUILD_STORE")
+    if env:
+        return Path(env)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "embedbuild" / "store"
+
+
+def hash_file(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_manifest(root: Path) -> dict[str, dict]:
+    """Every file, symlink and folder under root (except META) with what identifies it."""
+    out: dict[str, dict] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d != META]
+        dirnames.sort()
+        for name in sorted(filenames) + [
+            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        ]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = {"link": os.readlink(full)}
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = {
+                    "sha256": hash_file(Path(full)),
+                    "size": st.st_size,
+                    "exec": bool(st.st_mode & 0o111),
+                }
+    return out
+
+
+@dataclass(frozen=True)
+class Item:
+    """A finished store item."""
+
+    path: Path
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.path / META / "info.json").read_text())
+
+
+class Store:
+    """A content-addressed store of build outputs rooted at ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve() if root.exists() else root.absolute()
+
+    # -- paths -------------------------------------------------------------
+
+    def item_path(self, key: str, name: str) -> Path:
+        """Where the item with this key lives (whether or not it exists)."""
+        return self.root / f"{key[:32]}-{name}"
+
+    def has(self, key: str, name: str) -> bool:
+        """True when a finished item exists for this key."""
+        return (self.item_path(key, name) / META / "info.json").is_file()
+
+    def log_path(self, key: str, name: str) -> Path:
+        return self.root / ".logs" / f"{key[:32]}-{name}.log"
+
+    def _ensure(self) -> None:
+        for sub in (".tmp", ".locks", ".logs", ".roots"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- locking -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self, path: Path, mode: int) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Held by every build so that gc cannot run underneath it."""
+        self._ensure()
+        with self._flock(self.root / ".lock", fcntl.LOCK_SH):
+            yield
+
+    # -- building ----------------------------------------------------------
+
+    def realise(
+        self,
+        key: str,
+        name: str,
+        info: dict,
+        build: Callable[[Path, Path], None],
+    ) -> Path:
+        """Return the item for key, building it with ``build(tmp_dir, log_path)`` if missing.
+
+        The item is built in a private temporary folder and renamed into place
+        only when complete. Concurrent builders of the same key wait on a lock
+        and then reuse the winner's output.
+        """
+        final = self.item_path(key, name)
+        if self.has(key, name):
+            return final
+        self._ensure()
+        with self._flock(self.root / ".locks" / key[:32], fcntl.LOCK_EX):
+            if self.has(key, name):
+                return final
+            # We hold the lock, so any temporary folder for this key is a
+            # leftover of a killed build.
+            for stale in (self.root / ".tmp").glob(f"{key[:32]}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if final.exists():  # a folder without info.json: not ours to trust
+                shutil.rmtree(final)
+            tmp = self.root / ".tmp" / f"{key[:32]}-{name}.{os.getpid()}"
+            tmp.mkdir(parents=True)
+            log = self.log_path(key, name)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("")
+            try:
+                build(tmp, log)
+                meta = tmp / META
+                meta.mkdir(exist_ok=True)
+                (meta / "files.json").write_text(
+                    json.dumps(tree_manifest(tmp), indent=1, sort_keys=True)
+                )
+                shutil.copyfile(log, meta / "build.log")
+                # info.json last: its presence marks the item complete.
+                (meta / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            log.unlink(missing_ok=True)
+            return final
+
+    # -- result links and gc roots ----------------------------------------
+
+    def link_result(self, item: Path, link: Path) -> None:
+        """Point ``link`` at item atomically and register it as a gc root."""
+        self._ensure()
+        link = link.absolute()
+        tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(item, tmp)
+        os.replace(tmp, link)
+        root = self.root / ".roots" / hashlib.sha256(str(link).encode()).hexdigest()[:32]
+        if not (root.is_symlink() and os.readlink(root) == str(link)):
+            rtmp = root.with_name(root.name + f".tmp{os.getpid()}")
+            rtmp.unlink(missing_ok=True)
+            os.symlink(link, rtmp)
+            os.replace(rtmp, root)
+
+    def items(self) -> list[Path]:
+        """Every finished item."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and (p / META / "info.json").is_file()
+        )
+
+    def live(self) -> set[Path]:
+        """Items reachable from a result link that still points into the store."""
+        roots = []
+        rdir = self.root / ".roots"
+        for r in sorted(rdir.iterdir()) if rdir.is_dir() else []:
+            try:
+                target = Path(os.readlink(os.readlink(r)))
+            except OSError:
+                r.unlink()  # the result link is gone: so is the root
+                continue
+            if target.parent == self.root and target.is_dir():
+                roots.append(target)
+        live: set[Path] = set()
+        while roots:
+            item = roots.pop()
+            if item in live or not (item / META / "info.json").is_file():
+                continue
+            live.add(item)
+            roots.extend(self.root / d for d in Item(item).info.get("deps", []))
+        return live
+
+    def gc(self) -> tuple[int, int]:
+        """Remove every item no result link reaches, and all leftovers. Returns (items, bytes)."""
+        self._ensure()
+        with self._flock(self.root / ".lock", fcntl.LOCK_EX):
+            keep = self.live()
+            removed = freed = 0
+            for p in self.root.iterdir():
+                if p.name.startswith(".") or p in keep:
+                    continue
+                freed += _du(p)
+                shutil.rmtree(p)
+                removed += 1
+            for sub in (".tmp", ".logs", ".locks"):
+                for p in (self.root / sub).iterdir():
+                    freed += _du(p)
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            return removed, freed
+
+    def verify(self) -> list[str]:
+        """Re-hash every item against its files.json; return the problems found."""
+        problems = []
+        if not self.root.is_dir():
+            return problems
+        for p in sorted(self.root.iterdir()):
+            if p.name.startswith("."):
+                continue
+            meta = p / META
+            if not (meta / "info.json").is_file() or not (meta / "files.json").is_file():
+                problems.append(f"{p.name}: incomplete item (no {META}/info.json)")
+                continue
+            want = json.loads((meta / "files.json").read_text())
+            have = tree_manifest(p)
+            for rel in sorted(set(want) | set(have)):
+                if rel not in have:
+                    problems.append(f"{p.name}: missing {rel}")
+                elif rel not in want:
+                    problems.append(f"{p.name}: unexpected {rel}")
+                elif want[rel] != have[rel]:
+                    problems.append(f"{p.name}: modified {rel}")
+        return problems
+
+
+def _du(p: Path) -> int:
+    if p.is_symlink() or not p.is_dir():
+        return p.lstat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(p):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def require_item(path: Path) -> Item:
+    """An existing finished item, or a StoreError."""
+    if not (path / META / "info.json").is_file():
+        raise StoreError(f"not a finished store item: {path}")
+    return Item(path)

@@ -1,0 +1,85 @@
+"""The board's cross toolchain: where it is, what version, how make is called."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedbuild.errors import BoardError
+from embedbuild.model.board import Arch
+
+# Fixed build identity, so the same inputs give the same bytes.
+REPRODUCIBLE_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 1970",
+    "KBUILD_BUILD_USER": "embedbuild",
+    "KBUILD_BUILD_HOST": "embedbuild",
+    "KBUILD_BUILD_VERSION": "1",
+    "SOURCE_DATE_EPOCH": "0",
+    "LC_ALL": "C",
+    "TZ": "UTC",
+}
+
+
+@functools.cache
+def _version_line(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BoardError(
+            f"{tool} not found on PATH",
+            hint="run tools/setup (it installs the cross toolchains and build tools)",
+        )
+    out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else path
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A GNU cross toolchain named by its prefix (e.g. arm-linux-gnueabihf-)."""
+
+    prefix: str
+    arch: Arch
+
+    @property
+    def cc(self) -> str:
+        return f"{self.prefix}gcc"
+
+    def identity(self) -> dict[str, str]:
+        """Versions of every tool whose change can change an output (part of step keys)."""
+        return {
+            "cc": _version_line(self.cc),
+            "ld": _version_line(f"{self.prefix}ld"),
+            "hostcc": _version_line("gcc"),
+            "make": _version_line("make"),
+        }
+
+    def make_vars(self) -> list[str]:
+        """ARCH/CROSS_COMPILE for the kernel's make."""
+        return [f"ARCH={self.arch.value}", f"CROSS_COMPILE={self.prefix}"]
+
+    def kconfig_env(self, srctree: Path) -> dict[str, str]:
+        """The environment kconfiglib needs to evaluate the kernel's Kconfig like make does."""
+        return {
+            "ARCH": self.arch.value,
+            "SRCARCH": self.arch.value,
+            "KERNELVERSION": kernel_version(srctree),
+            "CC": self.cc,
+            "LD": f"{self.prefix}ld",
+            "AS": f"{self.prefix}as",
+            "OBJCOPY": f"{self.prefix}objcopy",
+            "HOSTCC": "gcc",
+            "HOSTCXX": "g++",
+            "CC_VERSION_TEXT": _version_line(self.cc),
+            "RUSTC": "false",
+            "BINDGEN": "false",
+        }
+
+
+def kernel_version(srctree: Path) -> str:
+    """VERSION.PATCHLEVEL.SUBLEVEL from the kernel's top Makefile."""
+    head = (srctree / "Makefile").read_text()[:2000]
+    parts = [re.search(rf"^{k} = (\S*)", head, re.M) for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL")]
+    return ".".join(m.group(1) for m in parts if m)
