@@ -112,8 +112,6 @@ class Runner:
     def _watch(self, proc: subprocess.Popen) -> None:
         while proc.poll() is None:
             if self.cancel.wait(0.2):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 return

@@ -184,9 +184,8 @@ def verify(kconf, final: Path, requests: Mapping[str, Request]) -> None:
             if _same(have, r.value):
                 continue
             sym = kconf.syms[r.symbol]
-            lost.append(
-                f"{r.where}: {r.config_line()} requested, got {have or 'n'}: {explain(sym, r.value)}"
-            )
+            why = explain(sym, r.value)
+            lost.append(f"{r.where}: {r.config_line()} requested, got {have or 'n'}: {why}")
     if lost:
         raise ConfigError(
             f"{len(lost)} requested value(s) did not survive olddefconfig:\n  " + "\n  ".join(lost),

@@ -65,6 +65,7 @@ class Step:
         """sha256 of everything that can change the output."""
         doc = {
             "kind": self.kind,
+            "name": self.name,
             "version": self.version,
             "inputs": self.inputs,
             "deps": {role: d.key for role, d in sorted(self.deps.items())},
