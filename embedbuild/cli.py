@@ -125,6 +125,90 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_boot(args) -> int:
+    import shutil
+
+    from embedbuild.rig.boot import qemu_target, serial_target
+    from embedbuild.rig.netns import require_root
+
+    console = _console()
+    if args.qemu:
+        require_root("embedbuild boot --qemu")  # before building: never fail half-way
+    elif not (args.server_ip and args.device_ip):
+        raise EmbedbuildError(
+            "--serial needs --server-ip and --device-ip",
+            hint="the board gets --device-ip; this machine serves at --server-ip",
+        )
+    store = _store(args)
+    plan, paths = build_board(args.board, store, console)
+    board = plan.board
+    result = paths[plan.result.key]
+    initrd = Path(args.initrd).resolve() if args.initrd else None
+    # Kept after the run (console.log, QEMU's output, the files served); replaced by the next.
+    workdir = store.root.parent / "boot" / board.name
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    if args.qemu:
+        if board.qemu is None:
+            raise EmbedbuildError(f"board {board.name} has no [qemu] section",
+                                  hint="boot it on real hardware with --serial")
+        target_cm = qemu_target(board, result, workdir, initrd=initrd, ready=args.ready,
+                                timeout=args.timeout)
+    else:
+        console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
+                      f"{args.serial}", markup=False)
+        target_cm = serial_target(board, result, workdir, port=args.serial,
+                                  baud=args.baud or board.serial.baud,
+                                  server_ip=args.server_ip, device_ip=args.device_ip,
+                                  netmask=args.netmask, initrd=initrd, ready=args.ready,
+                                  timeout=args.timeout)
+    try:
+        with target_cm as target:
+            for line in target.report.lines():
+                console.print(line, markup=False)
+            console.print(f"console log: {workdir / 'console.log'}", markup=False)
+            if args.no_console:
+                return 0
+            console.print("console attached; quit with Ctrl-]", markup=False)
+            target.console.interact()
+    except EmbedbuildError as e:
+        e.log_path = e.log_path or str(workdir / "console.log")
+        raise
+    return 0
+
+
+def cmd_console(args) -> int:
+    from embedbuild.rig.console import Console
+
+    with Console(args.serial, args.baud, Path(args.log) if args.log else None) as c:
+        _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
+        c.interact()
+    return 0
+
+
+def cmd_tftp(args) -> int:
+    import logging
+
+    from embedbuild.rig.tftp import TftpServer
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise EmbedbuildError(f"not a folder: {root}", hint="give a build result or a folder")
+    host, _, port = args.listen.partition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with TftpServer(root.resolve(), host, int(port or 69)) as server:
+        _console().print(
+            f"serving {root.resolve()} on {host}:{server.port}/udp (read-only); Ctrl-C stops",
+            markup=False,
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_gc(args) -> int:
     items, freed = _store(args).gc()
     print(f"removed {items} item(s), {freed / 2**20:.1f} MiB")
@@ -165,6 +249,33 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)
+    s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line")
+    s.add_argument("board")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
+    how.add_argument("--serial", metavar="DEV", help="a real board's console (or pyserial URL)")
+    s.add_argument("--baud", type=int, help="line speed (default: the board's)")
+    s.add_argument("--server-ip", help="this machine's address on the board's network")
+    s.add_argument("--device-ip", help="address to give the board")
+    s.add_argument("--netmask", default="255.255.255.0")
+    s.add_argument("--initrd", help="an extra initramfs file to load and boot")
+    s.add_argument(
+        "--ready",
+        default=r"embedbuild: system ready",
+        help="regex of the line that means the system is up",
+    )
+    s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
+    s.add_argument("--no-console", action="store_true", help="exit 0 once ready")
+    s.set_defaults(fn=cmd_boot)
+    s = sub.add_parser("console", help="an interactive serial console with logging")
+    s.add_argument("--serial", required=True, metavar="DEV")
+    s.add_argument("--baud", type=int, default=115200)
+    s.add_argument("--log", help="log file")
+    s.set_defaults(fn=cmd_console)
+    s = sub.add_parser("tftp", help="serve a build result (or folder) over TFTP, read-only")
+    s.add_argument("root", metavar="RESULT_OR_DIR")
+    s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
+    s.set_defaults(fn=cmd_tftp)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
     sub.add_parser("verify", help="re-hash the store and report damage").set_defaults(fn=cmd_verify)
     return p
@@ -186,8 +297,15 @@ def report(e: EmbedbuildError) -> None:
         console.print(f"hint: {e.hint}", markup=False, soft_wrap=True)
 
 
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C: every context manager cleans up
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
     try:
         return args.fn(args)
     except EmbedbuildError as e:

@@ -1,7 +1,8 @@
-"""ELF facts read with pyelftools: entry points (and later, arch identity of binaries)."""
+"""ELF facts read with pyelftools: entry points, the identity of binaries, their libraries."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -45,3 +46,92 @@ def check_entry(vmlinux: Path, load: int, entry: int | Literal["elf"]) -> int:
             hint="a raw kernel image runs only at the address it was linked for",
         )
     return entry
+
+
+# -- identity of binaries going into an image ---------------------------------
+
+EF_ARM_ABI_FLOAT_SOFT = 0x200
+EF_ARM_ABI_FLOAT_HARD = 0x400
+EF_MIPS_ABI2 = 0x20
+EF_MIPS_ABI = 0x0000F000
+EF_MIPS_ABI_O32 = 0x00001000
+
+
+@dataclass(frozen=True)
+class ElfIdentity:
+    """What must match between a binary and a board."""
+
+    machine: str  # EM_ARM, EM_AARCH64, EM_MIPS
+    bits: int
+    endian: str  # little / big
+    abi: str  # hard-float, soft-float, lp64, o32, n32, ...
+
+    def __str__(self) -> str:
+        return f"{self.machine.removeprefix('EM_')} {self.bits}-bit {self.endian}-endian {self.abi}"
+
+
+# The board's userland identity, from its Debian cross toolchain prefix.
+TOOLCHAIN_ELF = {
+    "arm-linux-gnueabihf-": ElfIdentity("EM_ARM", 32, "little", "hard-float"),
+    "arm-linux-gnueabi-": ElfIdentity("EM_ARM", 32, "little", "soft-float"),
+    "aarch64-linux-gnu-": ElfIdentity("EM_AARCH64", 64, "little", "lp64"),
+    "mips-linux-gnu-": ElfIdentity("EM_MIPS", 32, "big", "o32"),
+    "mipsel-linux-gnu-": ElfIdentity("EM_MIPS", 32, "little", "o32"),
+}
+
+
+def _abi(machine: str, bits: int, flags: int) -> str:
+    if machine == "EM_ARM":
+        if flags & EF_ARM_ABI_FLOAT_HARD:
+            return "hard-float"
+        return "soft-float"
+    if machine == "EM_MIPS":
+        if bits == 64:
+            return "n64"
+        if flags & EF_MIPS_ABI2:
+            return "n32"
+        if flags & EF_MIPS_ABI in (0, EF_MIPS_ABI_O32):
+            return "o32"
+        return f"mips-abi-0x{flags & EF_MIPS_ABI:x}"
+    if machine == "EM_AARCH64":
+        return "lp64" if bits == 64 else "ilp32"
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """An ELF file's identity and its dynamic linking needs."""
+
+    identity: ElfIdentity
+    interpreter: str | None
+    needed: tuple[str, ...]
+
+
+def read_elf(data: bytes, name: str) -> ElfInfo | None:
+    """Identity, PT_INTERP and DT_NEEDED of an ELF image; None if it is not ELF."""
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
+    if not data.startswith(b"\x7fELF"):
+        return None
+    with io.BytesIO(data) as f:
+        try:
+            e = ELFFile(f)
+            machine = e["e_machine"]
+            ident = ElfIdentity(machine, e.elfclass,
+                                "little" if e.little_endian else "big",
+                                _abi(machine, e.elfclass, e["e_flags"]))
+            interp = None
+            for seg in e.iter_segments():
+                if seg["p_type"] == "PT_INTERP":
+                    interp = seg.get_interp_name()
+            needed = []
+            for sec in e.iter_sections():
+                if isinstance(sec, DynamicSection):
+                    needed += [t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+            return ElfInfo(ident, interp, tuple(needed))
+        except ELFError as err:
+            raise StepError(f"{name}: broken ELF file: {err}") from None

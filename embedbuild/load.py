@@ -17,8 +17,10 @@ from pydantic import BaseModel, ValidationError
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
 from embedbuild.model.source import Source
+from embedbuild.model.system import OverlayAttrs, System
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
+PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
 COMMON = "common"
 
 
@@ -156,3 +158,33 @@ def load_board(name_or_path: str) -> Board:
             + (", ".join(sorted(board.sources)) or "none"),
         )
     return board
+
+
+def load_system(path: Path) -> System:
+    """A system file (the same keys as a board's [system] table)."""
+    data, text = read_toml(path)
+    return _validate(System, data, path, text, {})
+
+
+def overlay_attrs(path: Path) -> OverlayAttrs:
+    """An overlay's attribute file."""
+    data, text = read_toml(path)
+    return _validate(OverlayAttrs, data, path, text, {})
+
+
+def overlays_dirs() -> list[Path]:
+    """Folders searched for overlays: $EMBEDBUILD_OVERLAYS (colon-separated), then the project's."""
+    extra = [Path(p) for p in os.environ.get("EMBEDBUILD_OVERLAYS", "").split(":") if p]
+    return [*extra, PROJECT_OVERLAYS]
+
+
+def find_overlay(name: str, where: str) -> tuple[Path, Path | None]:
+    """An overlay's folder and its attribute file (overlays/NAME.toml), if any."""
+    for root in overlays_dirs():
+        folder = root / name
+        if folder.is_dir():
+            attrs = root / f"{name}.toml"
+            return folder, attrs if attrs.is_file() else None
+    searched = ", ".join(str(r) for r in overlays_dirs())
+    raise BoardError(f"overlay {name!r} not found", where=where,
+                     hint=f"create the folder {name}/ in one of: {searched}")

@@ -100,24 +100,6 @@ class Events:
     def finished(self, step: Step, seconds: float) -> None: ...
 
 
-class _Cores:
-    """A counting pool of cores: steps take what they use, so nothing is oversubscribed."""
-
-    def __init__(self, total: int) -> None:
-        self.free = total
-        self.cond = threading.Condition()
-
-    def take(self, n: int) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.free >= n)
-            self.free -= n
-
-    def give(self, n: int) -> None:
-        with self.cond:
-            self.free += n
-            self.cond.notify_all()
-
-
 def realise(
     store: Store, target: Step, events: Events | None = None, max_jobs: int | None = None
 ) -> dict[str, Path]:
@@ -139,51 +121,53 @@ def realise(
     if not pending:
         return paths
 
-    pool = _Cores(total)
     cancel = threading.Event()
 
     def run(s: Step) -> Path:
         jobs = min(s.jobs, total)
-        pool.take(jobs)
-        try:
-            if cancel.is_set():
-                raise Cancelled()
-            events.started(s)
-            t0 = time.monotonic()
-            info = {
-                "kind": s.kind,
-                "name": s.name,
-                "key": s.key,
-                "version": s.version,
-                "inputs": s.inputs,
-                "deps": [paths[d.key].name for d in s.deps.values()],
-            }
+        if cancel.is_set():
+            raise Cancelled()
+        events.started(s)
+        t0 = time.monotonic()
+        info = {
+            "kind": s.kind,
+            "name": s.name,
+            "key": s.key,
+            "version": s.version,
+            "inputs": s.inputs,
+            "deps": [paths[d.key].name for d in s.deps.values()],
+        }
 
-            def build(tmp: Path, log: Path) -> None:
-                deps = {role: paths[d.key] for role, d in s.deps.items()}
-                s.build(Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s))
+        def build(tmp: Path, log: Path) -> None:
+            deps = {role: paths[d.key] for role, d in s.deps.items()}
+            s.build(Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s))
 
-            path = store.realise(s.key, s.name, info, build)
-            events.finished(s, time.monotonic() - t0)
-            return path
-        finally:
-            pool.give(jobs)
+        path = store.realise(s.key, s.name, info, build)
+        events.finished(s, time.monotonic() - t0)
+        return path
 
     with store.session(), ThreadPoolExecutor(max_workers=total + 1) as ex:
         running: dict[Future, Step] = {}
         waiting = list(pending)
+        free = total
         error: BaseException | None = None
         try:
             while waiting or running:
-                if error is None:
-                    for s in [w for w in waiting if all(d.key in paths for d in w.deps.values())]:
+                # Cores are handed out here, small steps first, so a quick step
+                # (a DTB, a config) never waits behind a long kernel build.
+                ready = [w for w in waiting if all(d.key in paths for d in w.deps.values())]
+                for s in sorted(ready, key=lambda w: w.jobs):
+                    jobs = min(s.jobs, total)
+                    if error is None and jobs <= free:
                         waiting.remove(s)
+                        free -= jobs
                         running[ex.submit(run, s)] = s
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:
                     s = running.pop(f)
+                    free += min(s.jobs, total)
                     try:
                         paths[s.key] = f.result()
                     except Cancelled:

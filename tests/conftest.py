@@ -55,7 +55,12 @@ def boards(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory) -> Path:
-    """One store for the whole session: the real build happens once."""
+    """One store for the whole session: the real build happens once.
+
+    EMBEDBUILD_TEST_STORE reuses a store across runs while developing; CI never sets it.
+    """
+    if env := os.environ.get("EMBEDBUILD_TEST_STORE"):
+        return Path(env)
     return tmp_path_factory.mktemp("store")
 
 
@@ -70,3 +75,29 @@ def arm_result(session_store: Path, tmp_path_factory) -> Path:
 
 def manifest(result: Path) -> dict:
     return json.loads((result / "manifest.json").read_text())
+
+
+def build_hello_initramfs(dest: Path, with_init: bool = True) -> Path:
+    """A one-program initramfs: tests/data/hello-init.c cross-compiled, as /init."""
+    from embedbuild.cpio import Entry, write_newc
+
+    exe = dest / "hello-init"
+    subprocess.run(["arm-linux-gnueabihf-gcc", "-static", "-Os", "-o", exe,
+                    ROOT / "tests" / "data" / "hello-init.c"], check=True)
+    entries = [Entry("dev", "dir", 0o755), Entry("dev/console", "char", 0o600, major=5, minor=1)]
+    if with_init:
+        entries.append(Entry("init", "file", 0o755, data=exe.read_bytes()))
+    else:
+        entries.append(Entry("not-init", "file", 0o755, data=exe.read_bytes()))
+    cpio = dest / ("hello.cpio" if with_init else "no-init.cpio")
+    with open(cpio, "wb") as f:
+        write_newc(entries, f)
+    return cpio
+
+
+@pytest.fixture(scope="session")
+def hello_initramfs(tmp_path_factory) -> Path:
+    return build_hello_initramfs(tmp_path_factory.mktemp("hello"))
+
+
+HELLO_READY = r"embedbuild-test-init: running on (\S+) (\S+)"

@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli, manifest, snapshot
+from conftest import cli, manifest, snapshot
 
-from embedbuild.cpio import Entry, write_newc
 from embedbuild.graph import plan_board
 from embedbuild.load import load_board
 
@@ -47,34 +46,8 @@ def test_fragment_change_replans_only_config_and_kernel(boards: Path):
     assert differ == {"kconfig", "kernel", "result"}
 
 
-def _hello_initramfs(dest: Path) -> Path:
-    exe = dest / "hello-init"
-    subprocess.run(
-        [
-            "arm-linux-gnueabihf-gcc",
-            "-static",
-            "-Os",
-            "-o",
-            exe,
-            ROOT / "tests" / "data" / "hello-init.c",
-        ],
-        check=True,
-    )
-    cpio = dest / "initramfs.cpio"
-    with open(cpio, "wb") as f:
-        write_newc(
-            [
-                Entry("dev", "dir", 0o755),
-                Entry("dev/console", "char", 0o600, major=5, minor=1),
-                Entry("init", "file", 0o755, data=exe.read_bytes()),
-            ],
-            f,
-        )
-    return cpio
-
-
-def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, tmp_path: Path):
-    initrd = _hello_initramfs(tmp_path)
+def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: Path):
+    initrd = hello_initramfs
     p = subprocess.run(
         [
             "qemu-system-arm",

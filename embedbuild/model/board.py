@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from embedbuild.model.source import Source
+from embedbuild.model.system import System
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -103,16 +104,70 @@ class UBoot(Strict):
 
     Args:
         prompt: the U-Boot prompt, e.g. "=> " or "ath> ".
+        autoboot: regex of the line that offers to stop autoboot.
         kernel_addr: RAM address the kernel image is loaded to.
         ramdisk_addr: RAM address a separate initramfs is loaded to.
         fdt_addr: address of the device tree the bootloader passes; None when
             the image carries its own.
+        tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
+        tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
     """
 
     prompt: str = "=> "
+    autoboot: str = "Hit any key to stop autoboot"
     kernel_addr: Address
     ramdisk_addr: Address | None = None
     fdt_addr: Address | None = None
+    tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
+    tftp_windowsize: int = Field(default=16, ge=1, le=64)
+
+
+class Serial(Strict):
+    """The board's serial console.
+
+    Args:
+        baud: line speed.
+        write_chunk: bytes sent at once (0: whole lines); boards without flow control need small.
+        write_delay: seconds between chunks.
+    """
+
+    baud: int = 115200
+    write_chunk: int = Field(default=0, ge=0)
+    write_delay: float = Field(default=0.0, ge=0)
+
+
+class Qemu(Strict):
+    """How QEMU emulates the board (the board has no [qemu] when it cannot be emulated).
+
+    Args:
+        system: the qemu-system-* binary.
+        machine: -M value.
+        cpu: -cpu value.
+        memory: -m value.
+        firmware: the bootloader QEMU starts (-bios), e.g. Debian's U-Boot for qemu_arm.
+        nic: the network device model on the tap.
+        nodefaults: pass -nodefaults (no default devices).
+        extra: more QEMU arguments.
+    """
+
+    system: str
+    machine: str
+    cpu: str | None = None
+    memory: str = "256M"
+    firmware: Path | None = None
+    nic: str = "virtio-net-device"
+    nodefaults: bool = False
+    extra: list[str] = []
+
+
+class Userland(Strict):
+    """The board's userland build.
+
+    Args:
+        busybox: Kconfig fragments for busybox (over its defconfig), merged in order.
+    """
+
+    busybox: list[BoardFile] = Field(min_length=1)
 
 
 class Board(Strict):
@@ -126,6 +181,10 @@ class Board(Strict):
     sources: dict[str, Source] = {}
     kernel: Kernel
     uboot: UBoot
+    serial: Serial = Serial()
+    qemu: Qemu | None = None
+    userland: Userland | None = None
+    system: System | None = None
 
     @property
     def kernel_source(self) -> Source:

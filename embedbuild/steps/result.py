@@ -36,9 +36,10 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     """Collect the outputs named in ``parts`` (role -> step) and write manifest.json.
 
     Roles: kernel (the kernel build), image (the bootable image, if packaged
-    separately), dtb.
+    separately), dtb, initramfs (loaded beside the kernel).
     """
     image_name = "uImage" if board.kernel.uimage else board.kernel.image
+    initrd_name = parts["initramfs"].inputs["file"] if "initramfs" in parts else None
 
     def build(ctx: Context) -> None:
         files = {}
@@ -49,6 +50,9 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
         if "dtb" in ctx.deps:
             for d in sorted(ctx.deps["dtb"].glob("*.dtb")):
                 picks.append(("dtb", d.name, d))
+        if initrd_name:
+            picks.append(("initramfs", initrd_name, ctx.deps["initramfs"] / initrd_name))
+            shutil.copyfile(ctx.deps["initramfs"] / "sizes.json", ctx.out / "sizes.json")
         for role, name, path in picks:
             dest = ctx.out / name
             try:
@@ -86,7 +90,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
                 "fdt_addr": (
                     f"0x{board.uboot.fdt_addr:08x}" if board.uboot.fdt_addr is not None else None
                 ),
-                "tftpboot": uboot_commands(board, image_name, None),
+                "tftpboot": uboot_commands(board, image_name, initrd_name),
             },
         }
         (ctx.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -95,12 +99,13 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
         kind="result",
         name=f"{board.name}-result",
         version=1,
-        # Paths are left out: what the files hold is covered by the parts' keys.
+        # Exactly what the manifest is written from; file contents are covered by the parts.
         inputs={
-            "board": board.model_dump(
-                mode="json",
-                exclude={"dir": True, "sources": True, "kernel": {"fragments", "patches", "dts"}},
-            )
+            "board": board.name,
+            "arch": board.arch.value,
+            "description": board.description,
+            "kernel": board.kernel.model_dump(mode="json", include={"image", "uimage", "cmdline"}),
+            "uboot": board.uboot.model_dump(mode="json"),
         },
         deps=parts,
         build=build,

@@ -9,7 +9,7 @@ int main(void) {
     uname(&u);
     printf("embedbuild-test-init: running on %s %s\n", u.machine, u.release);
     fflush(stdout);
-    sync();
+    sleep(1); /* let a console reader see the line before the machine goes away */
     reboot(RB_POWER_OFF);
     return 0;
 }

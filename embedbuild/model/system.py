@@ -1,0 +1,180 @@
+"""The system model: what runs on the board once the kernel starts.
+
+Declared in a board's [system] table or in a system file (``--system``), so one
+board can run several systems. Validated once; checked for unknown services,
+dependency cycles and missing overlays at load.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=32)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Service(Strict):
+    """A supervised service.
+
+    Args:
+        name: unique name (also its pid file, /run/svc/NAME.pid).
+        command: shell command that runs in the foreground.
+        depends_on: services that must be up before this one starts.
+        respawn: restart it when it exits (with back-off), or report and leave it.
+        environment: variables set for it.
+        output: where its stdout/stderr go: the console or syslog.
+        ready: shell test that says it is up (default: still running after a moment).
+    """
+
+    name: Name
+    command: str = Field(min_length=1)
+    depends_on: list[Name] = []
+    respawn: bool = True
+    environment: dict[str, str] = {}
+    output: Literal["console", "syslog"] = "console"
+    ready: str | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+                raise ValueError(f"{k!r} is not a valid environment variable name")
+        return v
+
+
+class Network(Strict):
+    """The board's network: a static address or DHCP on one interface.
+
+    Args:
+        interface: e.g. eth0.
+        address: static address with prefix, e.g. 10.77.0.2/24; omit for DHCP.
+        gateway: default route for a static address.
+        dhcp: use busybox udhcpc.
+    """
+
+    interface: str = "eth0"
+    address: str | None = None
+    gateway: str | None = None
+    dhcp: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.IPv4Interface(v)
+            if "/" not in v:
+                raise ValueError("give the prefix length too, e.g. 10.77.0.2/24")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if self.dhcp == (self.address is not None):
+            raise ValueError("give either address (static) or dhcp = true")
+        return self
+
+
+class System(Strict):
+    """What the init sets up and runs.
+
+    Args:
+        hostname: the system's host name.
+        console_shell: a root shell on the serial console (physical access).
+        network: the network setup; omit for none.
+        services: supervised services, started in dependency order.
+        authorized_keys: SSH public keys dropbear accepts for root (password logins are off).
+        overlays: names of folders under overlays/ copied into the rootfs, in order.
+        packages: extra packages beside busybox (e.g. "dropbear").
+        compression: how each initramfs segment is compressed.
+        initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
+    """
+
+    hostname: str = Field(default="embedbuild", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    console_shell: bool = True
+    network: Network | None = None
+    services: list[Service] = []
+    authorized_keys: list[str] = []
+    overlays: list[str] = []
+    packages: list[Literal["dropbear"]] = []
+    compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
+    initramfs: Literal["separate", "builtin"] = "separate"
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", k):
+                raise ValueError(f"not an SSH public key line: {k[:40]!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _services(self) -> Self:
+        names = [s.name for s in self.services]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"service names must be unique: {', '.join(sorted(dup))}")
+        for s in self.services:
+            for d in s.depends_on:
+                if d not in names:
+                    raise ValueError(f"service {s.name!r} depends on unknown service {d!r} "
+                                     f"(known: {', '.join(names)})")
+        service_order(self.services)  # refuses cycles
+        return self
+
+
+def service_order(services: list[Service]) -> list[Service]:
+    """Services sorted so each comes after what it depends on; a cycle is an error naming it."""
+    by_name = {s.name: s for s in services}
+    done: list[Service] = []
+    state: dict[str, int] = {}  # 1: visiting, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name):], name]
+            raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
+        state[name] = 1
+        for d in by_name[name].depends_on:
+            visit(d, [*path, name])
+        state[name] = 2
+        done.append(by_name[name])
+
+    for s in services:
+        visit(s.name, [])
+    return done
+
+
+class OverlayEntry(Strict):
+    """Owner and mode of a file or folder of an overlay."""
+
+    path: str
+    mode: int | None = Field(default=None, ge=0, le=0o7777)
+    uid: int = 0
+    gid: int = 0
+
+
+class OverlayNode(Strict):
+    """A device node or fifo an overlay adds (no root needed on the build host)."""
+
+    path: str
+    type: Literal["char", "block", "fifo"]
+    major: int = 0
+    minor: int = 0
+    mode: int = Field(default=0o600, ge=0, le=0o7777)
+    uid: int = 0
+    gid: int = 0
+
+
+class OverlayAttrs(Strict):
+    """overlays/NAME.toml: attributes the folder itself cannot carry."""
+
+    entry: list[OverlayEntry] = []
+    node: list[OverlayNode] = []

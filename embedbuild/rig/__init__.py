@@ -1,0 +1,1 @@
+"""The bench: TFTP server, consoles, QEMU boards, U-Boot and Linux shell drivers."""

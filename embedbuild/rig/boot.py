@@ -1,0 +1,207 @@
+"""Boot paths composed from the drivers: TFTP boot through U-Boot, on QEMU or a real board."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedbuild.model.board import Board
+from embedbuild.rig.console import Console
+from embedbuild.rig.netns import BenchNetwork
+from embedbuild.rig.qemu import QemuBoard
+from embedbuild.rig.tftp import TftpServer, Transfer
+from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
+from embedbuild.steps.result import uboot_commands
+
+READY = r"embedbuild: system ready"
+
+
+@dataclass
+class BootReport:
+    """Where the time went."""
+
+    stages: list[tuple[str, float]] = field(default_factory=list)
+    transfers: list[Transfer] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{name:28} {secs:6.2f} s" for name, secs in self.stages]
+        out += [
+            f"  tftp {t.filename:21} {t.size / 2**20:6.2f} MiB in {t.seconds:.2f} s "
+            f"({t.rate:.1f} MiB/s)"
+            for t in self.transfers
+        ]
+        return out
+
+
+@dataclass
+class Target:
+    """A booted board: its console, U-Boot driver and (for QEMU) the machine."""
+
+    board: Board
+    console: Console
+    uboot: UBootDriver
+    report: BootReport
+    qemu: QemuBoard | None = None
+    network: BenchNetwork | None = None
+
+
+def stage_files(result: Path, dest: Path, extra: list[Path]) -> Path:
+    """The folder served over TFTP: the result's files plus any extra ones."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in [*sorted(result.iterdir()), *extra]:
+        if p.is_file() and not p.name.startswith("."):
+            shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+def boot_commands(board: Board, result: Path, initrd: Path | None) -> list[str]:
+    """The U-Boot commands that TFTP-boot a result: the manifest's, or with an extra initrd."""
+    manifest = json.loads((result / "manifest.json").read_text())
+    if initrd is None:
+        return manifest["uboot"]["tftpboot"]
+    return uboot_commands(board, manifest["kernel"]["file"], initrd.name)
+
+
+def tftp_boot(
+    board: Board,
+    uboot: UBootDriver,
+    server_ip: str,
+    device_ip: str,
+    netmask: str,
+    cmds: list[str],
+    ready: str,
+    report: BootReport,
+    timeout: float = 60,
+) -> None:
+    """From a U-Boot prompt: set up the network, run the TFTP boot commands, wait for
+    the ready line."""
+    u = board.uboot
+    for cmd in (
+        f"setenv ipaddr {device_ip}",
+        f"setenv serverip {server_ip}",
+        f"setenv netmask {netmask}",
+        f"setenv tftpblocksize {u.tftp_blocksize}",
+        f"setenv tftpwindowsize {u.tftp_windowsize}",
+    ):
+        uboot.check(cmd)
+    for cmd in cmds[:-1]:
+        r = uboot.check(cmd, timeout=120)
+        if cmd.startswith("tftpboot"):
+            report.stages.append((f"U-Boot {cmd.split()[-1]}", r.seconds))
+    report.stages.append(("U-Boot boot command", uboot.boot(cmds[-1], timeout)))
+    t0 = time.monotonic()
+    m = uboot.console.expect([r"Run /init as init process", *KERNEL_ERRORS], timeout)
+    if m.index != 0:
+        raise BootError(f"kernel: {m.match.group(0).strip()}", log_tail=uboot.console.tail())
+    report.stages.append(("kernel to /init", time.monotonic() - t0))
+    report.stages.append(("init to ready", wait_ready(uboot.console, ready, timeout)))
+
+
+@contextlib.contextmanager
+def qemu_target(
+    board: Board,
+    result: Path,
+    workdir: Path,
+    *,
+    initrd: Path | None = None,
+    ready: str = READY,
+    timeout: float = 60,
+) -> Iterator[Target]:
+    """Boot a QEMU board through its U-Boot over TFTP; yields the booted target.
+
+    Everything started here (QEMU, the TFTP server, the namespace) is gone on
+    exit, also after an error or Ctrl-C.
+    """
+    assert board.qemu is not None
+    report = BootReport()
+    served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
+    cmds = boot_commands(board, result, initrd)
+    with contextlib.ExitStack() as stack:
+        net = stack.enter_context(BenchNetwork())
+        server = stack.enter_context(
+            TftpServer(
+                served, net.server_ip, 69, on_transfer=report.transfers.append, netns=net.path
+            )
+        )
+        assert server
+        qemu = QemuBoard(board.qemu, net, workdir)
+        t0 = time.monotonic()
+        port = qemu.power_on()
+        stack.callback(qemu.power_off)
+        console = stack.enter_context(
+            Console(
+                port,
+                board.serial.baud,
+                workdir / "console.log",
+                board.serial.write_chunk,
+                board.serial.write_delay,
+            )
+        )
+        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
+        uboot.interrupt(timeout)
+        report.stages.append(("power on to U-Boot prompt", time.monotonic() - t0))
+        tftp_boot(
+            board,
+            uboot,
+            net.server_ip,
+            net.device_ip,
+            net.netmask,
+            cmds,
+            ready,
+            report,
+            timeout,
+        )
+        report.stages.append(("power on to ready", time.monotonic() - t0))
+        yield Target(board, console, uboot, report, qemu, net)
+
+
+@contextlib.contextmanager
+def serial_target(
+    board: Board,
+    result: Path,
+    workdir: Path,
+    *,
+    port: str,
+    baud: int,
+    server_ip: str,
+    device_ip: str,
+    netmask: str,
+    initrd: Path | None = None,
+    ready: str = READY,
+    timeout: float = 60,
+) -> Iterator[Target]:
+    """TFTP-boot a real board on a serial console: the user powers it on."""
+    report = BootReport()
+    served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
+    cmds = boot_commands(board, result, initrd)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append))
+        console = stack.enter_context(
+            Console(
+                port,
+                baud,
+                workdir / "console.log",
+                board.serial.write_chunk,
+                board.serial.write_delay,
+            )
+        )
+        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
+        # A person powers the board on: allow them time.
+        report.stages.append(("waiting for U-Boot", uboot.interrupt(max(timeout, 300))))
+        tftp_boot(
+            board,
+            uboot,
+            server_ip,
+            device_ip,
+            netmask,
+            cmds,
+            ready,
+            report,
+            timeout,
+        )
+        yield Target(board, console, uboot, report)

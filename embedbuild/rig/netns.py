@@ -1,0 +1,105 @@
+"""A private bench LAN: a network namespace with a bridge and a tap for a QEMU board.
+
+Only addresses inside a namespace this module created are used, and the
+namespace (with its bridge and tap) is removed on exit, also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from embedbuild.errors import EmbedbuildError
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def require_root(what: str) -> None:
+    """Refuse early, with what to do, instead of failing half-way."""
+    if os.geteuid() != 0:
+        raise EmbedbuildError(
+            f"{what} needs root: it creates a network namespace with a bridge and a tap",
+            hint="run it as root (e.g. sudo .venv/bin/embedbuild ...)",
+        )
+
+
+@contextlib.contextmanager
+def inside(ns_path: str | None) -> Iterator[None]:
+    """Run the body with this thread in the network namespace (sockets made here stay in it)."""
+    if ns_path is None:
+        yield
+        return
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(ns_path, os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns failed")
+        try:
+            yield
+        finally:
+            _libc.setns(own, CLONE_NEWNET)
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+def _ip(*args: str) -> None:
+    p = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if p.returncode:
+        raise EmbedbuildError(f"ip {' '.join(args)} failed: {p.stderr.strip()}")
+
+
+@dataclass
+class BenchNetwork:
+    """Namespace ``name`` with bridge br0 at ``server_ip`` and tap0 enslaved to it.
+
+    Args:
+        server_ip: the bench host's address on the bridge (TFTP server).
+        device_ip: the address the board is given.
+        prefix: netmask length.
+    """
+
+    server_ip: str = "10.77.0.1"
+    device_ip: str = "10.77.0.2"
+    prefix: int = 24
+    name: str = ""
+    tap: str = "tap0"
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    @property
+    def netmask(self) -> str:
+        bits = (0xFFFFFFFF << (32 - self.prefix)) & 0xFFFFFFFF
+        return ".".join(str((bits >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """argv run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def __enter__(self) -> BenchNetwork:
+        require_root("a QEMU bench network")
+        self.name = self.name or f"embedbuild-{os.getpid()}"
+        _ip("netns", "add", self.name)
+        try:
+            n = ["-n", self.name]
+            _ip(*n, "link", "set", "lo", "up")
+            _ip(*n, "link", "add", "br0", "type", "bridge")
+            _ip(*n, "tuntap", "add", "dev", self.tap, "mode", "tap")
+            _ip(*n, "link", "set", self.tap, "master", "br0")
+            _ip(*n, "addr", "add", f"{self.server_ip}/{self.prefix}", "dev", "br0")
+            _ip(*n, "link", "set", "br0", "up")
+            _ip(*n, "link", "set", self.tap, "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

@@ -1,0 +1,116 @@
+"""QEMU as a board: a pty serial port (opened like /dev/ttyUSB0), power through QMP,
+and a NIC on the tap of a bench network."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from embedbuild.errors import EmbedbuildError
+from embedbuild.model.board import Qemu
+from embedbuild.rig.netns import BenchNetwork
+
+
+class QemuBoard:
+    """One QEMU process emulating a board.
+
+    Args:
+        spec: the board's [qemu] section.
+        network: the bench network whose tap the NIC uses.
+        workdir: where the QMP socket and QEMU's own output go.
+    """
+
+    def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path) -> None:
+        self.spec = spec
+        self.network = network
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.qmp_path = workdir / "qmp.sock"
+
+    def argv(self) -> list[str]:
+        s = self.spec
+        argv = [
+            s.system,
+            "-M",
+            s.machine,
+            "-m",
+            s.memory,
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "pty",
+            "-nodefaults" if s.nodefaults else "",
+            "-qmp",
+            f"unix:{self.qmp_path},server=on,wait=off",
+            "-netdev",
+            f"tap,id=net0,ifname={self.network.tap},script=no,downscript=no",
+            "-device",
+            f"{s.nic},netdev=net0",
+        ]
+        if s.cpu:
+            argv += ["-cpu", s.cpu]
+        if s.firmware:
+            argv += ["-bios", str(s.firmware)]
+        argv += s.extra
+        return [a for a in argv if a]
+
+    def power_on(self, timeout: float = 10) -> str:
+        """Start QEMU; returns the pty path of its serial console."""
+        out = (self.workdir / "qemu.out").open("w")
+        self.proc = subprocess.Popen(
+            self.network.exec_argv(self.argv()),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = (self.workdir / "qemu.out").read_text(errors="replace")
+            if m := re.search(r"char device redirected to (/dev/pts/\d+)", text):
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise EmbedbuildError(
+                    f"QEMU exited at start: {text.strip()[-800:]}",
+                    hint="check the board's [qemu] section",
+                )
+            time.sleep(0.02)
+        raise EmbedbuildError("QEMU did not open its serial pty in time")
+
+    def _qmp(self, command: str) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.qmp_path))
+            f = s.makefile("rw")
+            f.readline()  # greeting
+            for cmd in ("qmp_capabilities", command):
+                f.write(json.dumps({"execute": cmd}) + "\n")
+                f.flush()
+                f.readline()
+
+    def reset(self) -> None:
+        """Hard reset, like the board's reset line."""
+        self._qmp("system_reset")
+
+    def power_off(self) -> None:
+        """Stop QEMU (QMP quit, then kill) and wait for it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self._qmp("quit")
+            self.proc.wait(timeout=3)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

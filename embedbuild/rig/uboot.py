@@ -1,0 +1,121 @@
+"""The U-Boot driver: interrupt autoboot, find the prompt, run commands and know
+whether they failed, boot and follow the kernel to the init's ready line."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from embedbuild.rig.console import Console, ConsoleError
+
+# What U-Boot prints when something went wrong (net/tftp.c, boot/*.c, cmd/*.c).
+UBOOT_ERRORS = [
+    r"TFTP error: '[^'\n]*' \(\d+\)",
+    r"Not retrying\.\.\.",
+    r"Retry count exceeded[^\n]*",
+    r"ARP Retry count exceeded[^\n]*",
+    r"\*\*\* ERROR: `\w+' not set",
+    r"Bad Data CRC",
+    r"Bad Header Checksum",
+    r"Bad Magic Number",
+    r"Wrong Ramdisk Image Format",
+    r"Ramdisk image is corrupt or invalid",
+    r"zimage: Bad magic!",
+    r"Bad Linux ARM64 Image magic!",
+    r"[Cc]an't get kernel image!?",
+    r"Unknown command '[^'\n]*' - try 'help'",
+    r"## Error: [^\n]*",
+    r"Must RESET board to recover",
+]
+# What a kernel prints when it will not reach the init's ready line.
+KERNEL_ERRORS = [
+    r"Kernel panic - not syncing:[^\n]*",
+    r"Internal error: Oops[^\n]*",
+    r"\bOops[:\[][^\n]*",
+    r"\bBUG: [^\n]*",
+]
+_ERR = re.compile("|".join(UBOOT_ERRORS))
+MARK = "@@@"
+
+
+class BootError(ConsoleError):
+    """U-Boot or the kernel reported a failure."""
+
+
+@dataclass
+class Result:
+    """A U-Boot command's exit status and output."""
+
+    status: int
+    output: str
+    seconds: float
+
+
+class UBootDriver:
+    """Drives U-Boot over any Console.
+
+    Args:
+        console: the board's console.
+        prompt: the board's prompt string.
+        autoboot: regex of the "stop autoboot" line.
+    """
+
+    def __init__(
+        self, console: Console, prompt: str = "=> ", autoboot: str = "Hit any key to stop autoboot"
+    ) -> None:
+        self.console = console
+        self.prompt = prompt
+        self.autoboot = autoboot
+
+    def interrupt(self, timeout: float = 60) -> float:
+        """Stop autoboot and reach a prompt that answers; returns the seconds it took."""
+        t0 = time.monotonic()
+        m = self.console.expect([self.autoboot, re.escape(self.prompt)], timeout)
+        if m.index == 0:
+            self.console.write(" ")
+        self.sync()
+        return time.monotonic() - t0
+
+    def sync(self, timeout: float = 10) -> None:
+        """Make sure the prompt answers: the split-quoted echo cannot match its own echo."""
+        self.console.write("\n")
+        self.console.sendline(f'echo {MARK}""SYNC', echo_timeout=timeout)
+        self.console.expect(f"{MARK}SYNC", timeout)
+        self.console.expect(re.escape(self.prompt), timeout)
+
+    def run(self, command: str, timeout: float = 30) -> Result:
+        """Run a command; its exit status comes from the shell's $?."""
+        t0 = time.monotonic()
+        self.console.sendline(f'{command}; echo {MARK}""RC=$?')
+        m = self.console.expect(rf"{MARK}RC=(\d+)", timeout)
+        self.console.expect(re.escape(self.prompt), 10)
+        return Result(int(m.match.group(1)), m.before.strip("\n"), time.monotonic() - t0)
+
+    def check(self, command: str, timeout: float = 30) -> Result:
+        """Run a command that must succeed: non-zero status or a known error string fails."""
+        r = self.run(command, timeout)
+        err = _ERR.search(r.output)
+        if r.status != 0 or err:
+            what = err.group(0) if err else f"exit status {r.status}"
+            raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
+        return r
+
+    def boot(self, command: str, timeout: float = 30) -> float:
+        """Run a boot command and wait for 'Starting kernel'; U-Boot errors fail at once."""
+        t0 = time.monotonic()
+        self.console.sendline(command)
+        m = self.console.expect(["Starting kernel", *UBOOT_ERRORS, re.escape(self.prompt)], timeout)
+        if m.index != 0:
+            what = m.match.group(0) if m.index <= len(UBOOT_ERRORS) else "back at the prompt"
+            raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
+        return time.monotonic() - t0
+
+
+def wait_ready(console: Console, ready: str, timeout: float) -> float:
+    """Wait for the init's ready line; a kernel panic or oops fails at once."""
+    t0 = time.monotonic()
+    m = console.expect([ready, *KERNEL_ERRORS], timeout)
+    if m.index != 0:
+        raise BootError(f"kernel: {m.match.group(0).strip()}", log_tail=console.tail())
+    return time.monotonic() - t0

@@ -1,0 +1,57 @@
+"""dropbear, the SSH server: the second package, proving the package model.
+
+Built without password authentication at all (localoptions.h), linked
+dynamically so glibc's name service works; the rootfs step brings its
+libraries from the toolchain sysroot. Host keys are made on the device at
+first start (dropbear -R), never baked into the image.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from embedbuild.plan import Context, Step
+from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
+
+LOCAL_OPTIONS = b"""\
+/* embedbuild: keys only; nobody gets in with a password. */
+#define DROPBEAR_SVR_PASSWORD_AUTH 0
+#define DROPBEAR_SVR_PAM_AUTH 0
+#define DSS_PRIV_FILENAME "/etc/dropbear/dropbear_dss_host_key"
+#define RSA_PRIV_FILENAME "/etc/dropbear/dropbear_rsa_host_key"
+#define ECDSA_PRIV_FILENAME "/etc/dropbear/dropbear_ecdsa_host_key"
+#define ED25519_PRIV_FILENAME "/etc/dropbear/dropbear_ed25519_host_key"
+"""
+
+
+def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
+    """Configure and build dropbear and dropbearkey into ``root/usr/sbin``."""
+    triplet = tc.prefix.rstrip("-")
+
+    def build(ctx: Context) -> None:
+        b = ctx.out / "build"
+        ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the dropbear source")
+        shutil.rmtree(b / ".embedbuild", ignore_errors=True)
+        (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
+        env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
+        ctx.run.run(["./configure", f"--host={triplet}", "--disable-zlib", "--disable-lastlog",
+                     "--disable-utmp", "--disable-utmpx", "--disable-wtmp", "--disable-wtmpx",
+                     "--disable-pututline", "--disable-pututxline"],
+                    cwd=b, env=env, what="configuring dropbear")
+        ctx.run.run(["make", f"-j{ctx.jobs}", "PROGRAMS=dropbear dropbearkey"], cwd=b, env=env,
+                    what="building dropbear")
+        dest = ctx.out / "root" / "usr" / "sbin"
+        dest.mkdir(parents=True)
+        for prog in ("dropbear", "dropbearkey"):
+            ctx.run.run([f"{tc.prefix}strip", "-o", dest / prog, b / prog], what=f"strip {prog}")
+        shutil.rmtree(b)
+
+    return Step(
+        kind="dropbear",
+        name=name,
+        version=1,
+        inputs={"toolchain": tc.identity(), "options": LOCAL_OPTIONS.decode()},
+        deps={"tree": tree},
+        build=build,
+        jobs=jobs,
+    )
