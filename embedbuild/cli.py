@@ -83,13 +83,15 @@ class _Progress:
         return self.live.__exit__(*exc)
 
 
-def build_board(board_name: str, store, console, role: str = "result"):
-    """Load and plan a board, realise the step of the given role; returns (plan, paths)."""
+def build_board(args, store, console, role: str = "result"):
+    """Load and plan args.board (with args.system), realise the step of the given role;
+    returns (plan, paths)."""
     from embedbuild.graph import plan_board
     from embedbuild.load import load_board
     from embedbuild.plan import realise
 
-    plan = plan_board(load_board(board_name))
+    system = Path(args.system) if getattr(args, "system", None) else None
+    plan = plan_board(load_board(args.board, system))
     with _Progress(console) as progress:
         paths = realise(store, plan.steps[role], progress)
     return plan, paths
@@ -98,7 +100,7 @@ def build_board(board_name: str, store, console, role: str = "result"):
 def cmd_build(args) -> int:
     store = _store(args)
     console = _console()
-    plan, paths = build_board(args.board, store, console)
+    plan, paths = build_board(args, store, console)
     result = paths[plan.result.key]
     store.link_result(result, Path(args.out_link))
     print(result)
@@ -109,7 +111,7 @@ def cmd_config(args) -> int:
     from embedbuild.kconfig import read_config
 
     store = _store(args)
-    plan, paths = build_board(args.board, store, _console(), role="kconfig")
+    plan, paths = build_board(args, store, _console(), role="kconfig")
     cfg = paths[plan.steps["kconfig"].key]
     request = read_config(cfg / "request.config")
     final = read_config(cfg / "kernel.config")
@@ -140,7 +142,7 @@ def cmd_boot(args) -> int:
             hint="the board gets --device-ip; this machine serves at --server-ip",
         )
     store = _store(args)
-    plan, paths = build_board(args.board, store, console)
+    plan, paths = build_board(args, store, console)
     board = plan.board
     result = paths[plan.result.key]
     initrd = Path(args.initrd).resolve() if args.initrd else None
@@ -209,6 +211,49 @@ def cmd_tftp(args) -> int:
     return 0
 
 
+def cmd_test(args) -> int:
+    import subprocess
+
+    from embedbuild.load import PROJECT_BOARDS
+
+    argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
+            "--eb-board", args.board]
+    if args.store:
+        argv += ["--eb-store", args.store]
+    if args.serial:
+        argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip or "",
+                 "--eb-device-ip", args.device_ip or ""]
+        if args.baud:
+            argv += ["--eb-baud", str(args.baud)]
+    return subprocess.call(argv + [a for a in args.pytest_args if a != "--"])
+
+
+def cmd_size(args) -> int:
+    store = _store(args)
+    plan, paths = build_board(args, store, _console())
+    result = paths[plan.result.key]
+    manifest = json.loads((result / "manifest.json").read_text())
+    rows = []
+    sizes = result / "sizes.json"
+    if sizes.exists():
+        rows = [(c["component"], c["raw"], c["compressed"]) for c in json.loads(sizes.read_text())]
+    kernel = manifest["kernel"]["file"]
+    kbytes = manifest["files"][kernel]["size"]
+    total = kbytes + sum(r[2] for r in rows)
+    print(f"{'component':40} {'raw':>10} {'compressed':>11}")
+    for name, raw, comp in rows:
+        print(f"{name:40} {raw:10,} {comp:11,}")
+    if rows:
+        print(f"{'initramfs':40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
+    print(f"{'kernel (' + kernel + ')':40} {'':10} {kbytes:11,}")
+    print(f"{'total loaded':40} {'':10} {total:11,}")
+    part = plan.board.firmware_partition()
+    if part is not None:
+        print(f"share of the {part.name} partition ({part.size:,} bytes): "
+              f"{100 * total / part.size:.1f}%")
+    return 0
+
+
 def cmd_gc(args) -> int:
     items, freed = _store(args).gc()
     print(f"removed {items} item(s), {freed / 2**20:.1f} MiB")
@@ -242,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_show)
     s = sub.add_parser("build", help="build a board")
     s.add_argument("board")
+    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     s.add_argument("--out-link", default="result", help="result link to create (default: result)")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
@@ -251,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_config)
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line")
     s.add_argument("board")
+    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     how = s.add_mutually_exclusive_group(required=True)
     how.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     how.add_argument("--serial", metavar="DEV", help="a real board's console (or pyserial URL)")
@@ -276,6 +323,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
     s.set_defaults(fn=cmd_tftp)
+    s = sub.add_parser("test", help="boot a board and run the system tests against it")
+    s.add_argument("board")
+    s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
+    s.add_argument("--baud", type=int)
+    s.add_argument("--server-ip")
+    s.add_argument("--device-ip")
+    s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments")
+    s.set_defaults(fn=cmd_test)
+    s = sub.add_parser("size", help="bytes per component, kernel, total")
+    s.add_argument("board")
+    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
+    s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
     sub.add_parser("verify", help="re-hash the store and report damage").set_defaults(fn=cmd_verify)
     return p

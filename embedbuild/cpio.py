@@ -82,3 +82,30 @@ def write_newc(entries: Iterable[Entry], out: BinaryIO) -> None:
     name = b"TRAILER!!!"
     hdr = _header(0, 0, 0, 0, 1, 0, 0, 0, name)
     out.write(hdr + name + b"\0" + _pad(len(hdr) + len(name) + 1))
+
+
+def read_newc(data: bytes) -> list[Entry]:
+    """Entries of one or more concatenated (uncompressed) newc archives."""
+    out = []
+    pos = 0
+    while pos + 110 <= len(data):
+        if data[pos : pos + 6] != b"070701":
+            if data[pos] == 0:  # padding between archives
+                pos += 1
+                continue
+            raise ValueError(f"not a newc header at offset {pos}")
+        f = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, uid, gid, size, rmaj, rmin, namesize = f[1], f[2], f[3], f[6], f[9], f[10], f[11]
+        name_at = pos + 110
+        name = data[name_at : name_at + namesize - 1].decode()
+        body = name_at + namesize + (-(110 + namesize) % 4)
+        payload = data[body : body + size]
+        pos = body + size + (-size % 4)
+        if name == "TRAILER!!!":
+            continue
+        kind = next(k for k, t in _TYPE.items() if stat.S_IFMT(mode) == t)
+        out.append(Entry(name, kind, mode & 0o7777,
+                         data=payload if kind == "file" else b"",
+                         target=payload.decode() if kind == "symlink" else "",
+                         major=rmaj, minor=rmin, uid=uid, gid=gid))
+    return out

@@ -31,8 +31,8 @@ class Plan:
         return self.steps["result"]
 
 
-def plan_board(board: Board, system: System | None = None) -> Plan:
-    """Make the step graph of a board (with ``system``, else the board's own [system]).
+def plan_board(board: Board) -> Plan:
+    """Make the step graph of a board (and its system, when it has one).
 
     Reads the board's small files (fragments, patches, dts, overlays) to key
     the steps; fails early on conflicting fragments and colliding overlays."""
@@ -46,7 +46,7 @@ def plan_board(board: Board, system: System | None = None) -> Plan:
     steps["kconfig"] = k.config_step(board, steps["tree"], tc, k.fragments_of(board))
     steps["kernel"] = k.kernel_step(board, steps["tree"], steps["kconfig"], tc, cores())
     parts = {"kernel": steps["kernel"]}
-    system = system or board.system
+    system = board.system
     if system is not None:
         steps |= plan_userland(board, system, tc, steps["kconfig"])
         parts["initramfs"] = steps["initramfs"]

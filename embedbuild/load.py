@@ -134,8 +134,8 @@ def load_sources(path: Path) -> dict[str, Source]:
     return {name: _validate(Source, spec, path, text, {}, (name,)) for name, spec in data.items()}
 
 
-def load_board(name_or_path: str) -> Board:
-    """Load and validate a board folder by name or path."""
+def load_board(name_or_path: str, system: Path | None = None) -> Board:
+    """Load and validate a board folder by name or path; ``system`` replaces its [system]."""
     bdir = find_board(name_or_path)
     path = bdir / "board.toml"
     data, text = read_toml(path)
@@ -157,6 +157,11 @@ def load_board(name_or_path: str) -> Board:
             hint=f"define it under [sources] or in {common}; known: "
             + (", ".join(sorted(board.sources)) or "none"),
         )
+    if system is not None:
+        board = board.model_copy(update={"system": load_system(system)})
+    if board.system is not None:
+        for name in board.system.overlays:
+            find_overlay(name, str(system or path))  # a missing overlay fails at load
     return board
 
 

@@ -170,6 +170,62 @@ class Userland(Strict):
     busybox: list[BoardFile] = Field(min_length=1)
 
 
+class Partition(Strict):
+    """A flash partition.
+
+    Args:
+        name: its name (as in the device tree's partitions).
+        offset: start in bytes from the start of the flash.
+        size: length in bytes.
+        read_only: never written by embedbuild (bootloader, calibration data).
+    """
+
+    name: str
+    offset: Address
+    size: int = Field(gt=0)
+    read_only: bool = False
+
+
+class Flash(Strict):
+    """The board's flash and how it is partitioned.
+
+    Args:
+        size: flash size in bytes.
+        firmware: the partition the firmware image is written to.
+        partitions: in address order, not overlapping.
+    """
+
+    size: int = Field(gt=0)
+    firmware: str
+    partitions: list[Partition] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _layout(self) -> Self:
+        end = 0
+        names = set()
+        for p in self.partitions:
+            if p.name in names:
+                raise ValueError(f"partition {p.name!r} is listed twice")
+            names.add(p.name)
+            if p.offset < end:
+                raise ValueError(f"partition {p.name!r} at 0x{p.offset:x} overlaps the one "
+                                 f"before it (which ends at 0x{end:x})")
+            end = p.offset + p.size
+            if end > self.size:
+                raise ValueError(f"partition {p.name!r} ends at 0x{end:x}, past the end of "
+                                 f"the flash (0x{self.size:x})")
+        fw = next((p for p in self.partitions if p.name == self.firmware), None)
+        if fw is None:
+            raise ValueError(f"firmware partition {self.firmware!r} is not in the layout")
+        if fw.read_only:
+            raise ValueError(f"firmware partition {self.firmware!r} is marked read_only")
+        return self
+
+    def partition(self, name: str) -> Partition:
+        """The partition called name."""
+        return next(p for p in self.partitions if p.name == name)
+
+
 class Board(Strict):
     """A board folder, validated. ``name`` and ``dir`` come from the folder."""
 
@@ -185,6 +241,11 @@ class Board(Strict):
     qemu: Qemu | None = None
     userland: Userland | None = None
     system: System | None = None
+    flash: Flash | None = None
+
+    def firmware_partition(self) -> Partition | None:
+        """Where the firmware image goes, when the board has flash."""
+        return self.flash.partition(self.flash.firmware) if self.flash else None
 
     @property
     def kernel_source(self) -> Source:

@@ -46,8 +46,26 @@ class Target:
     console: Console
     uboot: UBootDriver
     report: BootReport
+    server_ip: str
+    device_ip: str
     qemu: QemuBoard | None = None
     network: BenchNetwork | None = None
+
+
+def bench_network(board: Board) -> BenchNetwork:
+    """The QEMU bench LAN: on the system's own subnet when it has a static address, so
+    U-Boot and Linux use the address the system declares."""
+    import ipaddress
+
+    net = board.system.network if board.system else None
+    if net is None or net.address is None:
+        return BenchNetwork()
+    iface = ipaddress.IPv4Interface(net.address)
+    hosts = iface.network.hosts()
+    server = next(hosts)
+    if server == iface.ip:
+        server = next(hosts)
+    return BenchNetwork(str(server), str(iface.ip), iface.network.prefixlen)
 
 
 def stage_files(result: Path, dest: Path, extra: list[Path]) -> Path:
@@ -122,7 +140,7 @@ def qemu_target(
     served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
     cmds = boot_commands(board, result, initrd)
     with contextlib.ExitStack() as stack:
-        net = stack.enter_context(BenchNetwork())
+        net = stack.enter_context(bench_network(board))
         server = stack.enter_context(
             TftpServer(
                 served, net.server_ip, 69, on_transfer=report.transfers.append, netns=net.path
@@ -157,7 +175,7 @@ def qemu_target(
             timeout,
         )
         report.stages.append(("power on to ready", time.monotonic() - t0))
-        yield Target(board, console, uboot, report, qemu, net)
+        yield Target(board, console, uboot, report, net.server_ip, net.device_ip, qemu, net)
 
 
 @contextlib.contextmanager
@@ -204,4 +222,4 @@ def serial_target(
             report,
             timeout,
         )
-        yield Target(board, console, uboot, report)
+        yield Target(board, console, uboot, report, server_ip, device_ip)

@@ -119,8 +119,15 @@ class Console:
             self._line_start = piece.endswith("\n")
         self._log.write("".join(out))
 
-    def expect(self, patterns: str | Sequence[str], timeout: float) -> Match:
-        """Wait until one of the regexes appears in what was not consumed yet.
+    def mark(self) -> int:
+        """A position in everything read, for ``expect(since=...)``."""
+        with self._cond:
+            return len(self._buf)
+
+    def expect(self, patterns: str | Sequence[str], timeout: float,
+               since: int | None = None) -> Match:
+        """Wait until one of the regexes appears in what was not consumed yet (or in
+        everything read after the mark ``since``, consumed or not).
 
         Consumes up to the end of the match. Raises ConsoleError on timeout or
         when the console closes, with the tail of what was read.
@@ -131,14 +138,15 @@ class Console:
         with self._cond:
             while True:
                 best = None
+                start = self._pos if since is None else since
                 for i, r in enumerate(regs):
-                    m = r.search(self._buf, self._pos)
+                    m = r.search(self._buf, start)
                     if m and (best is None or m.start() < best[1].start()):
                         best = (i, m)
                 if best:
                     i, m = best
-                    before = self._buf[self._pos : m.start()]
-                    self._pos = m.end()
+                    before = self._buf[start : m.start()]
+                    self._pos = max(self._pos, m.end())
                     return Match(i, m, before)
                 left = deadline - time.monotonic()
                 if self._closed:

@@ -1,0 +1,113 @@
+"""pytest plugin: a booted target for tests, on QEMU or on a real board.
+
+Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV,
+--eb-baud, --eb-server-ip, --eb-device-ip, --eb-store. The ``target`` fixture
+boots the board once per session and gives ``run(cmd) -> (status, output)``,
+``succeed(cmd)`` and ``wait_for(regex)``; a failing test gets the console log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from embedbuild.rig.boot import Target
+from embedbuild.rig.shell import ShellDriver
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("embedbuild", "booted embedbuild boards")
+    g.addoption("--eb-board", default="qemu-arm-virt", help="board to boot for `target` tests")
+    g.addoption("--eb-serial", help="a real board's console (else the board's QEMU model)")
+    g.addoption("--eb-baud", type=int, help="console speed (default: the board's)")
+    g.addoption("--eb-server-ip", help="this machine's address on the board's network")
+    g.addoption("--eb-device-ip", help="address to give the board")
+    g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
+
+
+@dataclass
+class BootedTarget:
+    """What tests use: the booted board and a shell on its console."""
+
+    target: Target
+    shell: ShellDriver
+    result: Path
+    workdir: Path
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """(exit status, output) of a shell command on the board."""
+        return self.shell.run(command, timeout)
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        """Output of a command that must exit 0."""
+        return self.shell.succeed(command, timeout)
+
+    def mark(self) -> int:
+        """A point on the console: ``wait_for(..., since=mark)`` also sees what came after
+        it while other commands ran."""
+        return self.target.console.mark()
+
+    def wait_for(self, regex: str, timeout: float = 60, since: int | None = None) -> re.Match:
+        """Wait for a line on the console."""
+        return self.target.console.expect(regex, timeout, since).match
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+
+@contextlib.contextmanager
+def boot_target(config: pytest.Config) -> Iterator[BootedTarget]:
+    """Build the chosen board and boot it (QEMU or serial) until its system is ready."""
+    from embedbuild.graph import plan_board
+    from embedbuild.load import load_board
+    from embedbuild.plan import realise
+    from embedbuild.rig.boot import qemu_target, serial_target
+    from embedbuild.store import Store, default_root
+
+    opt = config.getoption
+    store = Store(Path(opt("--eb-store")) if opt("--eb-store") else default_root())
+    plan = plan_board(load_board(opt("--eb-board")))
+    result = realise(store, plan.result)[plan.result.key]
+    board = plan.board
+    with tempfile.TemporaryDirectory(prefix=f"embedbuild-test-{board.name}-") as d:
+        workdir = Path(d)
+        if opt("--eb-serial"):
+            server_ip, device_ip = opt("--eb-server-ip"), opt("--eb-device-ip")
+            if not (server_ip and device_ip):
+                raise pytest.UsageError("--eb-serial needs --eb-server-ip and --eb-device-ip")
+            cm = serial_target(board, result, workdir, port=opt("--eb-serial"),
+                               baud=opt("--eb-baud") or board.serial.baud, server_ip=server_ip,
+                               device_ip=device_ip, netmask="255.255.255.0")
+        else:
+            cm = qemu_target(board, result, workdir)
+        with cm as target:
+            booted = BootedTarget(target, ShellDriver(target.console), result, workdir)
+            config.stash[_LAST] = booted
+            yield booted
+
+
+_LAST = pytest.StashKey[BootedTarget]()
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> Iterator[BootedTarget]:
+    """The board booted to `embedbuild: system ready`, once per session."""
+    with boot_target(pytestconfig) as t:
+        yield t
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    booted = item.config.stash.get(_LAST, None)
+    if report.failed and booted is not None and "target" in getattr(item, "fixturenames", ()):
+        report.sections.append(("console (last 60 lines)",
+                                "\n".join(booted.target.console.text.splitlines()[-60:])))

@@ -1,0 +1,115 @@
+"""The Linux shell driver: run a command on the booted board's console and get its
+exact output and exit status, even when kernel messages interleave.
+
+The command's output goes to a file on the board; it comes back base64-encoded,
+each line framed with a per-call tag, and is checked against the board's own
+``cksum`` of the file. Kernel lines between or inside the framed lines are
+dropped by the framing; a damaged transfer fails the checksum and is fetched again.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+
+from embedbuild.rig.console import Console, ConsoleError
+
+FETCH_TRIES = 5
+
+
+def posix_cksum(data: bytes) -> int:
+    """The CRC that POSIX cksum prints (polynomial 0x04C11DB7, length appended)."""
+    crc = 0
+    for b in data:
+        crc ^= b << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    n = len(data)
+    while n:
+        crc ^= (n & 0xFF) << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+        n >>= 8
+    return ~crc & 0xFFFFFFFF
+
+
+class ShellError(ConsoleError):
+    """A command failed (from ``succeed``) or its output could not be fetched intact."""
+
+
+class ShellDriver:
+    """Drives a root shell on a console (the system's console shell).
+
+    Args:
+        console: the board's console, after the init's ready line.
+        login: (user, password) if the console asks for a login first.
+    """
+
+    def __init__(self, console: Console, login: tuple[str, str] | None = None) -> None:
+        self.console = console
+        self.login = login
+        self._synced = False
+
+    def sync(self, timeout: float = 15) -> None:
+        """Get a shell that answers: log in if asked, then match a fresh marker."""
+        c = self.console
+        if self.login:
+            c.write("\n")
+            c.expect(r"login: ?$", timeout)
+            c.sendline(self.login[0])
+            c.expect(r"[Pp]assword: ?$", timeout)
+            c.write(self.login[1] + "\n")
+        tag = secrets.token_hex(4)
+        c.write("\n")
+        # A wide terminal: line editing must not wrap (and redraw) long commands.
+        c.sendline(f'stty columns 4096 2>/dev/null; echo "@@{tag}""SYNC"', echo_timeout=None)
+        c.expect(f"@@{tag}SYNC", timeout)
+        self._synced = True
+
+    def run(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run a shell command; returns (exit status, exact output, stderr included)."""
+        if not self._synced:
+            self.sync()
+        tag = secrets.token_hex(4)
+        out = f"/tmp/.eb-{tag}"
+        c = self.console
+        try:
+            # No echo check: the init and the kernel write to this console too, so
+            # the echo can be interleaved; the tagged markers cannot be faked by it.
+            # The command reads no console input: the console is ours.
+            c.sendline(f'( {command} ) >{out} 2>&1 </dev/null; echo "@@{tag}""S$?"',
+                       echo_timeout=None)
+            status = int(c.expect(rf"@@{tag}S(\d+)", timeout).match.group(1))
+            return status, self._fetch(out, tag, timeout)
+        except ConsoleError:
+            # Leave a clean prompt behind for the next command.
+            c.write("\x03\n")
+            self._synced = False
+            raise
+
+    def _fetch(self, path: str, tag: str, timeout: float) -> str:
+        c = self.console
+        line_re = re.compile(rf"^@@{tag}\|([A-Za-z0-9+/=]*)$", re.M)
+        for _ in range(FETCH_TRIES):
+            c.sendline(f'cksum {path}; base64 {path} | sed "s/^/@@{tag}|/"; echo "@@{tag}""END"',
+                       echo_timeout=None)
+            m = c.expect(rf"@@{tag}END", timeout)
+            text = m.before
+            ck = re.search(rf"^(\d+) (\d+) {re.escape(path)}$", text, re.M)
+            data = base64.b64decode("".join(line_re.findall(text)) or "")
+            if ck and int(ck.group(1)) == posix_cksum(data) and int(ck.group(2)) == len(data):
+                c.sendline(f"rm -f {path}", echo_timeout=None)
+                return data.decode(errors="replace")
+        raise ShellError(f"could not fetch the output of a command intact in {FETCH_TRIES} tries",
+                         log_tail=c.tail())
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        """Run a command that must exit 0; returns its output."""
+        status, output = self.run(command, timeout)
+        if status != 0:
+            raise ShellError(f"`{command}` exited with status {status}: {output.strip()[-500:]}",
+                             log_tail=self.console.tail())
+        return output
