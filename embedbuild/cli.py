@@ -92,6 +92,9 @@ def build_board(args, store, console, role: str = "result"):
 
     system = Path(args.system) if getattr(args, "system", None) else None
     plan = plan_board(load_board(args.board, system))
+    if role not in plan.steps:
+        raise EmbedbuildError(f"board {plan.board.name} has no step {role!r}",
+                              hint=f"its steps: {', '.join(plan.steps)}")
     with _Progress(console) as progress:
         paths = realise(store, plan.steps[role], progress)
     return plan, paths
@@ -100,10 +103,10 @@ def build_board(args, store, console, role: str = "result"):
 def cmd_build(args) -> int:
     store = _store(args)
     console = _console()
-    plan, paths = build_board(args, store, console)
-    result = paths[plan.result.key]
-    store.link_result(result, Path(args.out_link))
-    print(result)
+    plan, paths = build_board(args, store, console, role=args.step)
+    out = paths[plan.steps[args.step].key]
+    store.link_result(out, Path(args.out_link))
+    print(out)
     return 0
 
 
@@ -289,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     s.add_argument("--out-link", default="result", help="result link to create (default: result)")
+    s.add_argument("--step", default="result",
+                   help="build only up to this step (e.g. kernel, kconfig, initramfs)")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
         "config", help="print the merged Kconfig request and what the final config added"

@@ -52,7 +52,3 @@ class ConfigError(EmbedbuildError):
 
 class StepError(EmbedbuildError):
     """An external command of a build step failed."""
-
-
-class StoreError(EmbedbuildError):
-    """The store is damaged or cannot be used."""

@@ -47,8 +47,6 @@ class Step:
         deps: role -> step whose output this step reads.
         build: the function that writes the output into ``ctx.out``.
         jobs: cores the step keeps busy (the kernel's make -j); at most the machine's.
-        data: values the build function needs that the key already covers
-            (e.g. file contents whose sha256 is in inputs); not hashed again.
     """
 
     kind: str
@@ -58,7 +56,6 @@ class Step:
     build: Callable[[Context], None]
     deps: dict[str, Step] = field(default_factory=dict)
     jobs: int = 1
-    data: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def key(self) -> str:

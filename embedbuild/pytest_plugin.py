@@ -63,7 +63,7 @@ class BootedTarget:
 
 
 @contextlib.contextmanager
-def boot_target(config: pytest.Config) -> Iterator[BootedTarget]:
+def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterator[BootedTarget]:
     """Build the chosen board and boot it (QEMU or serial) until its system is ready."""
     from embedbuild.graph import plan_board
     from embedbuild.load import load_board
@@ -72,7 +72,7 @@ def boot_target(config: pytest.Config) -> Iterator[BootedTarget]:
     from embedbuild.store import Store, default_root
 
     opt = config.getoption
-    store = Store(Path(opt("--eb-store")) if opt("--eb-store") else default_root())
+    store = Store(store_root or default_root())
     plan = plan_board(load_board(opt("--eb-board")))
     result = realise(store, plan.result)[plan.result.key]
     board = plan.board
@@ -97,9 +97,17 @@ _LAST = pytest.StashKey[BootedTarget]()
 
 
 @pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config) -> Iterator[BootedTarget]:
+def eb_store(pytestconfig: pytest.Config) -> Path | None:
+    """The store `target` builds in (--eb-store; None: embedbuild's default).
+    A test suite can override this fixture to share its own store."""
+    opt = pytestconfig.getoption("--eb-store")
+    return Path(opt) if opt else None
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config, eb_store: Path | None) -> Iterator[BootedTarget]:
     """The board booted to `embedbuild: system ready`, once per session."""
-    with boot_target(pytestconfig) as t:
+    with boot_target(pytestconfig, eb_store) as t:
         yield t
 
 

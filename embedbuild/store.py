@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedbuild.errors import StoreError
-
 META = ".embedbuild"
 
 
@@ -280,9 +278,3 @@ def _du(p: Path) -> int:
                 total += os.lstat(os.path.join(dirpath, f)).st_size
     return total
 
-
-def require_item(path: Path) -> Item:
-    """An existing finished item, or a StoreError."""
-    if not (path / META / "info.json").is_file():
-        raise StoreError(f"not a finished store item: {path}")
-    return Item(path)

@@ -65,6 +65,13 @@ def session_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def eb_store(session_store: Path, pytestconfig) -> Path:
+    """The plugin's `target` builds in the session store too (unless --eb-store is given)."""
+    opt = pytestconfig.getoption("--eb-store")
+    return Path(opt) if opt else session_store
+
+
+@pytest.fixture(scope="session")
 def arm_result(session_store: Path, tmp_path_factory) -> Path:
     """qemu-arm-virt built for real into the session store; returns the result folder."""
     out = tmp_path_factory.mktemp("out")

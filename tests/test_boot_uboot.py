@@ -27,6 +27,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 
+def _qemus() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-"], capture_output=True, text=True).stdout
+    return set(out.split())
+
+
 def _netns_names() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
@@ -102,31 +107,30 @@ def test_kernel_panic_is_detected_at_once(arm_result: Path, tmp_path: Path):
 
 
 def test_cli_boot_and_cleanup(arm_result: Path, hello_initramfs: Path, session_store: Path):
-    before = _netns_names()
+    before, qemus = _netns_names(), _qemus()
     r = cli("boot", "qemu-arm-virt", "--qemu", "--initrd", str(hello_initramfs),
             "--ready", HELLO_READY, "--no-console", store=session_store, timeout=300)
     assert r.code == 0, r.err
     assert "power on to ready" in r.err and "tftp zImage" in r.err
     assert _netns_names() == before
-    assert subprocess.run(["pgrep", "-f", "qemu-system-arm"], capture_output=True).returncode
+    assert _qemus() <= qemus
 
 
 def test_cli_boot_ctrl_c_cleans_up(arm_result: Path, session_store: Path):
-    before = _netns_names()
+    before, qemus = _netns_names(), _qemus()
     p = subprocess.Popen([EMBEDBUILD, "boot", "qemu-arm-virt", "--qemu",
                           "--ready", "never-printed", "--timeout", "120", "--no-console"],
                          env={**os.environ, "EMBEDBUILD_STORE": str(session_store)},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not subprocess.run(
-            ["pgrep", "-f", "qemu-system-arm"], capture_output=True).stdout:
+    while time.monotonic() < deadline and not _qemus() - qemus:
         time.sleep(0.2)
     time.sleep(2)  # in U-Boot or the kernel by now
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=30)
     assert p.returncode != 0 and "Traceback" not in err
     assert _netns_names() == before
-    assert subprocess.run(["pgrep", "-f", "qemu-system-arm"], capture_output=True).returncode
+    assert _qemus() <= qemus
 
 
 def test_boot_without_root_says_what_to_do(tmp_path: Path):

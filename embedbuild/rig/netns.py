@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from embedbuild.errors import EmbedbuildError
 
 CLONE_NEWNET = 0x40000000
+_serial = itertools.count()  # one process may run several benches at once
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -46,6 +48,16 @@ def inside(ns_path: str | None) -> Iterator[None]:
     finally:
         os.close(own)
         os.close(target)
+
+
+def _remove_stale() -> None:
+    """Remove namespaces of embedbuild processes that died without cleaning up (SIGKILL)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        pid = name.removeprefix("embedbuild-").split("-")[0]
+        if name.startswith("embedbuild-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _ip(*args: str) -> None:
@@ -85,7 +97,8 @@ class BenchNetwork:
 
     def __enter__(self) -> BenchNetwork:
         require_root("a QEMU bench network")
-        self.name = self.name or f"embedbuild-{os.getpid()}"
+        _remove_stale()
+        self.name = self.name or f"embedbuild-{os.getpid()}-{next(_serial)}"
         _ip("netns", "add", self.name)
         try:
             n = ["-n", self.name]

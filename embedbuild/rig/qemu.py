@@ -65,13 +65,15 @@ class QemuBoard:
     def power_on(self, timeout: float = 10) -> str:
         """Start QEMU; returns the pty path of its serial console."""
         out = (self.workdir / "qemu.out").open("w")
+        # QEMU dies with us, even if we are killed with SIGKILL.
         self.proc = subprocess.Popen(
-            self.network.exec_argv(self.argv()),
+            ["setpriv", "--pdeathsig", "KILL", "--", *self.network.exec_argv(self.argv())],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        out.close()  # QEMU has its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = (self.workdir / "qemu.out").read_text(errors="replace")

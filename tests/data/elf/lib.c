@@ -1,0 +1,3 @@
+int embedbuild_test_function(void) {
+    return 0;
+}
