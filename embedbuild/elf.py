@@ -20,6 +20,16 @@ def entry_and_text(vmlinux: Path) -> tuple[int, int]:
         return e["e_entry"], start
 
 
+def memory_end(vmlinux: Path) -> int:
+    """The highest address the kernel occupies once running (end of bss)."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(vmlinux, "rb") as f:
+        e = ELFFile(f)
+        return _sign32(max(s["p_vaddr"] + s["p_memsz"] for s in e.iter_segments()
+                           if s["p_type"] == "PT_LOAD"))
+
+
 def _sign32(addr: int) -> int:
     # 32-bit MIPS kernels' 64-bit-clean tools may print 0xffffffff80060000.
     return addr & 0xFFFFFFFF if addr >> 32 in (0, 0xFFFFFFFF) else addr

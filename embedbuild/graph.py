@@ -13,9 +13,11 @@ from embedbuild.steps import initramfs as ir
 from embedbuild.steps import kernel as k
 from embedbuild.steps.busybox import busybox_step
 from embedbuild.steps.dropbear import dropbear_step
+from embedbuild.steps.dtbcheck import driver_index_step, dtb_check_step
 from embedbuild.steps.patch import patched_step
 from embedbuild.steps.result import result_step
 from embedbuild.steps.source import unpack_step
+from embedbuild.steps.uboot import uboot_steps
 from embedbuild.toolchain import Toolchain
 
 
@@ -44,18 +46,37 @@ def plan_board(board: Board) -> Plan:
         f"{board.kernel.source}-patched", steps["source"], board.kernel.patches
     )
     steps["kconfig"] = k.config_step(board, steps["tree"], tc, k.fragments_of(board))
-    steps["kernel"] = k.kernel_step(board, steps["tree"], steps["kconfig"], tc, cores())
-    parts = {"kernel": steps["kernel"]}
     system = board.system
     if system is not None:
         steps |= plan_userland(board, system, tc, steps["kconfig"])
+    builtin = system is not None and system.initramfs == "builtin"
+    steps["kernel"] = k.kernel_step(board, steps["tree"], steps["kconfig"], tc, cores(),
+                                    steps["initramfs"] if builtin else None)
+    parts = {"kernel": steps["kernel"]}
+    if system is not None and not builtin:
         parts["initramfs"] = steps["initramfs"]
+        parts["initramfs-check"] = steps["initramfs-check"]
     if board.kernel.dts:
         steps["dtb"] = k.dtb_step(board, steps["tree"], steps["kconfig"], tc)
         parts["dtb"] = steps["dtb"]
+        steps["driver-index"] = driver_index_step(steps["tree"], board.arch.value)
+        steps["dtb-check"] = dtb_check_step(f"{board.name}-dtb-check", steps["tree"],
+                                            steps["driver-index"], steps["kconfig"],
+                                            steps["dtb"])
+        parts["dtb-check"] = steps["dtb-check"]
     if board.kernel.uimage:
         steps["image"] = k.uimage_step(board, steps["kernel"], steps.get("dtb"))
         parts["image"] = steps["image"]
+    if board.uboot.build:
+        spec = board.uboot.build
+        if spec.source not in board.sources:
+            raise BoardError(f"uboot.build.source {spec.source!r} is not a known source",
+                             where=str(board.dir / "board.toml"),
+                             hint="define it in boards/common/sources.toml or [sources]")
+        steps["uboot-src"] = unpack_step(f"{spec.source}-src", board.sources[spec.source])
+        steps["uboot-config"], steps["uboot"] = uboot_steps(board, steps["uboot-src"], tc,
+                                                            cores())
+        parts["uboot"] = steps["uboot"]
     steps["result"] = result_step(board, parts)
     return Plan(board, steps)
 
@@ -115,5 +136,8 @@ def plan_userland(board: Board, system: System, tc: Toolchain, kconfig: Step) ->
             inputs={"entries": ir.digest_entries(entries)}, deps={}, compression=comp, elf=elf))
     for i, seg in enumerate(segments):
         steps[f"segment{i}"] = seg
-    steps["initramfs"] = ir.concat_step(f"{board.name}-initramfs", segments, kconfig, comp)
+    steps["initramfs"] = ir.concat_step(f"{board.name}-initramfs", segments, comp)
+    if system.initramfs == "separate":
+        steps["initramfs-check"] = ir.unpack_check_step(f"{board.name}-initramfs-check",
+                                                        kconfig, comp)
     return steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import os
 import re
 import threading
@@ -101,6 +102,12 @@ def merge_fragments(fragments: Mapping[Path, str]) -> dict[str, Request]:
             hint="keep one value per symbol: remove or change one of the two lines",
         )
     return merged
+
+
+def fragments_digest(fragments: Mapping[Path, str]) -> list[dict[str, str]]:
+    """Name and sha256 of each fragment, in order: what a config step's key covers."""
+    return [{"name": p.name, "sha256": hashlib.sha256(t.encode()).hexdigest()}
+            for p, t in fragments.items()]
 
 
 def read_config(path: Path) -> dict[str, str]:
@@ -238,6 +245,9 @@ def explain(sym, want: str) -> str:
         if need == 1 and sym.kconfig.modules.tri_value == 0:
             return "modules are disabled (MODULES [=n])"
         deps = unmet(sym.direct_dep, need)
+        if sym.choice is not None and deps == ["<choice>"]:
+            # The choice itself is hidden: say what it depends on.
+            deps = unmet(sym.choice.direct_dep, need) or deps
         if deps:
             return "depends on " + " && ".join(deps)
         prompts = [n for n in sym.nodes if n.prompt]

@@ -32,13 +32,18 @@ from pathlib import Path
 META = ".embedbuild"
 
 
-def default_root() -> Path:
-    """$EMBEDBUILD_STORE, else ~/.cache/embedbuild/store."""
-    env = os.environ.get("EMBEDBUILD_STORE")
+def cache_dir(variable: str, name: str) -> Path:
+    """$variable if set, else ~/.cache/embedbuild/NAME (or under $XDG_CACHE_HOME)."""
+    env = os.environ.get(variable)
     if env:
         return Path(env)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "embedbuild" / "store"
+    return cache / "embedbuild" / name
+
+
+def default_root() -> Path:
+    """$EMBEDBUILD_STORE, else ~/.cache/embedbuild/store."""
+    return cache_dir("EMBEDBUILD_STORE", "store")
 
 
 def hash_file(path: Path) -> str:

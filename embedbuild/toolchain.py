@@ -25,7 +25,7 @@ REPRODUCIBLE_ENV = {
 
 
 @functools.cache
-def _version_line(tool: str) -> str:
+def version_line(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         raise BoardError(
@@ -50,10 +50,10 @@ class Toolchain:
     def identity(self) -> dict[str, str]:
         """Versions of every tool whose change can change an output (part of step keys)."""
         return {
-            "cc": _version_line(self.cc),
-            "ld": _version_line(f"{self.prefix}ld"),
-            "hostcc": _version_line("gcc"),
-            "make": _version_line("make"),
+            "cc": version_line(self.cc),
+            "ld": version_line(f"{self.prefix}ld"),
+            "hostcc": version_line("gcc"),
+            "make": version_line("make"),
         }
 
     def make_vars(self) -> list[str]:
@@ -72,7 +72,7 @@ class Toolchain:
             "OBJCOPY": f"{self.prefix}objcopy",
             "HOSTCC": "gcc",
             "HOSTCXX": "g++",
-            "CC_VERSION_TEXT": _version_line(self.cc),
+            "CC_VERSION_TEXT": version_line(self.cc),
             "RUSTC": "false",
             "BINDGEN": "false",
         }

@@ -99,6 +99,22 @@ class Kernel(Strict):
         return self
 
 
+class UBootBuild(Strict):
+    """U-Boot built from source for the board, through the checked Kconfig merge.
+
+    Args:
+        source: name of a pinned source (e.g. Debian's u-boot 2023.01).
+        defconfig: U-Boot's defconfig target, e.g. malta_defconfig.
+        fragments: Kconfig fragments over it, merged in order and verified.
+        image: the built file the board's flash or QEMU starts.
+    """
+
+    source: str
+    defconfig: str
+    fragments: list[BoardFile] = []
+    image: str = "u-boot.bin"
+
+
 class UBoot(Strict):
     """What the board's U-Boot looks like and where things go in RAM.
 
@@ -111,6 +127,7 @@ class UBoot(Strict):
             the image carries its own.
         tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
+        build: build U-Boot from source (else the board's own U-Boot is used).
     """
 
     prompt: str = "=> "
@@ -119,7 +136,8 @@ class UBoot(Strict):
     ramdisk_addr: Address | None = None
     fdt_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
-    tftp_windowsize: int = Field(default=16, ge=1, le=64)
+    tftp_windowsize: int = Field(default=1, ge=1, le=64)
+    build: UBootBuild | None = None
 
 
 class Serial(Strict):
@@ -144,7 +162,8 @@ class Qemu(Strict):
         machine: -M value.
         cpu: -cpu value.
         memory: -m value.
-        firmware: the bootloader QEMU starts (-bios), e.g. Debian's U-Boot for qemu_arm.
+        firmware: the bootloader QEMU starts (-bios), e.g. Debian's U-Boot for qemu_arm;
+            omitted when [uboot.build] makes it.
         nic: the network device model on the tap.
         nodefaults: pass -nodefaults (no default devices).
         extra: more QEMU arguments.
@@ -192,11 +211,14 @@ class Flash(Strict):
     Args:
         size: flash size in bytes.
         firmware: the partition the firmware image is written to.
+        dt_label: label of the flash node in the board's .dts; embedbuild generates
+            its partitions from this table (embedbuild-flash.dtsi).
         partitions: in address order, not overlapping.
     """
 
     size: int = Field(gt=0)
     firmware: str
+    dt_label: str = Field(default="flash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     partitions: list[Partition] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -242,6 +264,13 @@ class Board(Strict):
     userland: Userland | None = None
     system: System | None = None
     flash: Flash | None = None
+
+    @model_validator(mode="after")
+    def _qemu_firmware(self) -> Self:
+        if self.qemu and self.qemu.firmware is None and self.uboot.build is None:
+            raise ValueError("[qemu] needs a firmware (a U-Boot binary), or [uboot.build] "
+                             "to build one")
+        return self
 
     def firmware_partition(self) -> Partition | None:
         """Where the firmware image goes, when the board has flash."""

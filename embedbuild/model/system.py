@@ -115,6 +115,13 @@ class System(Strict):
         return v
 
     @model_validator(mode="after")
+    def _builtin_uncompressed(self) -> Self:
+        if self.initramfs == "builtin" and self.compression != "none":
+            raise ValueError('initramfs = "builtin" needs compression = "none": the kernel '
+                             "compresses what it builds in (CONFIG_INITRAMFS_COMPRESSION_*)")
+        return self
+
+    @model_validator(mode="after")
     def _services(self) -> Self:
         names = [s.name for s in self.services]
         dup = {n for n in names if names.count(n) > 1}

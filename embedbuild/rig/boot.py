@@ -68,6 +68,17 @@ def bench_network(board: Board) -> BenchNetwork:
     return BenchNetwork(str(server), str(iface.ip), iface.network.prefixlen)
 
 
+def built_firmware(board: Board, result: Path) -> Path | None:
+    """The U-Boot embedbuild built for the board, if it builds one."""
+    return result / board.uboot.build.image if board.uboot.build else None
+
+
+def board_console(board: Board, port: str, baud: int, workdir: Path) -> Console:
+    """The board's console, paced as the board needs, logged to workdir/console.log."""
+    return Console(port, baud, workdir / "console.log", board.serial.write_chunk,
+                   board.serial.write_delay)
+
+
 def stage_files(result: Path, dest: Path, extra: list[Path]) -> Path:
     """The folder served over TFTP: the result's files plus any extra ones."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -141,25 +152,16 @@ def qemu_target(
     cmds = boot_commands(board, result, initrd)
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(bench_network(board))
-        server = stack.enter_context(
+        stack.enter_context(
             TftpServer(
                 served, net.server_ip, 69, on_transfer=report.transfers.append, netns=net.path
             )
         )
-        assert server
-        qemu = QemuBoard(board.qemu, net, workdir)
+        qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(board, result))
         t0 = time.monotonic()
         port = qemu.power_on()
         stack.callback(qemu.power_off)
-        console = stack.enter_context(
-            Console(
-                port,
-                board.serial.baud,
-                workdir / "console.log",
-                board.serial.write_chunk,
-                board.serial.write_delay,
-            )
-        )
+        console = stack.enter_context(board_console(board, port, board.serial.baud, workdir))
         uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
         uboot.interrupt(timeout)
         report.stages.append(("power on to U-Boot prompt", time.monotonic() - t0))
@@ -199,15 +201,7 @@ def serial_target(
     cmds = boot_commands(board, result, initrd)
     with contextlib.ExitStack() as stack:
         stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append))
-        console = stack.enter_context(
-            Console(
-                port,
-                baud,
-                workdir / "console.log",
-                board.serial.write_chunk,
-                board.serial.write_delay,
-            )
-        )
+        console = stack.enter_context(board_console(board, port, baud, workdir))
         uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
         # A person powers the board on: allow them time.
         report.stages.append(("waiting for U-Boot", uboot.interrupt(max(timeout, 300))))

@@ -24,10 +24,14 @@ class QemuBoard:
         spec: the board's [qemu] section.
         network: the bench network whose tap the NIC uses.
         workdir: where the QMP socket and QEMU's own output go.
+        firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
+            by embedbuild.
     """
 
-    def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path) -> None:
+    def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
+                 firmware: Path | None = None) -> None:
         self.spec = spec
+        self.firmware = firmware or spec.firmware
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -57,8 +61,8 @@ class QemuBoard:
         ]
         if s.cpu:
             argv += ["-cpu", s.cpu]
-        if s.firmware:
-            argv += ["-bios", str(s.firmware)]
+        if self.firmware:
+            argv += ["-bios", str(self.firmware)]
         argv += s.extra
         return [a for a in argv if a]
 

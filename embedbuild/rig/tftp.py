@@ -29,6 +29,7 @@ ERR_NOT_FOUND, ERR_ACCESS, ERR_ILLEGAL, ERR_OPTION = 1, 2, 4, 8
 MAX_BLKSIZE = 65464
 MAX_WINDOW = 64
 RETRIES = 5
+GAP_SETTLE = 0.2  # seconds during which repeated gap reports count as one
 
 
 @dataclass
@@ -236,7 +237,7 @@ class TftpServer:
         nblocks = size // blksize + 1  # the last block is short (maybe empty)
         acked = 0  # blocks 1..acked are acknowledged
         retries = 0
-        gap_resent = -1  # the gap we already resent for: its repeats are stale
+        resent_at = 0.0  # when we last resent a window after a gap report
         while acked < nblocks:
             end = min(acked + window, nblocks)
             for n in range(acked + 1, end + 1):
@@ -250,9 +251,15 @@ class TftpServer:
                         raise TftpError(0, "timed out waiting for ACK")
                     break
                 if got == acked:
-                    if gap_resent == acked:
+                    # Repeats of a gap report that arrive right after our resend come
+                    # from the same burst: ignore them. A later one means the resend
+                    # was lost too: resend again, as a retry.
+                    if time.monotonic() - resent_at < GAP_SETTLE:
                         continue
-                    gap_resent = acked
+                    resent_at = time.monotonic()
+                    retries += 1
+                    if retries > RETRIES:
+                        raise TftpError(0, "client keeps reporting lost blocks")
                     break
                 acked, retries = got, 0
                 break

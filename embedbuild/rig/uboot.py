@@ -102,10 +102,14 @@ class UBootDriver:
         return r
 
     def boot(self, command: str, timeout: float = 30) -> float:
-        """Run a boot command and wait for 'Starting kernel'; U-Boot errors fail at once."""
+        """Run a boot command and wait for the kernel to start; U-Boot errors fail at once."""
         t0 = time.monotonic()
         self.console.sendline(command)
-        m = self.console.expect(["Starting kernel", *UBOOT_ERRORS, re.escape(self.prompt)], timeout)
+        # Not every U-Boot says "Starting kernel" (MIPS bootm does not): the
+        # kernel's first line counts too.
+        m = self.console.expect(
+            [r"Starting kernel|Linux version \d", *UBOOT_ERRORS, re.escape(self.prompt)], timeout
+        )
         if m.index != 0:
             what = m.match.group(0) if m.index <= len(UBOOT_ERRORS) else "back at the prompt"
             raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())

@@ -8,7 +8,6 @@ its applet links) plus the final config.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -47,8 +46,7 @@ def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: st
         name=name,
         version=1,
         inputs={
-            "fragments": [{"name": p.name, "sha256": hashlib.sha256(t.encode()).hexdigest()}
-                          for p, t in fragments.items()],
+            "fragments": kconfig.fragments_digest(fragments),
             "toolchain": tc.identity(),
         },
         deps={"tree": tree},

@@ -97,23 +97,13 @@ def with_parents(entries: list[Entry]) -> list[Entry]:
     return entries + extra
 
 
-def concat_step(name: str, segments: list[Step], kconfig: Step, compression: str) -> Step:
-    """The initramfs: segments in order, after checking they do not collide and that
-    the kernel can unpack the compression."""
-    _, symbol, suffix = COMPRESS[compression]
+def concat_step(name: str, segments: list[Step], compression: str) -> Step:
+    """The initramfs: segments in order, after checking that they do not collide."""
+    _, _, suffix = COMPRESS[compression]
     filename = f"initramfs.cpio{suffix}"
 
     def build(ctx: Context) -> None:
-        if symbol:
-            final = read_config(ctx.deps["kconfig"] / "kernel.config")
-            if final.get(symbol, "n") != "y":
-                raise StepError(
-                    f"the initramfs is {compression}-compressed but the kernel cannot unpack "
-                    f"it: CONFIG_{symbol} is {final.get(symbol, 'n')}",
-                    hint=f"add CONFIG_{symbol}=y to a kernel fragment, or choose another "
-                    "system.compression",
-                )
-        owners: dict[str, tuple[str, str]] = {}
+        owners: dict[str, tuple[str, str, int]] = {}
         sizes = []
         with open(ctx.out / filename, "wb") as out:
             for i in range(len(segments)):
@@ -143,11 +133,31 @@ def concat_step(name: str, segments: list[Step], kconfig: Step, compression: str
     return Step(
         kind="initramfs",
         name=name,
-        version=2,
+        version=3,
         inputs={"compression": compression, "file": filename},
-        deps={"kconfig": kconfig} | {f"segment{i}": s for i, s in enumerate(segments)},
+        deps={f"segment{i}": s for i, s in enumerate(segments)},
         build=build,
     )
+
+
+def unpack_check_step(name: str, kconfig: Step, compression: str) -> Step:
+    """The kernel must be able to unpack a separate initramfs: CONFIG_RD_<compression>=y.
+    A step of its own, so a kernel config change does not touch the initramfs."""
+    _, symbol, _ = COMPRESS[compression]
+
+    def build(ctx: Context) -> None:
+        final = read_config(ctx.deps["kconfig"] / "kernel.config")
+        if symbol and final.get(symbol, "n") != "y":
+            raise StepError(
+                f"the initramfs is {compression}-compressed but the kernel cannot unpack "
+                f"it: CONFIG_{symbol} is {final.get(symbol, 'n')}",
+                hint=f"add CONFIG_{symbol}=y to a kernel fragment, or choose another "
+                "system.compression",
+            )
+        (ctx.out / "ok").write_text(f"{compression}: CONFIG_{symbol}=y\n" if symbol else "none\n")
+
+    return Step(kind="initramfs-check", name=name, version=1,
+                inputs={"compression": compression}, deps={"kconfig": kconfig}, build=build)
 
 
 def tree_of(role: str, sub: str = "root") -> Callable[[Context], list[Entry]]:

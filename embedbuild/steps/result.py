@@ -36,7 +36,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     """Collect the outputs named in ``parts`` (role -> step) and write manifest.json.
 
     Roles: kernel (the kernel build), image (the bootable image, if packaged
-    separately), dtb, initramfs (loaded beside the kernel).
+    separately), dtb, initramfs (loaded beside the kernel), uboot (a built bootloader).
     """
     image_name = "uImage" if board.kernel.uimage else board.kernel.image
     initrd_name = parts["initramfs"].inputs["file"] if "initramfs" in parts else None
@@ -50,6 +50,9 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
         if "dtb" in ctx.deps:
             for d in sorted(ctx.deps["dtb"].glob("*.dtb")):
                 picks.append(("dtb", d.name, d))
+        if "uboot" in ctx.deps:
+            spec = board.uboot.build
+            picks.append(("bootloader", spec.image, ctx.deps["uboot"] / spec.image))
         if initrd_name:
             picks.append(("initramfs", initrd_name, ctx.deps["initramfs"] / initrd_name))
             shutil.copyfile(ctx.deps["initramfs"] / "sizes.json", ctx.out / "sizes.json")
@@ -65,7 +68,9 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
                 "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
-        u = board.kernel.uimage
+        # For a uImage, the addresses as read back from its header.
+        header = (json.loads((ctx.deps["image"] / "uimage.json").read_text())
+                  if "image" in ctx.deps else None)
         manifest = {
             "board": board.name,
             "arch": board.arch.value,
@@ -74,10 +79,9 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
             "kernel": {
                 "file": image_name,
                 "cmdline": board.kernel.cmdline,
-                "load": f"0x{u.load:08x}" if u else None,
-                "entry": (
-                    None if u is None else f"0x{u.entry:08x}" if isinstance(u.entry, int) else "elf"
-                ),
+                "load": header["load"] if header else None,
+                "entry": header["entry"] if header else None,
+                "compression": header["compression"] if header else None,
             },
             "uboot": {
                 "prompt": board.uboot.prompt,
@@ -98,7 +102,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     return Step(
         kind="result",
         name=f"{board.name}-result",
-        version=1,
+        version=2,
         # Exactly what the manifest is written from; file contents are covered by the parts.
         inputs={
             "board": board.name,

@@ -18,16 +18,12 @@ from embedbuild.command import Runner
 from embedbuild.errors import SourceError
 from embedbuild.model.source import Source
 from embedbuild.plan import Context, Step
-from embedbuild.store import hash_file
+from embedbuild.store import cache_dir, hash_file
 
 
 def downloads_dir() -> Path:
     """$EMBEDBUILD_DOWNLOADS, else ~/.cache/embedbuild/downloads."""
-    env = os.environ.get("EMBEDBUILD_DOWNLOADS")
-    if env:
-        return Path(env)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "embedbuild" / "downloads"
+    return cache_dir("EMBEDBUILD_DOWNLOADS", "downloads")
 
 
 def _check(path: Path, src: Source, origin: str) -> None:

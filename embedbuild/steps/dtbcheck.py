@@ -1,0 +1,68 @@
+"""A check no one else makes: every device tree node the kernel tree has a driver for
+must be served by a driver the built kernel has."""
+
+from __future__ import annotations
+
+import json
+
+from embedbuild import drivers, fdt
+from embedbuild.errors import StepError
+from embedbuild.kconfig import read_config
+from embedbuild.plan import Context, Step
+
+
+def driver_index_step(tree: Step, arch: str) -> Step:
+    """compatible -> C files of the tree (scanned once per tree and arch)."""
+
+    def build(ctx: Context) -> None:
+        index = drivers.compatible_index(ctx.deps["tree"], arch)
+        (ctx.out / "compatibles.json").write_text(json.dumps(index, indent=0, sort_keys=True))
+
+    return Step(kind="driver-index", name=f"driver-index-{arch}", version=1,
+                inputs={"arch": arch}, deps={"tree": tree}, build=build)
+
+
+def dtb_check_step(name: str, tree: Step, index: Step, kconfig: Step, dtb: Step) -> Step:
+    """Fails naming each enabled node whose compatible has drivers in the tree but none
+    built, with the Kconfig symbol that would build one."""
+
+    def build(ctx: Context) -> None:
+        compat_files = json.loads((ctx.deps["index"] / "compatibles.json").read_text())
+        config = read_config(ctx.deps["kconfig"] / "kernel.config")
+
+        def on(sym: str) -> bool:
+            return sym == "y" or config.get(sym) in ("y", "m")
+
+        report, missing = [], []
+        for dtb_file in sorted(ctx.deps["dtb"].glob("*.dtb")):
+            for node in fdt.nodes(dtb_file.read_bytes()):
+                if node.status not in ("okay", "ok") or not node.compatible:
+                    continue
+                files = sorted({f for c in node.compatible for f in compat_files.get(c, [])})
+                if not files:
+                    report.append({"node": node.path, "compatible": node.compatible,
+                                   "driver": None})
+                    continue
+                reqs = {f: drivers.requirements(ctx.deps["tree"], f) for f in files}
+                served = [f for f, r in reqs.items() if all(any(on(s) for s in alt)
+                                                             for alt in r)]
+                report.append({"node": node.path, "compatible": node.compatible,
+                               "driver": served[0] if served else None})
+                if not served:
+                    wanted = sorted({s for r in reqs.values() for s in r[0] if s != "y"})
+                    off = [f"CONFIG_{s}={config.get(s, 'n')}" for s in wanted]
+                    missing.append(f"{dtb_file.name}: node {node.path} (compatible "
+                                   f"\"{node.compatible[0]}\") has no driver in this kernel: "
+                                   f"enable {' or '.join('CONFIG_' + s for s in wanted)} "
+                                   f"(now {', '.join(off)})")
+        if missing:
+            raise StepError(
+                f"{len(missing)} device tree node(s) without a driver:\n  " + "\n  ".join(missing),
+                hint="add the symbol to a kernel fragment, or disable the node "
+                '(status = "disabled")',
+            )
+        (ctx.out / "drivers.json").write_text(json.dumps(report, indent=1))
+
+    return Step(kind="dtb-check", name=name, version=1, inputs={},
+                deps={"tree": tree, "index": index, "kconfig": kconfig, "dtb": dtb},
+                build=build)

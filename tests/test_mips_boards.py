@@ -1,0 +1,99 @@
+"""The big-endian MIPS boards: the UniFi AP AC Lite image (built, checked, not booted:
+no QEMU model exists) and qemu-malta-be, the same toolchain, userspace and lzma
+uImage packaging booted in QEMU through a U-Boot embedbuild built."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import cli, manifest
+
+from embedbuild import fdt, uimage
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ap_result(session_store: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ap")
+    r = cli("build", "ap-ac-lite", "--out-link", str(out / "result"), store=session_store)
+    assert r.code == 0, r.err
+    return (out / "result").resolve()
+
+
+def test_ap_ac_lite_image_agrees_with_manifest(ap_result: Path):
+    m = manifest(ap_result)
+    assert m["kernel"]["file"] == "uImage"
+    assert (m["kernel"]["load"], m["kernel"]["entry"]) == ("0x80060000", "0x80060000")
+    listing = subprocess.run(["mkimage", "-l", ap_result / "uImage"], capture_output=True,
+                             text=True, check=True).stdout
+    assert re.search(r"Image Type:\s+MIPS Linux Kernel Image \(lzma compressed\)", listing)
+    assert re.search(r"Load Address:\s+80060000", listing)
+    assert re.search(r"Entry Point:\s+80060000", listing)
+    h = uimage.parse((ap_result / "uImage").read_bytes())
+    assert h.header_crc_ok and h.data_crc_ok and h.arch == "mips" and h.compression == "lzma"
+
+
+def test_ap_ac_lite_dtb_follows_the_kernel(ap_result: Path):
+    data = (ap_result / "uImage").read_bytes()[64:]
+    payload = subprocess.run(["xz", "--format=lzma", "-dc"], input=data, capture_output=True,
+                             check=True).stdout
+    dtb = (ap_result / "ap-ac-lite.dtb").read_bytes()
+    assert dtb[:4] == b"\xd0\x0d\xfe\xed"
+    assert payload.endswith(dtb)
+    # What precedes it is the raw kernel: it starts with the jump to kernel_entry.
+    assert payload[: len(payload) - len(dtb)].count(b"\xd0\x0d\xfe\xed") == 0
+    paths = {n.path for n in fdt.nodes(dtb)}
+    assert "/ahb/spi@1f000000/flash@0/partitions/partition@70000" in paths
+
+
+def test_ap_ac_lite_fits_and_size_shows_the_partition_share(ap_result: Path,
+                                                            session_store: Path):
+    assert (ap_result / "uImage").stat().st_size <= 4 * 2**20
+    r = cli("size", "ap-ac-lite", store=session_store)
+    assert r.code == 0, r.err
+    assert "share of the firmware partition (15,859,712 bytes)" in r.out
+
+
+def test_ap_ac_lite_initramfs_is_built_in(ap_result: Path):
+    m = manifest(ap_result)
+    assert not any(f["role"] == "initramfs" for f in m["files"].values())
+    assert m["uboot"]["tftpboot"][-1] == "bootm 0x81000000"
+    config = (ap_result / "kernel.config").read_text()
+    assert 'CONFIG_INITRAMFS_SOURCE="initramfs.cpio"' in config
+
+
+def test_dropping_a_nodes_driver_fails_naming_the_node(boards: Path, tmp_path: Path,
+                                                       session_store: Path):
+    frag = boards / "ap-ac-lite" / "kernel.config"
+    frag.write_text(frag.read_text().replace("CONFIG_SPI_AR934X=y\n", ""))
+    r = cli("build", str(boards / "ap-ac-lite"), "--out-link", str(tmp_path / "r"),
+            store=session_store)
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "node /ahb/spi@1f000000 (compatible \"qca,ar934x-spi\") has no driver" in r.err
+    assert "enable CONFIG_SPI_AR934X" in r.err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the QEMU bench network needs root")
+def test_malta_boots_through_its_built_uboot_and_passes_the_rig_tests(session_store: Path):
+    r = cli("test", "qemu-malta-be", "--", "-q", "-p", "no:cacheprovider",
+            store=session_store, timeout=3600)
+    assert r.code == 0, r.out[-4000:] + r.err[-2000:]
+    assert re.search(r"\b1[0-9] passed\b", r.out), r.out[-2000:]
+    assert "failed" not in r.out.splitlines()[-1]
+
+
+def test_malta_manifest_and_bootloader(session_store: Path, tmp_path: Path):
+    r = cli("build", "qemu-malta-be", "--out-link", str(tmp_path / "r"), store=session_store)
+    assert r.code == 0, r.err
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["files"]["u-boot.bin"]["role"] == "bootloader"
+    assert m["kernel"]["compression"] == "lzma" and m["kernel"]["load"] == "0x80100000"
+    config = (tmp_path / "r").resolve().parent
+    uboot_cfg = next(config.glob("*-qemu-malta-be-uboot")) / "u-boot.config"
+    assert "CONFIG_LZMA=y" in uboot_cfg.read_text()
