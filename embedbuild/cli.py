@@ -242,12 +242,14 @@ def cmd_size(args) -> int:
         rows = [(c["component"], c["raw"], c["compressed"]) for c in json.loads(sizes.read_text())]
     kernel = manifest["kernel"]["file"]
     kbytes = manifest["files"][kernel]["size"]
-    total = kbytes + sum(r[2] for r in rows)
+    separate = any(f["role"] == "initramfs" for f in manifest["files"].values())
+    total = kbytes + (sum(r[2] for r in rows) if separate else 0)
     print(f"{'component':40} {'raw':>10} {'compressed':>11}")
     for name, raw, comp in rows:
         print(f"{name:40} {raw:10,} {comp:11,}")
     if rows:
-        print(f"{'initramfs':40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
+        where = "initramfs" if separate else "initramfs (built into the kernel)"
+        print(f"{where:40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
     print(f"{'kernel (' + kernel + ')':40} {'':10} {kbytes:11,}")
     print(f"{'total loaded':40} {'':10} {total:11,}")
     part = plan.board.firmware_partition()

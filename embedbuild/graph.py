@@ -53,6 +53,8 @@ def plan_board(board: Board) -> Plan:
     steps["kernel"] = k.kernel_step(board, steps["tree"], steps["kconfig"], tc, cores(),
                                     steps["initramfs"] if builtin else None)
     parts = {"kernel": steps["kernel"]}
+    if system is not None:
+        parts["sizes"] = steps["initramfs"]
     if system is not None and not builtin:
         parts["initramfs"] = steps["initramfs"]
         parts["initramfs-check"] = steps["initramfs-check"]

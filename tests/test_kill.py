@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 KILLS = 10
 # Moments up to this many seconds into each attempt: unpack, config and the
 # kernel's make all get hit, while CI time stays bounded.
-WINDOW = 75.0
+WINDOW = 50.0
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,11 @@ def uboot_commands(board: Board, kernel_file: str, initrd_file: str | None) -> l
     if initrd_file and u.ramdisk_addr is not None:
         cmds.append(f"tftpboot 0x{u.ramdisk_addr:x} {initrd_file}")
         rd = f"0x{u.ramdisk_addr:x}:${{filesize}}"
-    fdt = f"0x{u.fdt_addr:x}" if u.fdt_addr is not None else ""
-    if board.kernel.uimage:
-        cmds.append(f"bootm 0x{u.kernel_addr:x} {rd} {fdt}".rstrip())
-    else:
-        cmds.append(f"{BOOT_COMMAND[board.kernel.image]} 0x{u.kernel_addr:x} {rd} {fdt}".rstrip())
+    args = [f"0x{u.kernel_addr:x}", rd] + ([f"0x{u.fdt_addr:x}"] if u.fdt_addr is not None else [])
+    if args[-1] == "-":  # nothing after the kernel: U-Boot wants no placeholder
+        args.pop()
+    boot = "bootm" if board.kernel.uimage else BOOT_COMMAND[board.kernel.image]
+    cmds.append(" ".join([boot, *args]))
     return cmds
 
 
@@ -36,7 +36,8 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     """Collect the outputs named in ``parts`` (role -> step) and write manifest.json.
 
     Roles: kernel (the kernel build), image (the bootable image, if packaged
-    separately), dtb, initramfs (loaded beside the kernel), uboot (a built bootloader).
+    separately), dtb, initramfs (loaded beside the kernel), sizes (the initramfs step,
+    separate or built in, for its per-component sizes), uboot (a built bootloader).
     """
     image_name = "uImage" if board.kernel.uimage else board.kernel.image
     initrd_name = parts["initramfs"].inputs["file"] if "initramfs" in parts else None
@@ -55,7 +56,8 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
             picks.append(("bootloader", spec.image, ctx.deps["uboot"] / spec.image))
         if initrd_name:
             picks.append(("initramfs", initrd_name, ctx.deps["initramfs"] / initrd_name))
-            shutil.copyfile(ctx.deps["initramfs"] / "sizes.json", ctx.out / "sizes.json")
+        if "sizes" in ctx.deps:
+            shutil.copyfile(ctx.deps["sizes"] / "sizes.json", ctx.out / "sizes.json")
         for role, name, path in picks:
             dest = ctx.out / name
             try:
@@ -102,7 +104,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     return Step(
         kind="result",
         name=f"{board.name}-result",
-        version=2,
+        version=3,
         # Exactly what the manifest is written from; file contents are covered by the parts.
         inputs={
             "board": board.name,
