@@ -15,7 +15,7 @@ from pathlib import Path
 from embedbuild.cpio import Entry
 from embedbuild.elf import TOOLCHAIN_ELF, ElfIdentity, read_elf
 from embedbuild.errors import BoardError, StepError
-from embedbuild.model.system import System, service_order
+from embedbuild.model.system import System, service_waves
 
 INIT_TEMPLATE = Path(__file__).parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent / "init" / "udhcpc.script"
@@ -48,7 +48,7 @@ def render_init(system: System, board_name: str) -> str:
     env.filters["shquote"] = shlex.quote
     tpl = env.from_string(INIT_TEMPLATE.read_text())
     return tpl.render(board=board_name, hostname=system.hostname, network=system.network,
-                      services=service_order(system.services),
+                      waves=service_waves(system.services),
                       console_shell=system.console_shell)
 
 

@@ -185,3 +185,15 @@ class OverlayAttrs(Strict):
 
     entry: list[OverlayEntry] = []
     node: list[OverlayNode] = []
+
+
+def service_waves(services: list[Service]) -> list[list[Service]]:
+    """Services grouped so each group depends only on earlier groups: a group starts
+    together once the one before it is up."""
+    level: dict[str, int] = {}
+    for s in service_order(services):
+        level[s.name] = 1 + max((level[d] for d in s.depends_on), default=-1)
+    waves: list[list[Service]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for s in service_order(services):
+        waves[level[s.name]].append(s)
+    return waves
