@@ -45,3 +45,23 @@ def test_round_trip_of_concatenated_archives():
     got = read_newc(data)
     assert [e.path for e in got] == [*sorted(e.path for e in ENTRIES), "x"]
     assert set(got) == set(ENTRIES) | {Entry("x", "file", 0o755, data=b"abc")}
+
+
+def test_overlay_attributes_set_modes_owners_and_nodes(tmp_path: Path):
+    from embedbuild.rootfs import overlay_entries
+
+    folder = tmp_path / "ov"
+    (folder / "etc").mkdir(parents=True)
+    (folder / "etc" / "secret").write_text("s\n")
+    attrs = tmp_path / "ov.toml"
+    attrs.write_text('[[entry]]\npath = "etc/secret"\nmode = 0o600\nuid = 5\ngid = 7\n'
+                     '[[node]]\npath = "dev/ttyS1"\ntype = "char"\nmajor = 4\nminor = 65\n')
+    got = {e.path: e for e in overlay_entries(folder, attrs)}
+    assert (got["etc/secret"].mode, got["etc/secret"].uid, got["etc/secret"].gid) == (0o600, 5, 7)
+    node = got["dev/ttyS1"]
+    assert (node.kind, node.major, node.minor, node.mode) == ("char", 4, 65, 0o600)
+    data = _bytes(list(got.values()))
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True,
+                             check=True).stdout.decode()
+    assert any(line.startswith("crw-------") and "dev/ttyS1" in line
+               for line in listing.splitlines())

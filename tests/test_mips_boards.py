@@ -97,3 +97,16 @@ def test_malta_manifest_and_bootloader(session_store: Path, tmp_path: Path):
     config = (tmp_path / "r").resolve().parent
     uboot_cfg = next(config.glob("*-qemu-malta-be-uboot")) / "u-boot.config"
     assert "CONFIG_LZMA=y" in uboot_cfg.read_text()
+
+
+def test_image_must_fit_the_firmware_partition(boards: Path, tmp_path: Path,
+                                               session_store: Path, ap_result: Path):
+    toml = boards / "ap-ac-lite" / "board.toml"
+    text = toml.read_text()
+    assert 'name = "firmware"\noffset = 0x070000\nsize = 0xf20000' in text
+    toml.write_text(text.replace('name = "firmware"\noffset = 0x070000\nsize = 0xf20000',
+                                 'name = "firmware"\noffset = 0x070000\nsize = 0x100000'))
+    r = cli("build", str(boards / "ap-ac-lite"), "--out-link", str(tmp_path / "r"),
+            store=session_store)
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "more than the firmware partition (1,048,576 bytes)" in r.err

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+from embedbuild.errors import StepError
 from embedbuild.model.board import Board
 from embedbuild.plan import Context, Step
 
@@ -58,6 +59,15 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
             picks.append(("initramfs", initrd_name, ctx.deps["initramfs"] / initrd_name))
         if "sizes" in ctx.deps:
             shutil.copyfile(ctx.deps["sizes"] / "sizes.json", ctx.out / "sizes.json")
+        part = board.firmware_partition()
+        image = src_of["image"] / image_name
+        if part is not None and image.stat().st_size > part.size:
+            raise StepError(
+                f"{image_name} is {image.stat().st_size:,} bytes, more than the "
+                f"{part.name} partition ({part.size:,} bytes) it is flashed to",
+                hint="shrink the kernel config, busybox or the system; `embedbuild size` "
+                "shows where the bytes go",
+            )
         for role, name, path in picks:
             dest = ctx.out / name
             try:
@@ -104,7 +114,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
     return Step(
         kind="result",
         name=f"{board.name}-result",
-        version=3,
+        version=4,
         # Exactly what the manifest is written from; file contents are covered by the parts.
         inputs={
             "board": board.name,
@@ -112,6 +122,7 @@ def result_step(board: Board, parts: dict[str, Step]) -> Step:
             "description": board.description,
             "kernel": board.kernel.model_dump(mode="json", include={"image", "uimage", "cmdline"}),
             "uboot": board.uboot.model_dump(mode="json"),
+            "flash": board.flash.model_dump(mode="json") if board.flash else None,
         },
         deps=parts,
         build=build,
