@@ -57,23 +57,22 @@ class _Progress:
 
         self.console = console
         self.running: dict[str, float] = {}
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+        # Live re-renders this object 4 times a second, so the clocks tick.
+        self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
-    def _render(self):
+    def __rich__(self):
         from rich.text import Text
 
         now = time.monotonic()
-        lines = [f"  building {n} ({now - t0:.0f}s)" for n, t0 in self.running.items()]
+        lines = [f"  building {n} ({now - t0:.0f}s)" for n, t0 in list(self.running.items())]
         return Text("\n".join(lines))
 
     def started(self, step) -> None:
         self.running[step.name] = time.monotonic()
-        self.live.update(self._render())
 
     def finished(self, step, seconds: float) -> None:
         self.running.pop(step.name, None)
         self.console.print(f"  built {step.name} in {seconds:.1f}s")
-        self.live.update(self._render())
 
     def __enter__(self):
         self.live.__enter__()
@@ -219,10 +218,9 @@ def cmd_test(args) -> int:
 
     from embedbuild.load import PROJECT_BOARDS
 
+    # The store is passed on explicitly, so the tests boot what this command would build.
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
-            "--eb-board", args.board]
-    if args.store:
-        argv += ["--eb-store", args.store]
+            "--eb-board", args.board, "--eb-store", str(_store(args).root)]
     if args.serial:
         argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip or "",
                  "--eb-device-ip", args.device_ip or ""]
