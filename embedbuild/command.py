@@ -64,17 +64,6 @@ class Runner:
         """
         self._run(argv, cwd=cwd, env=env, what=what, stdin=stdin, capture=stdout)
 
-    def output(
-        self,
-        argv: Sequence[str | os.PathLike],
-        *,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        what: str | None = None,
-    ) -> str:
-        """Run argv and return its stdout (stderr goes to the log)."""
-        return self._run(argv, cwd=cwd, env=env, what=what, stdin=None, capture=True)
-
     def _run(self, argv, *, cwd, env, what, stdin, capture: bool | Path | None) -> str:
         if self.cancel.is_set():
             raise Cancelled()
