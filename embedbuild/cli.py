@@ -264,8 +264,10 @@ def cmd_gc(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from embedbuild.steps.source import archive_manifest
+
     store = _store(args)
-    problems = store.verify()
+    problems = store.verify(archive_manifest)
     for p in problems:
         print(p)
     n = len(store.items())

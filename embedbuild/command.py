@@ -10,10 +10,16 @@ import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from embedbuild.errors import StepError
 
 TAIL_LINES = 25
+
+# Commands get the environment we started with, not os.environ as it is later:
+# kconfiglib parses with its variables set in os.environ, and a make started by
+# another step at that moment must not inherit them.
+_BASE_ENV = dict(os.environ)
 
 
 def log_tail(log: Path, lines: int = TAIL_LINES) -> str:
@@ -30,6 +36,54 @@ def log_tail(log: Path, lines: int = TAIL_LINES) -> str:
 
 class Cancelled(Exception):
     """The build was cancelled (another step failed, or the user interrupted)."""
+
+
+class Running:
+    """A command started by Runner.start. As a context manager, leaving it by an
+    exception kills the command's process group."""
+
+    def __init__(self, runner: Runner, proc: subprocess.Popen, what: str) -> None:
+        self.runner = runner
+        self.proc = proc
+        self.what = what
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.proc.stdin is not None
+        return self.proc.stdin
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def wait(self) -> None:
+        """Wait for the command; a non-zero exit raises StepError with the log's tail."""
+        if self.proc.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        rc = self.proc.wait()
+        if self.runner.cancel.is_set():
+            raise Cancelled()
+        if rc != 0:
+            raise StepError(
+                f"{self.what} failed (exit status {rc})",
+                log_tail=log_tail(self.runner.log),
+                log_path=str(self.runner.log),
+            )
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f:
+                with contextlib.suppress(BrokenPipeError):
+                    f.close()
 
 
 class Runner:
@@ -62,41 +116,41 @@ class Runner:
 
         Its output goes to the log, or stdout to the file ``stdout`` when given.
         """
-        self._run(argv, cwd=cwd, env=env, what=what, stdin=stdin, capture=stdout)
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(open(stdout, "wb")) if stdout is not None else None
+            pipe = subprocess.PIPE if stdin is not None else None
+            with self.start(argv, cwd=cwd, env=env, what=what, stdin=pipe, stdout=out) as p:
+                p.proc.communicate(stdin)
+                p.wait()
 
-    def _run(self, argv, *, cwd, env, what, stdin, capture: bool | Path | None) -> str:
+    def start(
+        self,
+        argv: Sequence[str | os.PathLike],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        what: str | None = None,
+        stdin: int | None = None,
+        stdout: int | IO[bytes] | None = None,
+    ) -> Running:
+        """Start argv without waiting. stdin/stdout may be subprocess.PIPE (stdout also
+        an open file); by default stdin is empty and stdout goes to the log."""
         if self.cancel.is_set():
             raise Cancelled()
         argv = [str(a) for a in argv]
         self.note(f"$ {shlex.join(argv)}" + (f"   (in {cwd})" if cwd else ""))
-        full_env = {**os.environ, **(env or {})}
-        with contextlib.ExitStack() as files:
-            logf = files.enter_context(open(self.log, "ab"))
-            if isinstance(capture, Path):
-                out_to = files.enter_context(open(capture, "wb"))
-            else:
-                out_to = subprocess.PIPE if capture else logf
+        with open(self.log, "ab") as logf:
             proc = subprocess.Popen(
                 ["setpriv", "--pdeathsig", "KILL", "--", *argv],
                 cwd=cwd,
-                env=full_env,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=out_to,
+                env={**_BASE_ENV, **(env or {})},
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else logf,
                 stderr=logf,
                 start_new_session=True,
             )
-            waiter = threading.Thread(target=self._watch, args=(proc,), daemon=True)
-            waiter.start()
-            out, _ = proc.communicate(stdin)
-        if self.cancel.is_set():
-            raise Cancelled()
-        if proc.returncode != 0:
-            raise StepError(
-                f"{what or argv[0]} failed (exit status {proc.returncode})",
-                log_tail=log_tail(self.log),
-                log_path=str(self.log),
-            )
-        return out.decode(errors="replace") if capture is True else ""
+        threading.Thread(target=self._watch, args=(proc,), daemon=True).start()
+        return Running(self, proc, what or argv[0])
 
     def _watch(self, proc: subprocess.Popen) -> None:
         while proc.poll() is None:

@@ -33,6 +33,8 @@ class Context:
     run: Runner
     jobs: int
     step: Step
+    # Set by a step that unpacks a pinned archive: see Store.realise.
+    origin: dict | None = None
 
 
 @dataclass(eq=False)
@@ -135,9 +137,11 @@ def realise(
             "deps": [paths[d.key].name for d in s.deps.values()],
         }
 
-        def build(tmp: Path, log: Path) -> None:
+        def build(tmp: Path, log: Path) -> dict | None:
             deps = {role: paths[d.key] for role, d in s.deps.items()}
-            s.build(Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s))
+            ctx = Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s)
+            s.build(ctx)
+            return ctx.origin
 
         path = store.realise(s.key, s.name, info, build)
         events.finished(s, time.monotonic() - t0)

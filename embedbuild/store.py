@@ -5,6 +5,8 @@ Layout under the store root::
     <key>-<name>/             a finished output, never modified after the rename
         .embedbuild/info.json   kind, name, key, inputs and the items it was built from
         .embedbuild/files.json  sha256, size and mode of every file (what `verify` checks)
+        .embedbuild/origin.json instead of files.json, for an unpacked archive: which
+                                pinned archive it is; `verify` derives the files from it
         .embedbuild/build.log   the step's log
     .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
     .locks/<key>              flock per item: one builder at a time
@@ -140,9 +142,13 @@ class Store:
         key: str,
         name: str,
         info: dict,
-        build: Callable[[Path, Path], None],
+        build: Callable[[Path, Path], dict | None],
     ) -> Path:
         """Return the item for key, building it with ``build(tmp_dir, log_path)`` if missing.
+
+        ``build`` returns None, or for an unpacked archive its origin: then the
+        expected files are derived from the pinned archive when verifying, and
+        building does not read the whole tree back to hash it.
 
         The item is built in a private temporary folder and renamed into place
         only when complete. Concurrent builders of the same key wait on a lock
@@ -167,12 +173,15 @@ class Store:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")
             try:
-                build(tmp, log)
+                origin = build(tmp, log)
                 meta = tmp / META
                 meta.mkdir(exist_ok=True)
-                (meta / "files.json").write_text(
-                    json.dumps(tree_manifest(tmp), indent=1, sort_keys=True)
-                )
+                if origin is not None:
+                    (meta / "origin.json").write_text(json.dumps(origin, sort_keys=True))
+                else:
+                    (meta / "files.json").write_text(
+                        json.dumps(tree_manifest(tmp), indent=1, sort_keys=True)
+                    )
                 shutil.copyfile(log, meta / "build.log")
                 # info.json last: its presence marks the item complete.
                 (meta / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
@@ -249,8 +258,9 @@ class Store:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             return removed, freed
 
-    def verify(self) -> list[str]:
-        """Re-hash every item against its files.json; return the problems found."""
+    def verify(self, derive: Callable[[dict], dict[str, dict]] | None = None) -> list[str]:
+        """Re-hash every item against its files.json, or against the files ``derive``
+        gives for its origin.json; return the problems found."""
         problems = []
         if not self.root.is_dir():
             return problems
@@ -258,10 +268,16 @@ class Store:
             if p.name.startswith("."):
                 continue
             meta = p / META
-            if not (meta / "info.json").is_file() or not (meta / "files.json").is_file():
+            if not (meta / "info.json").is_file():
                 problems.append(f"{p.name}: incomplete item (no {META}/info.json)")
                 continue
-            want = json.loads((meta / "files.json").read_text())
+            if (meta / "files.json").is_file():
+                want = json.loads((meta / "files.json").read_text())
+            elif (meta / "origin.json").is_file() and derive is not None:
+                want = derive(json.loads((meta / "origin.json").read_text()))
+            else:
+                problems.append(f"{p.name}: nothing to check it against (no {META}/files.json)")
+                continue
             have = tree_manifest(p)
             for rel in sorted(set(want) | set(have)):
                 if rel not in have:

@@ -35,8 +35,11 @@ def checked_config_step(
         src = ctx.deps["tree"]
         b = ctx.out / "build"
         env = REPRODUCIBLE_ENV
-        ctx.run.run(make(src, b, base), env=env, what=f"make {base}")
-        kconf = kconfig.open_kconfig(src, kconfig_env(src))
+        # The base config and kconfiglib's parse of the tree do not depend on each
+        # other: make runs while Python parses (the step holds two cores for it).
+        with ctx.run.start(make(src, b, base), env=env, what=f"make {base}") as base_make:
+            kconf = kconfig.open_kconfig(src, kconfig_env(src))
+            base_make.wait()
         kconfig.check_known(kconf, requests)
         kconfig.apply_requests(kconf, b / ".config", requests, b / ".config")
         ctx.run.run(make(src, b, "olddefconfig"), env=env, what="make olddefconfig")
@@ -54,4 +57,5 @@ def checked_config_step(
         inputs={**inputs, "base": base, "fragments": kconfig.fragments_digest(fragments)},
         deps={"tree": tree},
         build=build,
+        jobs=2,
     )
