@@ -33,6 +33,8 @@ class Context:
     run: Runner
     jobs: int
     step: Step
+    # Intermediate files (a kernel's object tree): removed after the step, in the background.
+    scratch: Path
     # Set by a step that unpacks a pinned archive: see Store.realise.
     origin: dict | None = None
 
@@ -139,8 +141,14 @@ def realise(
 
         def build(tmp: Path, log: Path) -> dict | None:
             deps = {role: paths[d.key] for role, d in s.deps.items()}
-            ctx = Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s)
-            s.build(ctx)
+            scratch = tmp.with_name(tmp.name + ".scratch")
+            scratch.mkdir()
+            ctx = Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s,
+                          scratch=scratch)
+            try:
+                s.build(ctx)
+            finally:
+                store.discard(scratch)
             return ctx.origin
 
         path = store.realise(s.key, s.name, info, build)

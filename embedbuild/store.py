@@ -9,6 +9,7 @@ Layout under the store root::
                                 pinned archive it is; `verify` derives the files from it
         .embedbuild/build.log   the step's log
     .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
+    .trash/                   folders being deleted in the background (gc removes leftovers)
     .locks/<key>              flock per item: one builder at a time
     .logs/<key>-<name>.log    the log of a step while it runs (or after it failed)
     .roots/<hash>             symlinks to result links: what `gc` keeps
@@ -27,9 +28,13 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from embedbuild.errors import EmbedbuildError
 
 META = ".embedbuild"
 
@@ -113,7 +118,7 @@ class Store:
         return self.root / ".logs" / f"{key[:32]}-{name}.log"
 
     def _ensure(self) -> None:
-        for sub in (".tmp", ".locks", ".logs", ".roots"):
+        for sub in (".tmp", ".locks", ".logs", ".roots", ".trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # -- locking -----------------------------------------------------------
@@ -164,9 +169,9 @@ class Store:
             # We hold the lock, so any temporary folder for this key is a
             # leftover of a killed build.
             for stale in (self.root / ".tmp").glob(f"{key[:32]}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+                self.discard(stale)
             if final.exists():  # a folder without info.json: not ours to trust
-                shutil.rmtree(final)
+                self.discard(final)
             tmp = self.root / ".tmp" / f"{key[:32]}-{name}.{os.getpid()}"
             tmp.mkdir(parents=True)
             log = self.log_path(key, name)
@@ -187,10 +192,28 @@ class Store:
                 (meta / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
                 os.rename(tmp, final)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                self.discard(tmp)
                 raise
             log.unlink(missing_ok=True)
             return final
+
+    def discard(self, path: Path) -> None:
+        """Delete a folder of the store without waiting for it: it moves into .trash at
+        once and a detached low-priority rm removes it (deleting a kernel's object
+        tree takes seconds nobody needs to wait for; gc removes what a crash left)."""
+        self._ensure()
+        dest = self.root / ".trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return
+        subprocess.Popen(
+            ["ionice", "-c", "3", "nice", "-n", "19", "rm", "-rf", "--", str(dest)],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     # -- result links and gc roots ----------------------------------------
 
@@ -252,10 +275,14 @@ class Store:
                 freed += _du(p)
                 shutil.rmtree(p)
                 removed += 1
-            for sub in (".tmp", ".logs", ".locks"):
+            for sub in (".tmp", ".logs", ".locks", ".trash"):
                 for p in (self.root / sub).iterdir():
                     freed += _du(p)
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    if p.is_dir() and not p.is_symlink():
+                        # A background rm may be removing it too.
+                        shutil.rmtree(p, ignore_errors=sub == ".trash")
+                    else:
+                        p.unlink()
             return removed, freed
 
     def verify(self, derive: Callable[[dict], dict[str, dict]] | None = None) -> list[str]:
@@ -274,7 +301,11 @@ class Store:
             if (meta / "files.json").is_file():
                 want = json.loads((meta / "files.json").read_text())
             elif (meta / "origin.json").is_file() and derive is not None:
-                want = derive(json.loads((meta / "origin.json").read_text()))
+                try:
+                    want = derive(json.loads((meta / "origin.json").read_text()))
+                except EmbedbuildError as e:  # e.g. the archive can no longer be fetched
+                    problems.append(f"{p.name}: cannot check it: {e}")
+                    continue
             else:
                 problems.append(f"{p.name}: nothing to check it against (no {META}/files.json)")
                 continue

@@ -39,9 +39,12 @@ def _env(work: Path) -> dict[str, str]:
             "EMBEDBUILD_DOWNLOADS": str(work / "downloads")}
 
 
-def settle() -> None:
-    """Let the disk write back what earlier work left: on this kind of VM a 1.5 GB
-    unpack right after another one (or a delete) takes up to three times as long."""
+def settle(work: Path) -> None:
+    """Let the disk finish what earlier work left (the store deletes build folders in
+    the background): on this kind of VM a 1.5 GB unpack right after another one or
+    after a big delete takes up to three times as long."""
+    while any(any(t.iterdir()) for t in work.glob("*/store/.trash")):
+        time.sleep(1)
     subprocess.run(["sync"], check=True)
     time.sleep(SETTLE)
 
@@ -91,7 +94,7 @@ def bench_build(work: Path) -> None:
         link = str(w / "kernel")
         runs = ["embedbuild", "by hand"] if rnd == 1 else ["by hand", "embedbuild"]
         for who in runs:
-            settle()
+            settle(work)
             if who == "embedbuild":
                 wall, steps = cold_build(w, board, link)
                 ours.append(wall)

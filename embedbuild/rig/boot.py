@@ -147,37 +147,18 @@ def qemu_target(
     exit, also after an error or Ctrl-C.
     """
     assert board.qemu is not None
-    report = BootReport()
-    served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
-    cmds = boot_commands(board, result, initrd)
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(bench_network(board))
-        stack.enter_context(
-            TftpServer(
-                served, net.server_ip, 69, on_transfer=report.transfers.append, netns=net.path
-            )
-        )
         qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(board, result))
-        t0 = time.monotonic()
+        powered_on = time.monotonic()
         port = qemu.power_on()
         stack.callback(qemu.power_off)
-        console = stack.enter_context(board_console(board, port, board.serial.baud, workdir))
-        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
-        uboot.interrupt(timeout)
-        report.stages.append(("power on to U-Boot prompt", time.monotonic() - t0))
-        tftp_boot(
-            board,
-            uboot,
-            net.server_ip,
-            net.device_ip,
-            net.netmask,
-            cmds,
-            ready,
-            report,
-            timeout,
-        )
-        report.stages.append(("power on to ready", time.monotonic() - t0))
-        yield Target(board, console, uboot, report, net.server_ip, net.device_ip, qemu, net)
+        target = stack.enter_context(_tftp_target(
+            board, result, workdir, port, board.serial.baud,
+            net.server_ip, net.device_ip, net.netmask, net.path,
+            initrd=initrd, ready=ready, timeout=timeout, powered_on=powered_on))
+        target.qemu, target.network = qemu, net
+        yield target
 
 
 @contextlib.contextmanager
@@ -196,24 +177,45 @@ def serial_target(
     timeout: float = 60,
 ) -> Iterator[Target]:
     """TFTP-boot a real board on a serial console: the user powers it on."""
+    with _tftp_target(board, result, workdir, port, baud, server_ip, device_ip, netmask, None,
+                      initrd=initrd, ready=ready, timeout=timeout) as target:
+        yield target
+
+
+@contextlib.contextmanager
+def _tftp_target(
+    board: Board,
+    result: Path,
+    workdir: Path,
+    port: str,
+    baud: int,
+    server_ip: str,
+    device_ip: str,
+    netmask: str,
+    netns: str | None,
+    *,
+    initrd: Path | None,
+    ready: str,
+    timeout: float,
+    powered_on: float | None = None,
+) -> Iterator[Target]:
+    """Serve the result over TFTP, catch U-Boot on the console and boot it. With
+    ``powered_on`` we switched the power and time from it; else a person does."""
     report = BootReport()
     served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
     cmds = boot_commands(board, result, initrd)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append))
+        stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append,
+                                       netns=netns))
         console = stack.enter_context(board_console(board, port, baud, workdir))
         uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
-        # A person powers the board on: allow them time.
-        report.stages.append(("waiting for U-Boot", uboot.interrupt(max(timeout, 300))))
-        tftp_boot(
-            board,
-            uboot,
-            server_ip,
-            device_ip,
-            netmask,
-            cmds,
-            ready,
-            report,
-            timeout,
-        )
+        if powered_on is None:
+            # A person powers the board on: allow them time.
+            report.stages.append(("waiting for U-Boot", uboot.interrupt(max(timeout, 300))))
+        else:
+            uboot.interrupt(timeout)
+            report.stages.append(("power on to U-Boot prompt", time.monotonic() - powered_on))
+        tftp_boot(board, uboot, server_ip, device_ip, netmask, cmds, ready, report, timeout)
+        if powered_on is not None:
+            report.stages.append(("power on to ready", time.monotonic() - powered_on))
         yield Target(board, console, uboot, report, server_ip, device_ip)

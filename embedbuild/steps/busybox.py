@@ -25,7 +25,7 @@ def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: st
     requests = kconfig.merge_fragments(fragments)
 
     def build(ctx: Context) -> None:
-        b = ctx.out / "build"
+        b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the busybox source")
         shutil.rmtree(b / ".embedbuild", ignore_errors=True)
         mk = ["make", "-C", str(b), f"CROSS_COMPILE={tc.prefix}", "-s"]
@@ -39,7 +39,6 @@ def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: st
         ctx.run.run([*mk, f"CONFIG_PREFIX={ctx.out / 'root'}", "install"], env=BUSYBOX_ENV,
                     what="installing busybox")
         shutil.copyfile(b / ".config", ctx.out / "busybox.config")
-        shutil.rmtree(b)
 
     return Step(
         kind="busybox",

@@ -12,8 +12,8 @@ from embedbuild import kconfig
 from embedbuild.plan import Context, Step
 from embedbuild.toolchain import REPRODUCIBLE_ENV
 
-# make(srctree, builddir, target) -> argv
-MakeArgv = Callable[[Path, Path, str], list[str]]
+# make(srctree, builddir, target, jobs) -> argv
+MakeArgv = Callable[[Path, Path, str, int], list[str]]
 
 
 def checked_config_step(
@@ -33,22 +33,22 @@ def checked_config_step(
 
     def build(ctx: Context) -> None:
         src = ctx.deps["tree"]
-        b = ctx.out / "build"
+        b = ctx.scratch
         env = REPRODUCIBLE_ENV
         # The base config and kconfiglib's parse of the tree do not depend on each
-        # other: make runs while Python parses (the step holds two cores for it).
-        with ctx.run.start(make(src, b, base), env=env, what=f"make {base}") as base_make:
+        # other: make (building the Kconfig tools) runs on the cores the parser leaves.
+        base_argv = make(src, b, base, max(1, ctx.jobs - 1))
+        with ctx.run.start(base_argv, env=env, what=f"make {base}") as base_make:
             kconf = kconfig.open_kconfig(src, kconfig_env(src))
             base_make.wait()
         kconfig.check_known(kconf, requests)
         kconfig.apply_requests(kconf, b / ".config", requests, b / ".config")
-        ctx.run.run(make(src, b, "olddefconfig"), env=env, what="make olddefconfig")
+        ctx.run.run(make(src, b, "olddefconfig", 1), env=env, what="make olddefconfig")
         kconfig.verify(kconf, b / ".config", requests)
         shutil.copyfile(b / ".config", ctx.out / output)
         (ctx.out / "request.config").write_text(
             "".join(f"{r.config_line()}\n" for r in requests.values())
         )
-        shutil.rmtree(b)
 
     return Step(
         kind=kind,

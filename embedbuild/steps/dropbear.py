@@ -29,7 +29,7 @@ def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
     triplet = tc.prefix.rstrip("-")
 
     def build(ctx: Context) -> None:
-        b = ctx.out / "build"
+        b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the dropbear source")
         shutil.rmtree(b / ".embedbuild", ignore_errors=True)
         (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
@@ -44,7 +44,6 @@ def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
         dest.mkdir(parents=True)
         for prog in ("dropbear", "dropbearkey"):
             ctx.run.run([f"{tc.prefix}strip", "-o", dest / prog, b / prog], what=f"strip {prog}")
-        shutil.rmtree(b)
 
     return Step(
         kind="dropbear",

@@ -35,7 +35,7 @@ def config_step(board: Board, tree: Step, tc: Toolchain, fragments: dict[Path, s
         tree=tree,
         base=board.kernel.base,
         fragments=fragments,
-        make=lambda src, b, target: _make(tc, src, b, target),
+        make=lambda src, b, target, jobs: _make(tc, src, b, target, jobs=jobs),
         kconfig_env=tc.kconfig_env,
         output="kernel.config",
         inputs={"arch": board.arch.value, "toolchain": tc.identity()},
@@ -50,8 +50,7 @@ def dtb_step(board: Board, tree: Step, config: Step, tc: Toolchain) -> Step:
 
     def build(ctx: Context) -> None:
         src = ctx.deps["tree"]
-        b = ctx.out / "build"
-        b.mkdir()
+        b = ctx.scratch
         shutil.copyfile(ctx.deps["config"] / "kernel.config", b / ".config")
         ctx.run.run(
             _make(tc, src, b, "scripts_dtc"), env=REPRODUCIBLE_ENV, what="building the kernel's dtc"
@@ -103,7 +102,6 @@ def dtb_step(board: Board, tree: Step, config: Step, tc: Toolchain) -> Step:
                     log_path=e.log_path,
                 ) from None
             raise
-        shutil.rmtree(b)
 
     return Step(
         kind="dtb",
@@ -150,8 +148,7 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
 
     def build(ctx: Context) -> None:
         src = ctx.deps["tree"]
-        b = ctx.out / "build"
-        b.mkdir()
+        b = ctx.scratch
         shutil.copyfile(ctx.deps["config"] / "kernel.config", b / ".config")
         if initramfs is not None:
             cpio = b / "initramfs.cpio"
@@ -182,7 +179,6 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         if board.kernel.dtb:
             dtb = b / BOOT_DIR[board.arch.value] / "dts" / board.kernel.dtb
             shutil.copyfile(dtb, ctx.out / Path(board.kernel.dtb).name)
-        shutil.rmtree(b)
 
     return Step(
         kind="kernel",

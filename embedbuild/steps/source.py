@@ -151,7 +151,6 @@ def unpack_step(name: str, src: Source) -> Step:
                 ctx.out,
                 f"--strip-components={src.strip}",
                 "--no-same-owner",
-                "--delay-directory-restore",
             ],
             what=f"unpacking {archive.name}",
         )

@@ -40,7 +40,7 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         tree=tree,
         base=spec.defconfig,
         fragments={p: p.read_text() for p in spec.fragments},
-        make=lambda src, b, target: _make(tc, src, b, target),
+        make=lambda src, b, target, jobs: _make(tc, src, b, target, jobs=jobs),
         kconfig_env=env,
         output="u-boot.config",
         inputs={"toolchain": tc.identity()},
@@ -48,13 +48,11 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
 
     def build(ctx: Context) -> None:
         src = ctx.deps["tree"]
-        b = ctx.out / "build"
-        b.mkdir()
+        b = ctx.scratch
         shutil.copyfile(ctx.deps["config"] / "u-boot.config", b / ".config")
         ctx.run.run(_make(tc, src, b, jobs=ctx.jobs), env=REPRODUCIBLE_ENV, what="building U-Boot")
         shutil.copyfile(b / spec.image, ctx.out / spec.image)
         shutil.copyfile(b / ".config", ctx.out / "u-boot.config")
-        shutil.rmtree(b)
 
     return config, Step(
         kind="uboot",
