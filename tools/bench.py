@@ -30,7 +30,7 @@ BOARD = "qemu-arm-virt"
 
 def timed(argv: list[str], **kw) -> float:
     t0 = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kw)
+    subprocess.run(argv, check=True, capture_output=True, **kw)
     return time.monotonic() - t0
 
 
