@@ -147,6 +147,7 @@ def qemu_target(
     exit, also after an error or Ctrl-C.
     """
     assert board.qemu is not None
+    workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(bench_network(board))
         qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(board, result))
