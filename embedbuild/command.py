@@ -47,16 +47,6 @@ class Running:
         self.proc = proc
         self.what = what
 
-    @property
-    def stdin(self) -> IO[bytes]:
-        assert self.proc.stdin is not None
-        return self.proc.stdin
-
-    @property
-    def stdout(self) -> IO[bytes]:
-        assert self.proc.stdout is not None
-        return self.proc.stdout
-
     def wait(self) -> None:
         """Wait for the command; a non-zero exit raises StepError with the log's tail."""
         if self.proc.stdin:
