@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDBUILD = str(Path(sys.executable).parent / "embedbuild")
 BOARD = "qemu-arm-virt"
+SOURCE = "/usr/src/linux-source-6.1.tar.xz"
+SETTLE = 30  # seconds the disk gets after a sync before each timed build
 
 
 def timed(argv: list[str], **kw) -> float:
@@ -48,8 +50,6 @@ def settle(work: Path) -> None:
     subprocess.run(["sync"], check=True)
     time.sleep(SETTLE)
 
-
-SETTLE = 30
 
 
 def cold_build(work: Path, board: str, link: str) -> tuple[float, dict[str, float]]:
@@ -76,8 +76,6 @@ def by_hand(work: Path, config: Path) -> tuple[float, float]:
                     "-s", "olddefconfig", "zImage"], check=True, stdout=subprocess.DEVNULL)
     return t1 - t0, time.monotonic() - t1
 
-
-SOURCE = "/usr/src/linux-source-6.1.tar.xz"
 
 
 def bench_build(work: Path) -> None:

@@ -154,10 +154,11 @@ def qemu_target(
         powered_on = time.monotonic()
         port = qemu.power_on()
         stack.callback(qemu.power_off)
-        target = stack.enter_context(_tftp_target(
-            board, result, workdir, port, board.serial.baud,
-            net.server_ip, net.device_ip, net.netmask, net.path,
-            initrd=initrd, ready=ready, timeout=timeout, powered_on=powered_on))
+        target = stack.enter_context(serial_target(
+            board, result, workdir, port=port, baud=board.serial.baud,
+            server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
+            netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
+            powered_on=powered_on))
         target.qemu, target.network = qemu, net
         yield target
 
@@ -173,35 +174,15 @@ def serial_target(
     server_ip: str,
     device_ip: str,
     netmask: str,
+    netns: str | None = None,
     initrd: Path | None = None,
     ready: str = READY,
     timeout: float = 60,
-) -> Iterator[Target]:
-    """TFTP-boot a real board on a serial console: the user powers it on."""
-    with _tftp_target(board, result, workdir, port, baud, server_ip, device_ip, netmask, None,
-                      initrd=initrd, ready=ready, timeout=timeout) as target:
-        yield target
-
-
-@contextlib.contextmanager
-def _tftp_target(
-    board: Board,
-    result: Path,
-    workdir: Path,
-    port: str,
-    baud: int,
-    server_ip: str,
-    device_ip: str,
-    netmask: str,
-    netns: str | None,
-    *,
-    initrd: Path | None,
-    ready: str,
-    timeout: float,
     powered_on: float | None = None,
 ) -> Iterator[Target]:
-    """Serve the result over TFTP, catch U-Boot on the console and boot it. With
-    ``powered_on`` we switched the power and time from it; else a person does."""
+    """TFTP-boot a board on a serial console: serve the result (from inside ``netns``
+    when given), catch U-Boot and boot it. With ``powered_on`` the caller switched the
+    power (QEMU) and times from then; else a person powers the board on."""
     report = BootReport()
     served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
     cmds = boot_commands(board, result, initrd)
