@@ -2,12 +2,13 @@
 
 Layout under the store root::
 
-    <key>-<name>/             a finished output, never modified after the rename
-        .embedbuild/info.json   kind, name, key, inputs and the items it was built from
-        .embedbuild/files.json  sha256, size and mode of every file (what `verify` checks)
-        .embedbuild/origin.json instead of files.json, for an unpacked archive: which
+    <key>-<name>/             a finished output: exactly what the step wrote, nothing of ours
+    .meta/<key>-<name>/       the store's own record of it, kept out of the tree steps read
+        info.json               kind, name, key, inputs and the items it was built from
+        files.json              sha256, size and mode of every file (what `verify` checks)
+        origin.json             instead of files.json, for an unpacked archive: which
                                 pinned archive it is; `verify` derives the files from it
-        .embedbuild/build.log   the step's log
+        build.log               the step's log
     .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
     .trash/                   folders being deleted in the background (gc removes leftovers)
     .locks/<key>              flock per item: one builder at a time
@@ -15,8 +16,9 @@ Layout under the store root::
     .roots/<hash>             symlinks to result links: what `gc` keeps
     .lock                     builds hold it shared, gc exclusive
 
-An item appears only by the rename of a complete folder, so a build killed at
-any moment leaves at most a .tmp folder that nobody trusts.
+An item counts only once its metadata folder is renamed into .meta/, after the
+output folder itself: a build killed at any moment leaves at most a .tmp folder
+or an output without metadata, and nobody trusts either.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ import stat
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
 
-META = ".embedbuild"
+META = ".meta"
 
 
 def cache_dir(variable: str, name: str) -> Path:
@@ -63,12 +64,10 @@ def hash_file(path: Path) -> str:
 
 
 def tree_manifest(root: Path) -> dict[str, dict]:
-    """Every file, symlink and folder under root (except META) with what identifies it."""
+    """Every file and symlink under root with what identifies it."""
     out: dict[str, dict] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if d != META]
         dirnames.sort()
         for name in sorted(filenames) + [
             d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
@@ -87,17 +86,6 @@ def tree_manifest(root: Path) -> dict[str, dict]:
     return out
 
 
-@dataclass(frozen=True)
-class Item:
-    """A finished store item."""
-
-    path: Path
-
-    @property
-    def info(self) -> dict:
-        return json.loads((self.path / META / "info.json").read_text())
-
-
 class Store:
     """A content-addressed store of build outputs rooted at ``root``."""
 
@@ -110,15 +98,27 @@ class Store:
         """Where the item with this key lives (whether or not it exists)."""
         return self.root / f"{key[:32]}-{name}"
 
+    def meta_path(self, item: Path) -> Path:
+        """The store's record of an item (info.json, files.json, build.log)."""
+        return self.root / META / item.name
+
+    def complete(self, item: Path) -> bool:
+        """True when item is a finished output with its record."""
+        return (self.meta_path(item) / "info.json").is_file() and item.is_dir()
+
+    def info(self, item: Path) -> dict:
+        """An item's info.json."""
+        return json.loads((self.meta_path(item) / "info.json").read_text())
+
     def has(self, key: str, name: str) -> bool:
         """True when a finished item exists for this key."""
-        return (self.item_path(key, name) / META / "info.json").is_file()
+        return self.complete(self.item_path(key, name))
 
     def log_path(self, key: str, name: str) -> Path:
         return self.root / ".logs" / f"{key[:32]}-{name}.log"
 
     def _ensure(self) -> None:
-        for sub in (".tmp", ".locks", ".logs", ".roots", ".trash"):
+        for sub in (".tmp", ".locks", ".logs", ".roots", ".trash", META):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # -- locking -----------------------------------------------------------
@@ -167,20 +167,21 @@ class Store:
             if self.has(key, name):
                 return final
             # We hold the lock, so any temporary folder for this key is a
-            # leftover of a killed build.
+            # leftover of a killed build, and so is an output or a record alone.
             for stale in (self.root / ".tmp").glob(f"{key[:32]}-*"):
                 self.discard(stale)
-            if final.exists():  # a folder without info.json: not ours to trust
-                self.discard(final)
-            tmp = self.root / ".tmp" / f"{key[:32]}-{name}.{os.getpid()}"
+            for half in (final, self.meta_path(final)):
+                if half.exists():
+                    self.discard(half)
+            work = self.root / ".tmp" / f"{key[:32]}-{name}.{os.getpid()}"
+            tmp, meta = work / "out", work / "meta"
             tmp.mkdir(parents=True)
+            meta.mkdir()
             log = self.log_path(key, name)
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")
             try:
                 origin = build(tmp, log)
-                meta = tmp / META
-                meta.mkdir(exist_ok=True)
                 if origin is not None:
                     (meta / "origin.json").write_text(json.dumps(origin, sort_keys=True))
                 else:
@@ -188,12 +189,15 @@ class Store:
                         json.dumps(tree_manifest(tmp), indent=1, sort_keys=True)
                     )
                 shutil.copyfile(log, meta / "build.log")
-                # info.json last: its presence marks the item complete.
                 (meta / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+                # The output first, its record last: the record's arrival marks the
+                # item complete.
                 os.rename(tmp, final)
+                os.rename(meta, self.meta_path(final))
             except BaseException:
-                self.discard(tmp)
+                self.discard(work)
                 raise
+            os.rmdir(work)
             log.unlink(missing_ok=True)
             return final
 
@@ -237,9 +241,7 @@ class Store:
         if not self.root.is_dir():
             return []
         return sorted(
-            p
-            for p in self.root.iterdir()
-            if not p.name.startswith(".") and (p / META / "info.json").is_file()
+            p for p in self.root.iterdir() if not p.name.startswith(".") and self.complete(p)
         )
 
     def live(self) -> set[Path]:
@@ -257,10 +259,10 @@ class Store:
         live: set[Path] = set()
         while roots:
             item = roots.pop()
-            if item in live or not (item / META / "info.json").is_file():
+            if item in live or not self.complete(item):
                 continue
             live.add(item)
-            roots.extend(self.root / d for d in Item(item).info.get("deps", []))
+            roots.extend(self.root / d for d in self.info(item).get("deps", []))
         return live
 
     def gc(self) -> tuple[int, int]:
@@ -275,6 +277,9 @@ class Store:
                 freed += _du(p)
                 shutil.rmtree(p)
                 removed += 1
+            for m in (self.root / META).iterdir():
+                if self.root / m.name not in keep:
+                    shutil.rmtree(m)
             for sub in (".tmp", ".logs", ".locks", ".trash"):
                 for p in (self.root / sub).iterdir():
                     freed += _du(p)
@@ -294,9 +299,9 @@ class Store:
         for p in sorted(self.root.iterdir()):
             if p.name.startswith("."):
                 continue
-            meta = p / META
+            meta = self.meta_path(p)
             if not (meta / "info.json").is_file():
-                problems.append(f"{p.name}: incomplete item (no {META}/info.json)")
+                problems.append(f"{p.name}: incomplete item (no {META}/{p.name}/info.json)")
                 continue
             if (meta / "files.json").is_file():
                 want = json.loads((meta / "files.json").read_text())
@@ -307,7 +312,8 @@ class Store:
                     problems.append(f"{p.name}: cannot check it: {e}")
                     continue
             else:
-                problems.append(f"{p.name}: nothing to check it against (no {META}/files.json)")
+                problems.append(f"{p.name}: nothing to check it against "
+                                f"(no {META}/{p.name}/files.json)")
                 continue
             have = tree_manifest(p)
             for rel in sorted(set(want) | set(have)):

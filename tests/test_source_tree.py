@@ -38,8 +38,9 @@ def tree(tmp_path: Path, monkeypatch) -> tuple[Store, Path, Source]:
 
 def test_source_item_keeps_its_origin_not_a_hash_list(tree):
     store, item, src = tree
-    assert not (item / META / "files.json").exists()
-    origin = json.loads((item / META / "origin.json").read_text())
+    meta = store.meta_path(item)
+    assert not (meta / "files.json").exists() and not (item / META).exists()
+    origin = json.loads((meta / "origin.json").read_text())
     assert Source.model_validate(origin["source"]) == src
     # What the archive says is exactly what hashing the unpacked tree gives.
     assert archive_manifest(origin) == tree_manifest(item)
@@ -63,7 +64,7 @@ def test_verify_finds_damage_to_a_source_tree(tree, damage, problem):
 def test_verify_without_a_way_to_derive_says_so(tree):
     store, item, _ = tree
     assert store.verify() == [f"{item.name}: nothing to check it against "
-                              f"(no {META}/files.json)"]
+                              f"(no {META}/{item.name}/files.json)"]
 
 
 def test_verify_reports_an_archive_it_cannot_fetch(tree, tmp_path: Path, monkeypatch):

@@ -27,7 +27,6 @@ def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: st
     def build(ctx: Context) -> None:
         b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the busybox source")
-        shutil.rmtree(b / ".embedbuild", ignore_errors=True)
         mk = ["make", "-C", str(b), f"CROSS_COMPILE={tc.prefix}", "-s"]
         ctx.run.run([*mk, "defconfig"], env=BUSYBOX_ENV, what="busybox defconfig")
         kconf = kconfig.open_kconfig(b, {}, top="Config.in")

@@ -8,8 +8,6 @@ first start (dropbear -R), never baked into the image.
 
 from __future__ import annotations
 
-import shutil
-
 from embedbuild.plan import Context, Step
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
 
@@ -31,7 +29,6 @@ def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
     def build(ctx: Context) -> None:
         b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the dropbear source")
-        shutil.rmtree(b / ".embedbuild", ignore_errors=True)
         (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
         env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
         ctx.run.run(["./configure", f"--host={triplet}", "--disable-zlib", "--disable-lastlog",

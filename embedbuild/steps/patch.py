@@ -47,8 +47,6 @@ def patched_step(name: str, tree: Step, patches: list[Path]) -> Step:
                     log_tail=e.log_tail,
                     log_path=e.log_path,
                 ) from None
-        # The source's metadata folder came along with the hard-link copy.
-        ctx.run.run(["rm", "-rf", ctx.out / ".embedbuild"])
 
     return Step(
         kind="patch",
