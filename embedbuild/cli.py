@@ -15,6 +15,17 @@ import traceback
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
+from embedbuild.model.system import READY_LINE
+
+DESCRIPTION = """\
+embedbuild builds tiny cross-compiled Linux systems (kernel + initramfs) for real
+devices from a board folder, and boots them through U-Boot over TFTP, on a real
+board's serial console or in QEMU.
+
+example:
+  embedbuild build ap-ac-lite                    # result/uImage for the UniFi AP AC Lite
+  embedbuild boot qemu-arm-virt --qemu           # build, boot in QEMU, attach the console
+"""
 
 
 def _console():
@@ -83,27 +94,18 @@ class _Progress:
 
 
 def build_board(args, store, console, role: str = "result"):
-    """Load and plan args.board (with args.system), realise the step of the given role;
-    returns (plan, paths)."""
-    from embedbuild.graph import plan_board
-    from embedbuild.load import load_board
-    from embedbuild.plan import realise
+    """Build args.board (with args.system) up to the step of ``role``, showing progress."""
+    from embedbuild import session
 
     system = Path(args.system) if getattr(args, "system", None) else None
-    plan = plan_board(load_board(args.board, system))
-    if role not in plan.steps:
-        raise EmbedbuildError(f"board {plan.board.name} has no step {role!r}",
-                              hint=f"its steps: {', '.join(plan.steps)}")
     with _Progress(console) as progress:
-        paths = realise(store, plan.steps[role], progress)
-    return plan, paths
+        return session.build(args.board, store, system=system, role=role, events=progress)
 
 
 def cmd_build(args) -> int:
     store = _store(args)
     console = _console()
-    plan, paths = build_board(args, store, console, role=args.step)
-    out = paths[plan.steps[args.step].key]
+    out = build_board(args, store, console, role=args.step).path(args.step)
     store.link_result(out, Path(args.out_link))
     print(out)
     return 0
@@ -112,16 +114,17 @@ def cmd_build(args) -> int:
 def cmd_config(args) -> int:
     from embedbuild.kconfig import read_config
 
-    store = _store(args)
-    plan, paths = build_board(args, store, _console(), role="kconfig")
-    cfg = paths[plan.steps["kconfig"].key]
-    request = read_config(cfg / "request.config")
-    final = read_config(cfg / "kernel.config")
-    print(f"# requested by the fragments of {plan.board.name} ({len(request)} symbols)")
-    print((cfg / "request.config").read_text(), end="")
+    built = build_board(args, _store(args), _console(), role="kconfig")
+    step = built.plan.steps["kconfig"]
+    item = built.path("kconfig")
+    request_file = item / step.output_path("request")
+    request = read_config(request_file)
+    final = read_config(item / step.output_path("config"))
+    print(f"# requested by the fragments of {built.board.name} ({len(request)} symbols)")
+    print(request_file.read_text(), end="")
     added = {s: v for s, v in final.items() if s not in request and v != "n"}
     print(
-        f"\n# added by {plan.board.kernel.base} and olddefconfig beyond the request "
+        f"\n# added by {built.board.kernel.base} and olddefconfig beyond the request "
         f"({len(added)} symbols)"
     )
     for s, v in added.items():
@@ -129,45 +132,35 @@ def cmd_config(args) -> int:
     return 0
 
 
-def cmd_boot(args) -> int:
-    import shutil
+def _bench(args):
+    from embedbuild.session import Bench
 
-    from embedbuild.rig.boot import qemu_target, serial_target
-    from embedbuild.rig.netns import require_root
+    if getattr(args, "qemu", False) or not args.serial:
+        return Bench()
+    return Bench(serial=args.serial, baud=args.baud, server_ip=args.server_ip,
+                 device_ip=args.device_ip, netmask=args.netmask)
+
+
+def cmd_boot(args) -> int:
+    from embedbuild import session
+    from embedbuild.load import load_board
 
     console = _console()
-    if args.qemu:
-        require_root("embedbuild boot --qemu")  # before building: never fail half-way
-    elif not (args.server_ip and args.device_ip):
-        raise EmbedbuildError(
-            "--serial needs --server-ip and --device-ip",
-            hint="the board gets --device-ip; this machine serves at --server-ip",
-        )
-    store = _store(args)
-    plan, paths = build_board(args, store, console)
-    board = plan.board
-    result = paths[plan.result.key]
+    bench = _bench(args)
+    bench.check()  # before building: never fail half-way
+    board = load_board(args.board, Path(args.system) if args.system else None)
+    bench.check(board)
+    args.board = board
+    result = build_board(args, _store(args), console).result
     initrd = Path(args.initrd).resolve() if args.initrd else None
     # Kept after the run (console.log, QEMU's output, the files served); replaced by the next.
-    workdir = store.root.parent / "boot" / board.name
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    if args.qemu:
-        if board.qemu is None:
-            raise EmbedbuildError(f"board {board.name} has no [qemu] section",
-                                  hint="boot it on real hardware with --serial")
-        target_cm = qemu_target(board, result, workdir, initrd=initrd, ready=args.ready,
-                                timeout=args.timeout)
-    else:
+    workdir = session.bench_dir(board)
+    if bench.serial:
         console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
-                      f"{args.serial}", markup=False)
-        target_cm = serial_target(board, result, workdir, port=args.serial,
-                                  baud=args.baud or board.serial.baud,
-                                  server_ip=args.server_ip, device_ip=args.device_ip,
-                                  netmask=args.netmask, initrd=initrd, ready=args.ready,
-                                  timeout=args.timeout)
+                      f"{bench.serial}", markup=False)
     try:
-        with target_cm as target:
+        with session.open_target(board, result, workdir, bench, initrd=initrd,
+                                 ready=args.ready, timeout=args.timeout) as target:
             for line in target.report.lines():
                 console.print(line, markup=False)
             console.print(f"console log: {workdir / 'console.log'}", markup=False)
@@ -219,28 +212,25 @@ def cmd_test(args) -> int:
     from embedbuild.load import PROJECT_BOARDS
 
     # The store is passed on explicitly, so the tests boot what this command would build.
+    _bench(args).check()
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
             "--eb-board", args.board, "--eb-store", str(_store(args).root)]
     if args.serial:
-        argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip or "",
-                 "--eb-device-ip", args.device_ip or ""]
+        argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip,
+                 "--eb-device-ip", args.device_ip, "--eb-netmask", args.netmask]
         if args.baud:
             argv += ["--eb-baud", str(args.baud)]
     return subprocess.call(argv + [a for a in args.pytest_args if a != "--"])
 
 
 def cmd_size(args) -> int:
-    store = _store(args)
-    plan, paths = build_board(args, store, _console())
-    result = paths[plan.result.key]
-    manifest = json.loads((result / "manifest.json").read_text())
-    rows = []
-    sizes = result / "sizes.json"
-    if sizes.exists():
-        rows = [(c["component"], c["raw"], c["compressed"]) for c in json.loads(sizes.read_text())]
-    kernel = manifest["kernel"]["file"]
-    kbytes = manifest["files"][kernel]["size"]
-    separate = any(f["role"] == "initramfs" for f in manifest["files"].values())
+    from embedbuild.manifest import Manifest
+
+    built = build_board(args, _store(args), _console())
+    m = Manifest.read(built.result)
+    rows = [(c.component, c.raw, c.compressed) for c in m.initramfs]
+    kbytes = m.files[m.kernel.file].size
+    separate = bool(m.with_role("initramfs"))
     total = kbytes + (sum(r[2] for r in rows) if separate else 0)
     print(f"{'component':40} {'raw':>10} {'compressed':>11}")
     for name, raw, comp in rows:
@@ -248,9 +238,9 @@ def cmd_size(args) -> int:
     if rows:
         where = "initramfs" if separate else "initramfs (built into the kernel)"
         print(f"{where:40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
-    print(f"{'kernel (' + kernel + ')':40} {'':10} {kbytes:11,}")
+    print(f"{'kernel (' + m.kernel.file + ')':40} {'':10} {kbytes:11,}")
     print(f"{'total loaded':40} {'':10} {total:11,}")
-    part = plan.board.firmware_partition()
+    part = built.board.firmware_partition()
     if part is not None:
         print(f"share of the {part.name} partition ({part.size:,} bytes): "
               f"{100 * total / part.size:.1f}%")
@@ -281,18 +271,27 @@ def cmd_verify(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="embedbuild", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--store", help="store folder (default $EMBEDBUILD_STORE or ~/.cache/embedbuild/store)"
     )
+    # What reaching a real board over its serial console takes: shared by boot and test.
+    serial = argparse.ArgumentParser(add_help=False)
+    serial.add_argument("--baud", type=int, help="line speed (default: the board's)")
+    serial.add_argument("--server-ip", help="this machine's address on the board's network")
+    serial.add_argument("--device-ip", help="address to give the board")
+    serial.add_argument("--netmask", default="255.255.255.0")
+    system = argparse.ArgumentParser(add_help=False)
+    system.add_argument("--system", metavar="FILE",
+                        help="a system file instead of the board's [system]")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("boards", help="list boards").set_defaults(fn=cmd_boards)
     s = sub.add_parser("show", help="print a board's resolved definition as JSON")
     s.add_argument("board")
     s.set_defaults(fn=cmd_show)
-    s = sub.add_parser("build", help="build a board")
+    s = sub.add_parser("build", help="build a board", parents=[system])
     s.add_argument("board")
-    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     s.add_argument("--out-link", default="result", help="result link to create (default: result)")
     s.add_argument("--step", default="result",
                    help="build only up to this step (e.g. kernel, kconfig, initramfs)")
@@ -302,22 +301,15 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)
-    s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line")
+    s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
+                       parents=[system, serial])
     s.add_argument("board")
-    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     how = s.add_mutually_exclusive_group(required=True)
     how.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     how.add_argument("--serial", metavar="DEV", help="a real board's console (or pyserial URL)")
-    s.add_argument("--baud", type=int, help="line speed (default: the board's)")
-    s.add_argument("--server-ip", help="this machine's address on the board's network")
-    s.add_argument("--device-ip", help="address to give the board")
-    s.add_argument("--netmask", default="255.255.255.0")
     s.add_argument("--initrd", help="an extra initramfs file to load and boot")
-    s.add_argument(
-        "--ready",
-        default=r"embedbuild: system ready",
-        help="regex of the line that means the system is up",
-    )
+    s.add_argument("--ready", default=READY_LINE,
+                   help="regex of the line that means the system is up")
     s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
     s.add_argument("--no-console", action="store_true", help="exit 0 once ready")
     s.set_defaults(fn=cmd_boot)
@@ -330,17 +322,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
     s.set_defaults(fn=cmd_tftp)
-    s = sub.add_parser("test", help="boot a board and run the system tests against it")
+    s = sub.add_parser("test", help="boot a board and run the system tests against it",
+                       parents=[serial])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
-    s.add_argument("--baud", type=int)
-    s.add_argument("--server-ip")
-    s.add_argument("--device-ip")
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments")
     s.set_defaults(fn=cmd_test)
-    s = sub.add_parser("size", help="bytes per component, kernel, total")
+    s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])
     s.add_argument("board")
-    s.add_argument("--system", metavar="FILE", help="a system file instead of the board's [system]")
     s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
     sub.add_parser("verify", help="re-hash the store and report damage").set_defaults(fn=cmd_verify)

@@ -1,7 +1,10 @@
-"""Board folders -> validated Board models.
+"""Board folders -> validated, resolved Board models.
 
-Everything after this module sees only the model, never the TOML. Errors name
-the file, the line where it can be found, and the key.
+Everything after this module sees only the model, never the TOML: every
+reference a board makes (sources, overlays with their attributes, packages, the
+U-Boot build) is resolved here, so anything a build would refuse for a reason
+visible in the board's files is refused at load, by `show` as by `build`.
+Errors name the file, the line where it can be found, and the key.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
 from embedbuild.model.source import Source
-from embedbuild.model.system import OverlayAttrs, System
+from embedbuild.model.system import Overlay, OverlayAttrs, System
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -60,9 +63,13 @@ def find_board(name_or_path: str) -> Path:
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; syntax errors become BoardError at file:line."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode()
     except OSError as e:
         raise BoardError(f"cannot read: {e.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise BoardError(f"not UTF-8 text (byte {e.start})", where=f"{path}:{line}",
+                         hint="TOML files are UTF-8: fix or remove that byte") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
@@ -113,6 +120,8 @@ def _format_errors(e: ValidationError, path: Path, text: str, prefix: tuple = ()
             msg = "unknown key (a typo? see the board schema in README.md)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] in ("literal_error", "enum"):
+            msg = f"{err['input']!r} is not known: {msg[0].lower()}{msg[1:]}"
         lines.append(f"{where}: {key or '(top)'}: {msg}")
     if len(lines) == 1:
         return BoardError(lines[0].split(": ", 1)[1], where=first_where)
@@ -134,47 +143,74 @@ def load_sources(path: Path) -> dict[str, Source]:
     return {name: _validate(Source, spec, path, text, {}, (name,)) for name, spec in data.items()}
 
 
+def _where(path: Path, text: str, *key: str) -> str:
+    line = key_line(text, key)
+    return f"{path}:{line}" if line else str(path)
+
+
 def load_board(name_or_path: str, system: Path | None = None) -> Board:
-    """Load and validate a board folder by name or path; ``system`` replaces its [system]."""
+    """Load, validate and resolve a board folder by name or path; ``system`` replaces
+    its [system]."""
     bdir = find_board(name_or_path)
     path = bdir / "board.toml"
     data, text = read_toml(path)
+    for injected in ("name", "dir"):
+        if injected in data:
+            raise BoardError(f"{injected}: unknown key (the board's {injected} is its folder)",
+                             where=_where(path, text, injected))
     sources: dict[str, Source] = {}
     common = bdir.parent / COMMON / "sources.toml"
     if common.is_file():
         sources.update(load_sources(common))
     own = data.get("sources", {})
-    if isinstance(own, dict):
-        for sname, spec in own.items():
-            sources[sname] = _validate(Source, spec, path, text, {}, ("sources", sname))
+    if not isinstance(own, dict):
+        raise BoardError("sources must be a table of named sources ([sources.NAME])",
+                         where=_where(path, text, "sources"))
+    for sname, spec in own.items():
+        sources[sname] = _validate(Source, spec, path, text, {}, ("sources", sname))
     data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
-    board: Board = _validate(Board, data, path, text, {"dir": bdir})
-    if board.kernel.source not in board.sources:
-        line = key_line(text, ("kernel", "source"))
-        raise BoardError(
-            f"kernel.source {board.kernel.source!r} is not a known source",
-            where=f"{path}:{line}" if line else str(path),
-            hint=f"define it under [sources] or in {common}; known: "
-            + (", ".join(sorted(board.sources)) or "none"),
-        )
+    sys_where = str(system) if system is not None else str(path)
+    context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
+    if system is not None:
+        data.pop("system", None)
+    board: Board = _validate(Board, data, path, text, context)
     if system is not None:
         board = board.model_copy(update={"system": load_system(system)})
-    if board.system is not None:
-        for name in board.system.overlays:
-            find_overlay(name, str(system or path))  # a missing overlay fails at load
+    check_references(board, path, text, common)
     return board
 
 
+def check_references(board: Board, path: Path, text: str, common: Path) -> None:
+    """Every name the board uses must resolve: sources, the userland its system needs,
+    overlays that do not collide with each other or with the generated files."""
+    from embedbuild.rootfs import check_overlays
+
+    known = ", ".join(sorted(board.sources)) or "none"
+    hint = f"define it under [sources] or in {common}; known: {known}"
+    if board.kernel.source not in board.sources:
+        raise BoardError(f"kernel.source {board.kernel.source!r} is not a known source",
+                         where=_where(path, text, "kernel", "source"), hint=hint)
+    if board.uboot.build and board.uboot.build.source not in board.sources:
+        raise BoardError(
+            f"uboot.build.source {board.uboot.build.source!r} is not a known source",
+            where=_where(path, text, "uboot", "build", "source"), hint=hint)
+    if board.system is None:
+        return
+    if board.userland is None:
+        raise BoardError(f"board {board.name} has a system but no [userland] section",
+                         where=str(path), hint="add [userland] busybox = [fragments]")
+    for pkg in ("busybox", *board.system.packages):
+        if pkg not in board.sources:
+            raise BoardError(f"no source named {pkg!r} for package {pkg}",
+                             where=_where(path, text, "system", "packages"), hint=hint)
+    check_overlays(board.system, board.name)
+
+
 def load_system(path: Path) -> System:
-    """A system file (the same keys as a board's [system] table)."""
+    """A system file (the same keys as a board's [system] table), overlays resolved."""
     data, text = read_toml(path)
-    return _validate(System, data, path, text, {})
-
-
-def overlay_attrs(path: Path) -> OverlayAttrs:
-    """An overlay's attribute file."""
-    data, text = read_toml(path)
-    return _validate(OverlayAttrs, data, path, text, {})
+    return _validate(System, data, path, text,
+                     {"find_overlay": lambda name: find_overlay(name, str(path))})
 
 
 def overlays_dirs() -> list[Path]:
@@ -183,13 +219,19 @@ def overlays_dirs() -> list[Path]:
     return [*extra, PROJECT_OVERLAYS]
 
 
-def find_overlay(name: str, where: str) -> tuple[Path, Path | None]:
-    """An overlay's folder and its attribute file (overlays/NAME.toml), if any."""
+def find_overlay(name: str, where: str) -> Overlay:
+    """An overlay's folder and attributes (overlays/NAME.toml, if any), resolved."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ValueError(f"{name!r} is not an overlay name (lowercase letters, digits, - and _)")
     for root in overlays_dirs():
         folder = root / name
         if folder.is_dir():
             attrs = root / f"{name}.toml"
-            return folder, attrs if attrs.is_file() else None
+            if not attrs.is_file():
+                return Overlay(name=name, dir=folder.resolve())
+            data, text = read_toml(attrs)
+            return Overlay(name=name, dir=folder.resolve(), attrs_file=attrs.resolve(),
+                           attrs=_validate(OverlayAttrs, data, attrs, text, {}))
     searched = ", ".join(str(r) for r in overlays_dirs())
-    raise BoardError(f"overlay {name!r} not found", where=where,
-                     hint=f"create the folder {name}/ in one of: {searched}")
+    raise ValueError(f"overlay {name!r} not found: create the folder {name}/ in one of: "
+                     f"{searched}")

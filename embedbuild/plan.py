@@ -1,193 +1,171 @@
-"""Steps, their keys, and the scheduler that realises a graph of them in the store.
+"""Board -> the graph of steps that builds it (planning only: nothing runs here).
 
-A step is a pure function of its inputs: ``inputs`` (JSON data, including the
-sha256 of every file it reads) and the outputs of ``deps``. Its key hashes all
-of that plus the step kind's code version, so an unchanged key means an
-unchanged output.
+The planner makes the core steps (source, patched tree, kernel config, kernel,
+device tree, userland, U-Boot) on demand by role; each output module
+(embedbuild/outputs/) asks it for what it needs and says what goes into the
+result; the result step collects those files and writes manifest.json.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from embedbuild.command import Cancelled, Runner
-from embedbuild.store import Store
+from embedbuild.model.board import Board
+from embedbuild.rootfs import elf_identity, generated_entries, overlay_entries
+from embedbuild.scheduler import cores
+from embedbuild.step import Step
+from embedbuild.steps import initramfs as ir
+from embedbuild.steps.busybox import busybox_steps
+from embedbuild.steps.dropbear import dropbear_step
+from embedbuild.steps.dtb import dtb_step
+from embedbuild.steps.dtbcheck import driver_index_step, dtb_check_step
+from embedbuild.steps.kernel import kernel_step
+from embedbuild.steps.kernel_config import kernel_config_step
+from embedbuild.steps.patch import patched_step
+from embedbuild.steps.source import unpack_step
+from embedbuild.steps.uboot import uboot_steps
+from embedbuild.steps.uimage import uimage_step
+from embedbuild.toolchain import Toolchain
 
 
 @dataclass
-class Context:
-    """What a step's build function gets: where to write and what it may read."""
+class Plan:
+    """The steps of one board's build, by role; ``result`` is the one to realise."""
 
-    out: Path
-    deps: dict[str, Path]
-    run: Runner
-    jobs: int
-    step: Step
-    # Intermediate files (a kernel's object tree): removed after the step, in the background.
-    scratch: Path
-    # Set by a step that unpacks a pinned archive: see Store.realise.
-    origin: dict | None = None
+    board: Board
+    steps: dict[str, Step]
+    outputs: list[str]
+
+    @property
+    def result(self) -> Step:
+        return self.steps["result"]
 
 
-@dataclass(eq=False)
-class Step:
-    """One node of the build graph.
+class Planner:
+    """Makes a board's steps on demand, each once, by role (``--step`` names a role)."""
 
-    Args:
-        kind: the kind of step ("kernel", "kconfig", ...).
-        name: human-readable name, part of the store path.
-        version: code version of this kind of step; bump when its output changes.
-        inputs: JSON-able data the output depends on (file contents by sha256).
-        deps: role -> step whose output this step reads.
-        build: the function that writes the output into ``ctx.out``.
-        jobs: cores the step keeps busy (the kernel's make -j); at most the machine's.
-    """
-
-    kind: str
-    name: str
-    version: int
-    inputs: dict[str, Any]
-    build: Callable[[Context], None]
-    deps: dict[str, Step] = field(default_factory=dict)
-    jobs: int = 1
-
-    @cached_property
-    def key(self) -> str:
-        """sha256 of everything that can change the output."""
-        doc = {
-            "kind": self.kind,
-            "name": self.name,
-            "version": self.version,
-            "inputs": self.inputs,
-            "deps": {role: d.key for role, d in sorted(self.deps.items())},
-        }
-        blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def walk(self) -> Iterator[Step]:
-        """This step and all it depends on, dependencies first, each once."""
-        seen: set[int] = set()
-
-        def visit(s: Step) -> Iterator[Step]:
-            if id(s) in seen:
-                return
-            seen.add(id(s))
-            for d in s.deps.values():
-                yield from visit(d)
-            yield s
-
-        yield from visit(self)
-
-
-def cores() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0))
-
-
-class Events:
-    """Receives scheduler events; the CLI shows them as progress."""
-
-    def started(self, step: Step) -> None: ...
-    def finished(self, step: Step, seconds: float) -> None: ...
-
-
-def realise(
-    store: Store, target: Step, events: Events | None = None, max_jobs: int | None = None
-) -> dict[str, Path]:
-    """Build every missing step of target's graph; independent steps run at once.
-
-    Returns step key -> store path. On the first failure, running steps are
-    cancelled and the error is raised; nothing half-built is kept.
-    """
-    events = events or Events()
-    total = max_jobs or cores()
-    steps = list(target.walk())
-    paths: dict[str, Path] = {}
-    pending = []
-    for s in steps:
-        if store.has(s.key, s.name):
-            paths[s.key] = store.item_path(s.key, s.name)
-        else:
-            pending.append(s)
-    if not pending:
-        return paths
-
-    cancel = threading.Event()
-
-    def run(s: Step) -> Path:
-        jobs = min(s.jobs, total)
-        if cancel.is_set():
-            raise Cancelled()
-        events.started(s)
-        t0 = time.monotonic()
-        info = {
-            "kind": s.kind,
-            "name": s.name,
-            "key": s.key,
-            "version": s.version,
-            "inputs": s.inputs,
-            "deps": [paths[d.key].name for d in s.deps.values()],
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.tc = Toolchain(board.cross_compile, board.arch)
+        self.steps: dict[str, Step] = {}
+        self._makers: dict[str, Callable[[], Step]] = {
+            "source": self._source,
+            "tree": self._tree,
+            "kconfig": lambda: kernel_config_step(board, self.get("tree"), self.tc),
+            "kernel": self._kernel,
+            "dtb": lambda: dtb_step(board, self.get("tree"), self.get("kconfig"), self.tc),
+            "driver-index": lambda: driver_index_step(self.get("tree"), board.arch.value),
+            "dtb-check": self._dtb_check,
+            "image": lambda: uimage_step(board, self.get("kernel"),
+                                         self.get("dtb") if board.kernel.dts else None),
+            "initramfs": self._initramfs,
+            "initramfs-check": lambda: ir.unpack_check_step(
+                f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),
+            "uboot": self._uboot,
         }
 
-        def build(tmp: Path, log: Path) -> dict | None:
-            deps = {role: paths[d.key] for role, d in s.deps.items()}
-            scratch = tmp.with_name(tmp.name + ".scratch")
-            scratch.mkdir()
-            ctx = Context(out=tmp, deps=deps, run=Runner(log, cancel), jobs=jobs, step=s,
-                          scratch=scratch)
-            try:
-                s.build(ctx)
-            finally:
-                store.discard(scratch)
-            return ctx.origin
+    def get(self, role: str) -> Step:
+        """The step of this role, made the first time it is asked for."""
+        if role not in self.steps:
+            self.steps[role] = self._makers[role]()
+        return self.steps[role]
 
-        path = store.realise(s.key, s.name, info, build)
-        events.finished(s, time.monotonic() - t0)
-        return path
+    def has_role(self, role: str) -> bool:
+        """Whether a step of this role can be made for the board."""
+        return role in self._makers
 
-    with store.session(), ThreadPoolExecutor(max_workers=total + 1) as ex:
-        running: dict[Future, Step] = {}
-        waiting = list(pending)
-        free = total
-        error: BaseException | None = None
-        try:
-            while waiting or running:
-                # Cores are handed out here, small steps first, so a quick step
-                # (a DTB, a config) never waits behind a long kernel build.
-                ready = [w for w in waiting if all(d.key in paths for d in w.deps.values())]
-                for s in sorted(ready, key=lambda w: w.jobs):
-                    jobs = min(s.jobs, total)
-                    if error is None and jobs <= free:
-                        waiting.remove(s)
-                        free -= jobs
-                        running[ex.submit(run, s)] = s
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    s = running.pop(f)
-                    free += min(s.jobs, total)
-                    try:
-                        paths[s.key] = f.result()
-                    except Cancelled:
-                        pass
-                    except BaseException as e:
-                        if error is None:
-                            error = e
-                            cancel.set()
-        except BaseException:
-            cancel.set()  # Ctrl-C: kill what runs, keep nothing half-built
-            raise
-        if error is not None:
-            raise error
-    return paths
+    def boot_image(self) -> tuple[Step, str]:
+        """(step, output) of the file U-Boot boots: the uImage, or the kernel's image."""
+        if self.board.kernel.uimage:
+            return self.get("image"), "image"
+        return self.get("kernel"), "image"
+
+    def dtb(self) -> tuple[Step, str] | None:
+        """(step, output) of the board's DTB, when it has one."""
+        if self.board.kernel.dts:
+            return self.get("dtb"), "dtb"
+        if self.board.kernel.dtb:
+            return self.get("kernel"), "dtb"
+        return None
+
+    @property
+    def _system(self):
+        assert self.board.system is not None
+        return self.board.system
+
+    # -- core steps -------------------------------------------------------------
+
+    def _source(self) -> Step:
+        return unpack_step(f"{self.board.kernel.source}-src", self.board.kernel_source)
+
+    def _tree(self) -> Step:
+        return patched_step(f"{self.board.kernel.source}-patched", self.get("source"),
+                            self.board.kernel.patches)
+
+    def _kernel(self) -> Step:
+        builtin = self.board.system is not None and self._system.initramfs == "builtin"
+        return kernel_step(self.board, self.get("tree"), self.get("kconfig"), self.tc, cores(),
+                           self.get("initramfs") if builtin else None)
+
+    def _dtb_check(self) -> Step:
+        return dtb_check_step(f"{self.board.name}-dtb-check", self.get("tree"),
+                              self.get("driver-index"), self.get("kconfig"), self.get("dtb"))
+
+    def _uboot(self) -> Step:
+        spec = self.board.uboot.build
+        assert spec is not None
+        self.steps["uboot-src"] = unpack_step(f"{spec.source}-src", self.board.sources[spec.source])
+        self.steps["uboot-config"], step = uboot_steps(self.board, self.steps["uboot-src"],
+                                                       self.tc, cores())
+        return step
+
+    def _initramfs(self) -> Step:
+        """busybox, packages, the generated files and overlays as segments, and their
+        concatenation into the initramfs."""
+        board, system, tc = self.board, self._system, self.tc
+        assert board.userland is not None  # the loader refuses a system without it
+        elf = {"identity": elf_identity(board.cross_compile), "libdirs": tc.sysroot_dirs(),
+               "board": board.name}
+        comp = system.compression
+        for pkg in ("busybox", *system.packages):
+            self.steps[f"{pkg}-src"] = unpack_step(f"{pkg}-src", board.sources[pkg])
+        self.steps["busybox-config"], self.steps["busybox"] = busybox_steps(
+            self.steps["busybox-src"], tc, board.userland.busybox, cores())
+        generated = generated_entries(system, board.name)
+        # First: it makes the folders the other segments fill.
+        segments = [ir.segment_step(
+            f"{board.name}-seg-base", "the generated files (init and config)",
+            lambda _ctx, g=generated: g, inputs={"entries": ir.digest_entries(generated)},
+            deps={}, compression=comp, elf=elf)]
+        segments.append(ir.segment_step(f"{board.name}-seg-busybox", "busybox", ir.tree_of("pkg"),
+                                        inputs={}, deps={"pkg": self.steps["busybox"]},
+                                        compression=comp, elf=elf))
+        if "dropbear" in system.packages:
+            self.steps["dropbear"] = dropbear_step(self.steps["dropbear-src"], tc, cores())
+            segments.append(ir.segment_step(
+                f"{board.name}-seg-dropbear", "package dropbear", ir.tree_of("pkg"), inputs={},
+                deps={"pkg": self.steps["dropbear"]}, compression=comp, elf=elf))
+        for o in system.overlays:
+            entries = overlay_entries(o)
+            segments.append(ir.segment_step(
+                f"{board.name}-seg-overlay-{o.name}", f"overlay {o.name!r}",
+                lambda _ctx, es=entries: es, inputs={"entries": ir.digest_entries(entries)},
+                deps={}, compression=comp, elf=elf))
+        for i, seg in enumerate(segments):
+            self.steps[f"segment{i}"] = seg
+        return ir.concat_step(f"{board.name}-initramfs", segments, comp)
+
+
+def plan_board(board: Board) -> Plan:
+    """The step graph of a board (and its system, when it has one): every output that
+    applies to the board, collected by the result step."""
+    from embedbuild.outputs import applicable
+    from embedbuild.outputs.result import result_step
+
+    planner = Planner(board)
+    outputs = applicable(board)
+    published = [o.plan(planner) for o in outputs]
+    sizes = planner.get("initramfs") if board.system is not None else None
+    planner.steps["result"] = result_step(board, [o.name for o in outputs], published, sizes)
+    return Plan(board, planner.steps, [o.name for o in outputs])

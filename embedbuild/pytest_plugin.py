@@ -1,8 +1,9 @@
 """pytest plugin: a booted target for tests, on QEMU or on a real board.
 
 Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV,
---eb-baud, --eb-server-ip, --eb-device-ip, --eb-store. The ``target`` fixture
-boots the board once per session and gives ``run(cmd) -> (status, output)``,
+--eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask, --eb-store. The
+``target`` fixture boots the board once per session (through embedbuild.session,
+as the command line does) and gives ``run(cmd) -> (status, output)``,
 ``succeed(cmd)`` and ``wait_for(regex)``; a failing test gets the console log.
 """
 
@@ -28,6 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--eb-baud", type=int, help="console speed (default: the board's)")
     g.addoption("--eb-server-ip", help="this machine's address on the board's network")
     g.addoption("--eb-device-ip", help="address to give the board")
+    g.addoption("--eb-netmask", default="255.255.255.0", help="the board network's netmask")
     g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
 
 
@@ -57,38 +59,29 @@ class BootedTarget:
         """Wait for a line on the console."""
         return self.target.console.expect(regex, timeout, since).match
 
-    @property
-    def console_log(self) -> Path:
-        return self.workdir / "console.log"
-
 
 @contextlib.contextmanager
 def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterator[BootedTarget]:
     """Build the chosen board and boot it (QEMU or serial) until its system is ready."""
-    from embedbuild.graph import plan_board
+    from embedbuild import session
+    from embedbuild.errors import EmbedbuildError
     from embedbuild.load import load_board
-    from embedbuild.plan import realise
-    from embedbuild.rig.boot import qemu_target, serial_target
     from embedbuild.store import Store, default_root
 
     opt = config.getoption
-    store = Store(store_root or default_root())
-    plan = plan_board(load_board(opt("--eb-board")))
-    result = realise(store, plan.result)[plan.result.key]
-    board = plan.board
+    bench = session.Bench(serial=opt("--eb-serial"), baud=opt("--eb-baud"),
+                          server_ip=opt("--eb-server-ip"), device_ip=opt("--eb-device-ip"),
+                          netmask=opt("--eb-netmask"))
+    try:
+        bench.check()
+    except EmbedbuildError as e:
+        raise pytest.UsageError(f"{e} ({e.hint})") from None
+    board = load_board(opt("--eb-board"))
+    built = session.build(board, Store(store_root or default_root()))
     with tempfile.TemporaryDirectory(prefix=f"embedbuild-test-{board.name}-") as d:
         workdir = Path(d)
-        if opt("--eb-serial"):
-            server_ip, device_ip = opt("--eb-server-ip"), opt("--eb-device-ip")
-            if not (server_ip and device_ip):
-                raise pytest.UsageError("--eb-serial needs --eb-server-ip and --eb-device-ip")
-            cm = serial_target(board, result, workdir, port=opt("--eb-serial"),
-                               baud=opt("--eb-baud") or board.serial.baud, server_ip=server_ip,
-                               device_ip=device_ip, netmask="255.255.255.0")
-        else:
-            cm = qemu_target(board, result, workdir)
-        with cm as target:
-            booted = BootedTarget(target, ShellDriver(target.console), result, workdir)
+        with session.open_target(board, built.result, workdir, bench) as target:
+            booted = BootedTarget(target, ShellDriver(target.console), built.result, workdir)
             config.stash[_LAST] = booted
             yield booted
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from embedbuild.cpio import Entry
 from embedbuild.elf import TOOLCHAIN_ELF, ElfIdentity, read_elf
 from embedbuild.errors import BoardError, StepError
-from embedbuild.model.system import System, service_waves
+from embedbuild.model.system import READY_LINE, Overlay, System, service_waves
 
 INIT_TEMPLATE = Path(__file__).parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent / "init" / "udhcpc.script"
@@ -49,7 +49,7 @@ def render_init(system: System, board_name: str) -> str:
     tpl = env.from_string(INIT_TEMPLATE.read_text())
     return tpl.render(board=board_name, hostname=system.hostname, network=system.network,
                       waves=service_waves(system.services),
-                      console_shell=system.console_shell)
+                      console_shell=system.console_shell, ready_line=READY_LINE)
 
 
 def generated_entries(system: System, board_name: str) -> list[Entry]:
@@ -84,12 +84,6 @@ def elf_identity(cross_compile: str) -> ElfIdentity:
     except KeyError:
         raise BoardError(f"no ELF identity known for toolchain {cross_compile}",
                          hint=f"known: {', '.join(TOOLCHAIN_ELF)}") from None
-
-
-def sysroot_dirs(cross_compile: str) -> list[Path]:
-    """Where Debian's cross toolchain keeps the target's shared libraries."""
-    triplet = cross_compile.rstrip("-")
-    return [Path("/usr") / triplet / "lib", Path("/usr") / triplet / "lib64"]
 
 
 def check_and_close(entries: list[Entry], want: ElfIdentity, origin: str,
@@ -127,27 +121,59 @@ def check_and_close(entries: list[Entry], want: ElfIdentity, origin: str,
     return entries + extra
 
 
-def overlay_entries(folder: Path, attrs: Path | None) -> list[Entry]:
-    """An overlay folder, with owners, modes and device nodes from its attribute file.
+def overlay_entries(overlay: Overlay) -> list[Entry]:
+    """An overlay folder, with owners, modes and device nodes from its attributes.
 
     The attribute file (overlays/NAME.toml) lets a user without root on the
     build host say ``[[entry]] path, mode, uid, gid`` and ``[[node]] path, type
     (char/block/fifo), major, minor, mode``.
     """
-    from embedbuild.load import overlay_attrs
-
-    entries = {e.path: e for e in tree_entries(folder)}
-    if attrs is not None:
-        spec = overlay_attrs(attrs)
-        for a in spec.entry:
-            old = entries.get(a.path)
-            if old is None:
-                raise BoardError(f"entry {a.path!r} is not in overlay {folder}", where=str(attrs))
-            entries[a.path] = Entry(old.path, old.kind, a.mode if a.mode is not None else old.mode,
-                                    old.data, old.target, uid=a.uid, gid=a.gid)
-        for n in spec.node:
-            if n.path in entries:
-                raise BoardError(f"node {n.path!r} is also a file in the overlay", where=str(attrs))
-            entries[n.path] = Entry(n.path, n.type, n.mode, major=n.major, minor=n.minor,
-                                    uid=n.uid, gid=n.gid)
+    entries = {e.path: e for e in tree_entries(overlay.dir)}
+    where = str(overlay.attrs_file)
+    for a in overlay.attrs.entry:
+        old = entries.get(a.path)
+        if old is None:
+            raise BoardError(f"entry {a.path!r} is not in overlay {overlay.dir}", where=where,
+                             hint="fix the path (relative to the overlay folder) or add the file")
+        entries[a.path] = Entry(old.path, old.kind, a.mode if a.mode is not None else old.mode,
+                                old.data, old.target, uid=a.uid, gid=a.gid)
+    for n in overlay.attrs.node:
+        if n.path in entries:
+            raise BoardError(f"node {n.path!r} is also a file in the overlay", where=where,
+                             hint="remove one of the two")
+        entries[n.path] = Entry(n.path, n.type, n.mode, major=n.major, minor=n.minor,
+                                uid=n.uid, gid=n.gid)
     return list(entries.values())
+
+
+class Owners:
+    """Who put each path into the image: one path has one owner (folders may be shared,
+    with one mode, since the kernel applies the last one it unpacks)."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, tuple[str, str, int]] = {}
+
+    def claim(self, path: str, kind: str, mode: int, origin: str) -> str | None:
+        """Record that ``origin`` puts ``path`` into the image; why it collides, if it does."""
+        other = self._by_path.get(path)
+        if other is not None:
+            if not (kind == "dir" and other[1] == "dir"):
+                return f"/{path} comes from both {other[0]} and {origin}"
+            if other[2] != mode:
+                return (f"folder /{path} is mode {other[2]:o} in {other[0]} but {mode:o} in "
+                        f"{origin} (an overlay's NAME.toml can set it)")
+        self._by_path[path] = (origin, kind, mode)
+        return None
+
+
+def check_overlays(system: System, board_name: str) -> None:
+    """Refuse an overlay file that another overlay or embedbuild's generated files also put
+    into the image (packages are checked when their segments are joined)."""
+    owners = Owners()
+    for e in generated_entries(system, board_name):
+        owners.claim(e.path, e.kind, e.mode, "the generated files (init and config)")
+    for o in system.overlays:
+        for e in overlay_entries(o):
+            if why := owners.claim(e.path, e.kind, e.mode, f"overlay {o.name!r}"):
+                raise BoardError(why, where=str(o.dir / e.path),
+                                 hint="remove it from the overlay, or change the system instead")

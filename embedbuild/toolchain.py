@@ -45,7 +45,17 @@ class Toolchain:
 
     @property
     def cc(self) -> str:
+        """The cross C compiler."""
         return f"{self.prefix}gcc"
+
+    @property
+    def triplet(self) -> str:
+        """The GNU target triplet, e.g. arm-linux-gnueabihf."""
+        return self.prefix.rstrip("-")
+
+    def sysroot_dirs(self) -> list[Path]:
+        """Where Debian's cross toolchain keeps the target's shared libraries."""
+        return [Path("/usr") / self.triplet / "lib", Path("/usr") / self.triplet / "lib64"]
 
     def identity(self) -> dict[str, str]:
         """Versions of every tool whose change can change an output (part of step keys)."""
@@ -56,9 +66,13 @@ class Toolchain:
             "make": version_line("make"),
         }
 
-    def make_vars(self) -> list[str]:
-        """ARCH/CROSS_COMPILE for the kernel's make."""
-        return [f"ARCH={self.arch.value}", f"CROSS_COMPILE={self.prefix}"]
+    def make(self, src: Path, build: Path, *targets: str, jobs: int = 1,
+             kernel: bool = True) -> list[str]:
+        """argv of a kbuild-style out-of-tree make (the kernel's, U-Boot's, busybox's);
+        ``kernel`` adds the kernel's ARCH."""
+        arch = [f"ARCH={self.arch.value}"] if kernel else []
+        return ["make", "-C", str(src), f"O={build}", *arch, f"CROSS_COMPILE={self.prefix}",
+                f"-j{jobs}", "-s", *targets]
 
     def kconfig_env(self, srctree: Path) -> dict[str, str]:
         """The environment kconfiglib needs to evaluate the kernel's Kconfig like make does."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from embedbuild.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDBUILD = str(Path(sys.executable).parent / "embedbuild")
@@ -80,8 +81,8 @@ def arm_result(session_store: Path, tmp_path_factory) -> Path:
     return (out / "result").resolve()
 
 
-def manifest(result: Path) -> dict:
-    return json.loads((result / "manifest.json").read_text())
+def manifest(result: Path) -> Manifest:
+    return Manifest.read(result)
 
 
 def build_hello_initramfs(dest: Path, with_init: bool = True) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import EMBEDBUILD, HELLO_READY, build_hello_initramfs, cli
 
+from embedbuild.bootcmd import tftp_boot as tftp_boot_commands
 from embedbuild.load import load_board
 from embedbuild.rig.boot import BootReport, qemu_target, stage_files, tftp_boot
 from embedbuild.rig.console import Console
@@ -21,7 +22,6 @@ from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.qemu import QemuBoard
 from embedbuild.rig.tftp import TftpServer
 from embedbuild.rig.uboot import BootError, UBootDriver
-from embedbuild.steps.result import uboot_commands
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -71,7 +71,7 @@ def test_missing_file_is_reported(arm_result: Path, tmp_path: Path):
     with _at_prompt(arm_result, [], tmp_path) as (board, uboot, net), \
             pytest.raises(BootError) as e:
         tftp_boot(board, uboot, net.server_ip, net.device_ip, net.netmask,
-                  uboot_commands(board, "zImage", "missing.cpio"), HELLO_READY, BootReport(),
+                  tftp_boot_commands(board, "zImage", "missing.cpio"), HELLO_READY, BootReport(),
                   timeout=30)
     assert "TFTP error: 'File not found' (1)" in str(e.value)
     assert "missing.cpio" in str(e.value)

@@ -47,7 +47,8 @@ def test_round_trip_of_concatenated_archives():
     assert set(got) == set(ENTRIES) | {Entry("x", "file", 0o755, data=b"abc")}
 
 
-def test_overlay_attributes_set_modes_owners_and_nodes(tmp_path: Path):
+def test_overlay_attributes_set_modes_owners_and_nodes(tmp_path: Path, monkeypatch):
+    from embedbuild.load import find_overlay
     from embedbuild.rootfs import overlay_entries
 
     folder = tmp_path / "ov"
@@ -56,7 +57,8 @@ def test_overlay_attributes_set_modes_owners_and_nodes(tmp_path: Path):
     attrs = tmp_path / "ov.toml"
     attrs.write_text('[[entry]]\npath = "etc/secret"\nmode = 0o600\nuid = 5\ngid = 7\n'
                      '[[node]]\npath = "dev/ttyS1"\ntype = "char"\nmajor = 4\nminor = 65\n')
-    got = {e.path: e for e in overlay_entries(folder, attrs)}
+    monkeypatch.setenv("EMBEDBUILD_OVERLAYS", str(tmp_path))
+    got = {e.path: e for e in overlay_entries(find_overlay("ov", "test"))}
     assert (got["etc/secret"].mode, got["etc/secret"].uid, got["etc/secret"].gid) == (0o600, 5, 7)
     node = got["dev/ttyS1"]
     assert (node.kind, node.major, node.minor, node.mode) == ("char", 4, 65, 0o600)

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 from conftest import cli, manifest, snapshot
 
-from embedbuild.graph import plan_board
 from embedbuild.load import load_board
+from embedbuild.plan import plan_board
 
 pytestmark = pytest.mark.slow
 
 
 def test_manifest_describes_files(arm_result: Path):
     m = manifest(arm_result)
-    assert m["board"] == "qemu-arm-virt" and m["arch"] == "arm"
-    for name, f in m["files"].items():
+    assert m.board == "qemu-arm-virt" and m.arch == "arm"
+    for name, f in m.files.items():
         data = (arm_result / name).read_bytes()
-        assert f["size"] == len(data)
-        assert f["sha256"] == hashlib.sha256(data).hexdigest()
-    assert m["uboot"]["tftpboot"][-1].startswith("bootz 0x40400000")
+        assert f.size == len(data)
+        assert f.sha256 == hashlib.sha256(data).hexdigest()
+    assert m.uboot.tftpboot[-1].startswith("bootz 0x40400000")
 
 
 def test_noop_rebuild_builds_nothing(arm_result: Path, session_store: Path, tmp_path: Path):
@@ -66,7 +66,7 @@ def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: P
             "-initrd",
             initrd,
             "-append",
-            manifest(arm_result)["kernel"]["cmdline"],
+            manifest(arm_result).kernel.cmdline,
         ],
         capture_output=True,
         text=True,

@@ -62,6 +62,6 @@ def test_two_empty_stores_give_identical_outputs(killed_then_built, arm_result: 
     _, result, _ = killed_then_built
     assert result.parent != arm_result.parent
     a, b = manifest(arm_result), manifest(result)
-    assert a["files"] == b["files"]
-    for name in a["files"]:
+    assert a.files == b.files
+    for name in a.files:
         assert (result / name).read_bytes() == (arm_result / name).read_bytes(), name

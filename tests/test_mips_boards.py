@@ -4,7 +4,6 @@ uImage packaging booted in QEMU through a U-Boot embedbuild built."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -28,8 +27,8 @@ def ap_result(session_store: Path, tmp_path_factory) -> Path:
 
 def test_ap_ac_lite_image_agrees_with_manifest(ap_result: Path):
     m = manifest(ap_result)
-    assert m["kernel"]["file"] == "uImage"
-    assert (m["kernel"]["load"], m["kernel"]["entry"]) == ("0x80060000", "0x80060000")
+    assert m.kernel.file == "uImage"
+    assert (m.kernel.load, m.kernel.entry) == ("0x80060000", "0x80060000")
     listing = subprocess.run(["mkimage", "-l", ap_result / "uImage"], capture_output=True,
                              text=True, check=True).stdout
     assert re.search(r"Image Type:\s+MIPS Linux Kernel Image \(lzma compressed\)", listing)
@@ -62,8 +61,8 @@ def test_ap_ac_lite_fits_and_size_shows_the_partition_share(ap_result: Path,
 
 def test_ap_ac_lite_initramfs_is_built_in(ap_result: Path):
     m = manifest(ap_result)
-    assert not any(f["role"] == "initramfs" for f in m["files"].values())
-    assert m["uboot"]["tftpboot"][-1] == "bootm 0x81000000"
+    assert not m.with_role("initramfs")
+    assert m.uboot.tftpboot[-1] == "bootm 0x81000000"
     config = (ap_result / "kernel.config").read_text()
     assert 'CONFIG_INITRAMFS_SOURCE="initramfs.cpio"' in config
 
@@ -91,9 +90,9 @@ def test_malta_boots_through_its_built_uboot_and_passes_the_rig_tests(session_st
 def test_malta_manifest_and_bootloader(session_store: Path, tmp_path: Path):
     r = cli("build", "qemu-malta-be", "--out-link", str(tmp_path / "r"), store=session_store)
     assert r.code == 0, r.err
-    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    assert m["files"]["u-boot.bin"]["role"] == "bootloader"
-    assert m["kernel"]["compression"] == "lzma" and m["kernel"]["load"] == "0x80100000"
+    m = manifest(tmp_path / "r")
+    assert m.files["u-boot.bin"].role == "bootloader"
+    assert m.kernel.compression == "lzma" and m.kernel.load == "0x80100000"
     config = (tmp_path / "r").resolve().parent
     uboot_cfg = next(config.glob("*-qemu-malta-be-uboot")) / "u-boot.config"
     assert "CONFIG_LZMA=y" in uboot_cfg.read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from embedbuild.model.source import Source
-from embedbuild.plan import realise
+from embedbuild.scheduler import realise
 from embedbuild.steps.source import archive_manifest, unpack_step
 from embedbuild.store import META, Store, tree_manifest
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from embedbuild.errors import StepError
-from embedbuild.plan import Context, Step, realise
+from embedbuild.scheduler import realise
+from embedbuild.step import Context, Step
 from embedbuild.store import Store
 
 

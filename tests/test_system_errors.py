@@ -8,8 +8,8 @@ import pytest
 from conftest import cli, snapshot
 
 from embedbuild.errors import EmbedbuildError
-from embedbuild.graph import plan_board
 from embedbuild.load import load_board
+from embedbuild.plan import plan_board
 
 
 def _edit(boards: Path, old: str, new: str) -> Path:
@@ -52,9 +52,9 @@ def test_overlay_file_colliding_with_generated_one(boards: Path, tmp_path: Path,
     monkeypatch.setenv("EMBEDBUILD_OVERLAYS", str(overlays))
     b = _edit(boards, 'overlays = ["bench"]', 'overlays = ["bench", "clash"]')
     with pytest.raises(EmbedbuildError) as e:
-        plan_board(load_board(str(b)))
-    assert "overlay 'clash' file /etc/passwd collides with /etc/passwd of the generated files" \
-        in str(e.value)
+        load_board(str(b))
+    assert "/etc/passwd comes from both the generated files (init and config) and " \
+        "overlay 'clash'" in str(e.value)
     assert str(overlays / "clash" / "etc" / "passwd") in str(e.value)
 
 

@@ -13,10 +13,12 @@ from conftest import ROOT, cli, manifest
 from embedbuild.cpio import Entry
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import StepError
-from embedbuild.graph import plan_board
 from embedbuild.load import load_board
+from embedbuild.model.board import Arch
+from embedbuild.plan import plan_board
 from embedbuild.rig.boot import qemu_target
-from embedbuild.rootfs import check_and_close, sysroot_dirs
+from embedbuild.rootfs import check_and_close
+from embedbuild.toolchain import Toolchain
 
 pytestmark = pytest.mark.slow
 SRC = ROOT / "tests" / "data" / "elf"
@@ -29,8 +31,9 @@ def _cc(prefix: str, out: Path, *args: str) -> bytes:
 
 
 def _check(data: bytes, board_prefix: str, path: str = "usr/bin/hello") -> list[Entry]:
+    libdirs = Toolchain(board_prefix, Arch.arm).sysroot_dirs()
     return check_and_close([Entry(path, "file", 0o755, data=data)], TOOLCHAIN_ELF[board_prefix],
-                           "overlay 'test'", sysroot_dirs(board_prefix), "test-board")
+                           "overlay 'test'", libdirs, "test-board")
 
 
 def test_little_endian_arm_binary_in_big_endian_mips_image(tmp_path: Path):
@@ -158,4 +161,4 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
     assert "embedbuild: service broken exited with status 3 (not restarted)" in log
     assert "embedbuild: system up with failed services" in log
     assert "broken is starting" in log
-    assert manifest((tmp_path / "r").resolve())["board"] == "qemu-arm-virt"
+    assert manifest((tmp_path / "r").resolve()).board == "qemu-arm-virt"

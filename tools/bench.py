@@ -162,10 +162,8 @@ def _tftpd_hpa(work: Path) -> Path:
 
 
 def bench_rig(work: Path) -> None:
-    from embedbuild.graph import plan_board
+    from embedbuild import bootcmd, session
     from embedbuild.load import load_board
-    from embedbuild.plan import realise
-    from embedbuild.rig.boot import qemu_target
     from embedbuild.rig.console import Console
     from embedbuild.rig.netns import BenchNetwork
     from embedbuild.rig.qemu import QemuBoard
@@ -185,19 +183,20 @@ def bench_rig(work: Path) -> None:
             with Console(qemu.power_on(), log=work / "console.log") as console:
                 uboot = UBootDriver(console, board.uboot.prompt)
                 uboot.interrupt()
-                uboot.check(f"setenv ipaddr {net.device_ip}; setenv serverip {net.server_ip}")
-                uboot.check(f"setenv tftpblocksize {board.uboot.tftp_blocksize}")
-                uboot.check(f"setenv tftpwindowsize {board.uboot.tftp_windowsize}")
+                for cmd in bootcmd.network(board.uboot, net.server_ip, net.device_ip,
+                                           net.netmask):
+                    uboot.check(cmd)
+                load = bootcmd.tftp_load(0x42000000, "big.bin")
                 for _ in range(3):
                     # Both measured the same way: the time of U-Boot's tftpboot command.
                     with TftpServer(served, net.server_ip, 69, netns=net.path):
-                        r = uboot.check("tftpboot 0x42000000 big.bin", timeout=120)
+                        r = uboot.check(load, timeout=120)
                         rates["embedbuild"].append(16 / r.seconds)
                     hpa = subprocess.Popen(net.exec_argv(
                         [str(in_tftpd), "-L", "-s", "-a", f"{net.server_ip}:69", str(served)]))
                     try:
                         time.sleep(0.3)
-                        r = uboot.check("tftpboot 0x42000000 big.bin", timeout=120)
+                        r = uboot.check(load, timeout=120)
                         rates["tftpd-hpa"].append(16 / r.seconds)
                     finally:
                         hpa.terminate()
@@ -209,12 +208,10 @@ def bench_rig(work: Path) -> None:
     print(f"16 MiB TFTP into U-Boot, tftpd-hpa:  {theirs:6.1f} MiB/s (median of 3)")
     print(f"ratio embedbuild/tftpd-hpa:          {ours / theirs:6.2f}   (goal >= 1.0)")
 
-    store = Store(default_root())
-    plan = plan_board(board)
-    result = realise(store, plan.result)[plan.result.key]
+    result = session.build(board, Store(default_root())).result
     times = []
     for i in range(3):
-        with qemu_target(board, result, work / f"boot{i}") as t:
+        with session.open_target(board, result, work / f"boot{i}", session.Bench()) as t:
             times.append(dict(t.report.stages)["power on to ready"])
     print(f"qemu-arm-virt power on to ready:     {statistics.median(times):6.2f} s   "
           f"(median of 3; goal <= 3)")

@@ -1,1 +1,2 @@
-"""Pydantic models of what users write: boards and the sources they build from."""
+"""Pydantic models of what users write (boards, systems, sources) and of what a build
+hands on (the manifest). Validated once, at the boundary; the rest of the code trusts them."""

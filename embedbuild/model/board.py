@@ -1,7 +1,9 @@
 """The board model: everything a board folder says, validated once at load.
 
 Relative paths are resolved against the board folder (passed as validation
-context ``{"dir": Path}``) and must exist, so the rest of the code can trust them.
+context ``{"dir": Path}``) and must exist; references between parts (sources,
+overlays, packages) are resolved by the loader, so the rest of the code can
+trust the model as it is.
 """
 
 from __future__ import annotations
@@ -10,15 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
+from embedbuild.model.base import Strict
 from embedbuild.model.source import Source
 from embedbuild.model.system import System
 
@@ -43,10 +39,6 @@ class Arch(StrEnum):
     mips = "mips"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class UImage(Strict):
     """Legacy U-Boot image packaging of the kernel.
 
@@ -58,7 +50,7 @@ class UImage(Strict):
             (MIPS_RAW_APPENDED_DTB).
     """
 
-    compression: Literal["none", "gzip", "lzma", "xz", "lzo", "lz4", "zstd"] = "lzma"
+    compression: Literal["none", "gzip", "lzma", "lzo", "lz4", "zstd"] = "lzma"
     load: Address
     entry: Address | Literal["elf"] = "elf"
     append_dtb: bool = False

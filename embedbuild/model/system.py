@@ -1,23 +1,25 @@
 """The system model: what runs on the board once the kernel starts.
 
 Declared in a board's [system] table or in a system file (``--system``), so one
-board can run several systems. Validated once; checked for unknown services,
-dependency cycles and missing overlays at load.
+board can run several systems. Validated once; checked for unknown services and
+dependency cycles here, and overlays resolved to their folders by the loader.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal, Self
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from embedbuild.model.base import Strict
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=32)]
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# What the init prints once every service is up: what rigs and tests wait for.
+READY_LINE = "embedbuild: system ready"
 
 
 class Service(Strict):
@@ -81,6 +83,62 @@ class Network(Strict):
         return self
 
 
+class OverlayEntry(Strict):
+    """Owner and mode of a file or folder of an overlay."""
+
+    path: str
+    mode: int | None = Field(default=None, ge=0, le=0o7777)
+    uid: int = 0
+    gid: int = 0
+
+
+class OverlayNode(Strict):
+    """A device node or fifo an overlay adds (no root needed on the build host)."""
+
+    path: str
+    type: Literal["char", "block", "fifo"]
+    major: int = 0
+    minor: int = 0
+    mode: int = Field(default=0o600, ge=0, le=0o7777)
+    uid: int = 0
+    gid: int = 0
+
+
+class OverlayAttrs(Strict):
+    """overlays/NAME.toml: attributes the folder itself cannot carry."""
+
+    entry: list[OverlayEntry] = []
+    node: list[OverlayNode] = []
+
+
+class Overlay(Strict):
+    """An overlay as the system names it, resolved by the loader to its folder and
+    attributes (a system file says only the name).
+
+    Args:
+        name: the folder's name under an overlays folder.
+        dir: the folder found for it.
+        attrs_file: overlays/NAME.toml, when there is one.
+        attrs: what that file says.
+    """
+
+    name: Name
+    dir: Path
+    attrs_file: Path | None = None
+    attrs: OverlayAttrs = OverlayAttrs()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any, info: ValidationInfo) -> Any:
+        # A name is resolved by the loader's finder (search path, attribute file).
+        if isinstance(data, str):
+            find = (info.context or {}).get("find_overlay")
+            if find is None:
+                raise ValueError(f"overlay {data!r} cannot be resolved here")
+            return dict(find(data))  # its fields: pydantic wants a mapping here
+        return data
+
+
 class System(Strict):
     """What the init sets up and runs.
 
@@ -90,7 +148,8 @@ class System(Strict):
         network: the network setup; omit for none.
         services: supervised services, started in dependency order.
         authorized_keys: SSH public keys dropbear accepts for root (password logins are off).
-        overlays: names of folders under overlays/ copied into the rootfs, in order.
+        overlays: folders copied into the rootfs, in order (named in the file,
+            resolved to their folders and attributes at load).
         packages: extra packages beside busybox (e.g. "dropbear").
         compression: how each initramfs segment is compressed.
         initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
@@ -101,7 +160,7 @@ class System(Strict):
     network: Network | None = None
     services: list[Service] = []
     authorized_keys: list[str] = []
-    overlays: list[str] = []
+    overlays: list[Overlay] = []
     packages: list[Literal["dropbear"]] = []
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
     initramfs: Literal["separate", "builtin"] = "separate"
@@ -120,6 +179,14 @@ class System(Strict):
             raise ValueError('initramfs = "builtin" needs compression = "none": the kernel '
                              "compresses what it builds in (CONFIG_INITRAMFS_COMPRESSION_*)")
         return self
+
+    @field_validator("overlays")
+    @classmethod
+    def _unique_overlays(cls, v: list[Overlay]) -> list[Overlay]:
+        names = [o.name for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError("an overlay is listed twice")
+        return v
 
     @model_validator(mode="after")
     def _services(self) -> Self:
@@ -157,34 +224,6 @@ def service_order(services: list[Service]) -> list[Service]:
     for s in services:
         visit(s.name, [])
     return done
-
-
-class OverlayEntry(Strict):
-    """Owner and mode of a file or folder of an overlay."""
-
-    path: str
-    mode: int | None = Field(default=None, ge=0, le=0o7777)
-    uid: int = 0
-    gid: int = 0
-
-
-class OverlayNode(Strict):
-    """A device node or fifo an overlay adds (no root needed on the build host)."""
-
-    path: str
-    type: Literal["char", "block", "fifo"]
-    major: int = 0
-    minor: int = 0
-    mode: int = Field(default=0o600, ge=0, le=0o7777)
-    uid: int = 0
-    gid: int = 0
-
-
-class OverlayAttrs(Strict):
-    """overlays/NAME.toml: attributes the folder itself cannot carry."""
-
-    entry: list[OverlayEntry] = []
-    node: list[OverlayNode] = []
 
 
 def service_waves(services: list[Service]) -> list[list[Service]]:

@@ -1,24 +1,29 @@
-"""Boot paths composed from the drivers: TFTP boot through U-Boot, on QEMU or a real board."""
+"""Boot paths composed from the drivers: TFTP boot through U-Boot, on QEMU or a real board.
+
+The bench sees a build only through its result folder and manifest.json; the
+U-Boot commands it sends come from embedbuild.bootcmd.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedbuild import bootcmd
+from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board
+from embedbuild.model.system import READY_LINE
 from embedbuild.rig.console import Console
 from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.qemu import QemuBoard
 from embedbuild.rig.tftp import TftpServer, Transfer
 from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
-from embedbuild.steps.result import uboot_commands
 
-READY = r"embedbuild: system ready"
+READY = READY_LINE
 
 
 @dataclass
@@ -40,7 +45,7 @@ class BootReport:
 
 @dataclass
 class Target:
-    """A booted board: its console, U-Boot driver and (for QEMU) the machine."""
+    """A booted board: its console, U-Boot driver and where it is on the network."""
 
     board: Board
     console: Console
@@ -48,8 +53,6 @@ class Target:
     report: BootReport
     server_ip: str
     device_ip: str
-    qemu: QemuBoard | None = None
-    network: BenchNetwork | None = None
 
 
 def bench_network(board: Board) -> BenchNetwork:
@@ -68,9 +71,10 @@ def bench_network(board: Board) -> BenchNetwork:
     return BenchNetwork(str(server), str(iface.ip), iface.network.prefixlen)
 
 
-def built_firmware(board: Board, result: Path) -> Path | None:
-    """The U-Boot embedbuild built for the board, if it builds one."""
-    return result / board.uboot.build.image if board.uboot.build else None
+def built_firmware(result: Path) -> Path | None:
+    """The U-Boot embedbuild built for the board, if the result holds one."""
+    names = Manifest.read(result).with_role("bootloader")
+    return result / names[0] if names else None
 
 
 def board_console(board: Board, port: str, baud: int, workdir: Path) -> Console:
@@ -90,10 +94,10 @@ def stage_files(result: Path, dest: Path, extra: list[Path]) -> Path:
 
 def boot_commands(board: Board, result: Path, initrd: Path | None) -> list[str]:
     """The U-Boot commands that TFTP-boot a result: the manifest's, or with an extra initrd."""
-    manifest = json.loads((result / "manifest.json").read_text())
+    manifest = Manifest.read(result)
     if initrd is None:
-        return manifest["uboot"]["tftpboot"]
-    return uboot_commands(board, manifest["kernel"]["file"], initrd.name)
+        return manifest.uboot.tftpboot
+    return bootcmd.tftp_boot(board, manifest.kernel.file, initrd.name)
 
 
 def tftp_boot(
@@ -109,14 +113,7 @@ def tftp_boot(
 ) -> None:
     """From a U-Boot prompt: set up the network, run the TFTP boot commands, wait for
     the ready line."""
-    u = board.uboot
-    for cmd in (
-        f"setenv ipaddr {device_ip}",
-        f"setenv serverip {server_ip}",
-        f"setenv netmask {netmask}",
-        f"setenv tftpblocksize {u.tftp_blocksize}",
-        f"setenv tftpwindowsize {u.tftp_windowsize}",
-    ):
+    for cmd in bootcmd.network(board.uboot, server_ip, device_ip, netmask):
         uboot.check(cmd)
     for cmd in cmds[:-1]:
         r = uboot.check(cmd, timeout=120)
@@ -150,16 +147,16 @@ def qemu_target(
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(bench_network(board))
-        qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(board, result))
+        qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(result))
+        # Registered before the start: an error or Ctrl-C while QEMU starts must stop it too.
+        stack.callback(qemu.power_off)
         powered_on = time.monotonic()
         port = qemu.power_on()
-        stack.callback(qemu.power_off)
         target = stack.enter_context(serial_target(
             board, result, workdir, port=port, baud=board.serial.baud,
             server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
             netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
             powered_on=powered_on))
-        target.qemu, target.network = qemu, net
         yield target
 
 

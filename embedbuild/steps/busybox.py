@@ -1,9 +1,9 @@
-"""busybox, cross-built from its source with a checked config.
+"""busybox, cross-built out of tree from its source with a checked config.
 
-The config goes through the same Kconfig machinery as the kernel: defconfig,
+The config goes through the same checked Kconfig step as the kernel: defconfig,
 fragments merged and checked with kconfiglib, busybox's own oldconfig, every
-requested value verified. The output is the installed tree (bin/busybox and
-its applet links) plus the final config.
+requested value verified. The build's output is the installed tree (bin/busybox
+and its applet links) plus the final config.
 """
 
 from __future__ import annotations
@@ -11,43 +11,51 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from embedbuild import kconfig
-from embedbuild.plan import Context, Step
+from embedbuild.step import Context, Step
+from embedbuild.steps.config import checked_config_step, read_fragments
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
 
 # No build date in the banner: the same inputs give the same binary.
 BUSYBOX_ENV = {**REPRODUCIBLE_ENV, "KCONFIG_NOTIMESTAMP": "1"}
 
 
-def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: str,
-                 jobs: int) -> Step:
-    """Configure, check, build and install busybox into ``root/``."""
-    requests = kconfig.merge_fragments(fragments)
+def busybox_steps(tree: Step, tc: Toolchain, fragments: list[Path], jobs: int
+                  ) -> tuple[Step, Step]:
+    """(config step, build step); the build's outputs: ``root`` (the installed tree)
+    and ``config``."""
+    config = checked_config_step(
+        kind="busybox-config",
+        name=f"busybox-{tc.triplet}-config",
+        tree=tree,
+        base="defconfig",
+        fragments=read_fragments(fragments),
+        make=lambda src, b, target, jobs: tc.make(src, b, target, jobs=jobs, kernel=False),
+        kconfig_env=lambda src: {},
+        output="busybox.config",
+        inputs={"toolchain": tc.identity()},
+        top="Config.in",
+        settle="oldconfig",
+        env=BUSYBOX_ENV,
+        generated=True,
+    )
 
     def build(ctx: Context) -> None:
+        src = ctx.input("tree", "tree")
         b = ctx.scratch
-        ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the busybox source")
-        mk = ["make", "-C", str(b), f"CROSS_COMPILE={tc.prefix}", "-s"]
-        ctx.run.run([*mk, "defconfig"], env=BUSYBOX_ENV, what="busybox defconfig")
-        kconf = kconfig.open_kconfig(b, {}, top="Config.in")
-        kconfig.check_known(kconf, requests)
-        kconfig.apply_requests(kconf, b / ".config", requests, b / ".config")
-        ctx.run.run([*mk, "oldconfig"], env=BUSYBOX_ENV, stdin=b"", what="busybox oldconfig")
-        kconfig.verify(kconf, b / ".config", requests)
-        ctx.run.run([*mk, f"-j{ctx.jobs}", "busybox"], env=BUSYBOX_ENV, what="building busybox")
-        ctx.run.run([*mk, f"CONFIG_PREFIX={ctx.out / 'root'}", "install"], env=BUSYBOX_ENV,
-                    what="installing busybox")
-        shutil.copyfile(b / ".config", ctx.out / "busybox.config")
+        shutil.copyfile(ctx.input("config", "config"), b / ".config")
+        ctx.run.run(tc.make(src, b, "busybox", jobs=ctx.jobs, kernel=False), env=BUSYBOX_ENV,
+                    what="building busybox")
+        ctx.run.run(tc.make(src, b, f"CONFIG_PREFIX={ctx.output('root')}", "install",
+                            kernel=False), env=BUSYBOX_ENV, what="installing busybox")
+        shutil.copyfile(b / ".config", ctx.output("config"))
 
-    return Step(
+    return config, Step(
         kind="busybox",
-        name=name,
-        version=1,
-        inputs={
-            "fragments": kconfig.fragments_digest(fragments),
-            "toolchain": tc.identity(),
-        },
-        deps={"tree": tree},
+        name=f"busybox-{tc.triplet}",
+        version=2,
+        inputs={"toolchain": tc.identity()},
+        deps={"tree": tree, "config": config},
         build=build,
+        outputs={"root": "root", "config": "busybox.config"},
         jobs=jobs,
     )

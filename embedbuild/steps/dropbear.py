@@ -8,7 +8,7 @@ first start (dropbear -R), never baked into the image.
 
 from __future__ import annotations
 
-from embedbuild.plan import Context, Step
+from embedbuild.step import Context, Step
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
 
 LOCAL_OPTIONS = b"""\
@@ -22,32 +22,33 @@ LOCAL_OPTIONS = b"""\
 """
 
 
-def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
-    """Configure and build dropbear and dropbearkey into ``root/usr/sbin``."""
-    triplet = tc.prefix.rstrip("-")
+def dropbear_step(tree: Step, tc: Toolchain, jobs: int) -> Step:
+    """Configure and build dropbear and dropbearkey; output ``root`` holds usr/sbin."""
 
     def build(ctx: Context) -> None:
         b = ctx.scratch
-        ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the dropbear source")
+        ctx.run.run(["cp", "-a", f"{ctx.input('tree', 'tree')}/.", b],
+                    what="copying the dropbear source")
         (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
         env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
-        ctx.run.run(["./configure", f"--host={triplet}", "--disable-zlib", "--disable-lastlog",
+        ctx.run.run(["./configure", f"--host={tc.triplet}", "--disable-zlib", "--disable-lastlog",
                      "--disable-utmp", "--disable-utmpx", "--disable-wtmp", "--disable-wtmpx",
                      "--disable-pututline", "--disable-pututxline"],
                     cwd=b, env=env, what="configuring dropbear")
         ctx.run.run(["make", f"-j{ctx.jobs}", "PROGRAMS=dropbear dropbearkey"], cwd=b, env=env,
                     what="building dropbear")
-        dest = ctx.out / "root" / "usr" / "sbin"
+        dest = ctx.output("root") / "usr" / "sbin"
         dest.mkdir(parents=True)
         for prog in ("dropbear", "dropbearkey"):
             ctx.run.run([f"{tc.prefix}strip", "-o", dest / prog, b / prog], what=f"strip {prog}")
 
     return Step(
         kind="dropbear",
-        name=name,
+        name=f"dropbear-{tc.triplet}",
         version=1,
         inputs={"toolchain": tc.identity(), "options": LOCAL_OPTIONS.decode()},
         deps={"tree": tree},
         build=build,
+        outputs={"root": "root"},
         jobs=jobs,
     )

@@ -5,36 +5,39 @@ from __future__ import annotations
 
 import json
 
-from embedbuild import drivers, fdt
+from embedbuild import compatibles, fdt
 from embedbuild.errors import StepError
 from embedbuild.kconfig import read_config
-from embedbuild.plan import Context, Step
+from embedbuild.step import Context, Step
 
 
 def driver_index_step(tree: Step, arch: str) -> Step:
     """compatible -> C files of the tree (scanned once per tree and arch)."""
 
     def build(ctx: Context) -> None:
-        index = drivers.compatible_index(ctx.deps["tree"], arch)
-        (ctx.out / "compatibles.json").write_text(json.dumps(index, indent=0, sort_keys=True))
+        index = compatibles.compatible_index(ctx.input("tree", "tree"), arch)
+        ctx.output("index").write_text(json.dumps(index, indent=0, sort_keys=True))
 
     return Step(kind="driver-index", name=f"driver-index-{arch}", version=1,
-                inputs={"arch": arch}, deps={"tree": tree}, build=build)
+                inputs={"arch": arch}, deps={"tree": tree}, build=build,
+                outputs={"index": "compatibles.json"})
 
 
 def dtb_check_step(name: str, tree: Step, index: Step, kconfig: Step, dtb: Step) -> Step:
     """Fails naming each enabled node whose compatible has drivers in the tree but none
-    built, with the Kconfig symbol that would build one."""
+    built, with the Kconfig symbol that would build one; output ``report``: which
+    driver serves each node."""
 
     def build(ctx: Context) -> None:
-        compat_files = json.loads((ctx.deps["index"] / "compatibles.json").read_text())
-        config = read_config(ctx.deps["kconfig"] / "kernel.config")
+        compat_files = json.loads(ctx.input("index", "index").read_text())
+        config = read_config(ctx.input("kconfig", "config"))
+        tree_path = ctx.input("tree", "tree")
 
         def on(sym: str) -> bool:
             return sym == "y" or config.get(sym) in ("y", "m")
 
         report, missing = [], []
-        for dtb_file in sorted(ctx.deps["dtb"].glob("*.dtb")):
+        for dtb_file in [ctx.input("dtb", "dtb")]:
             for node in fdt.nodes(dtb_file.read_bytes()):
                 if node.status not in ("okay", "ok") or not node.compatible:
                     continue
@@ -43,7 +46,7 @@ def dtb_check_step(name: str, tree: Step, index: Step, kconfig: Step, dtb: Step)
                     report.append({"node": node.path, "compatible": node.compatible,
                                    "driver": None})
                     continue
-                reqs = {f: drivers.requirements(ctx.deps["tree"], f) for f in files}
+                reqs = {f: compatibles.requirements(tree_path, f) for f in files}
                 served = [f for f, r in reqs.items() if all(any(on(s) for s in alt)
                                                              for alt in r)]
                 report.append({"node": node.path, "compatible": node.compatible,
@@ -61,8 +64,8 @@ def dtb_check_step(name: str, tree: Step, index: Step, kconfig: Step, dtb: Step)
                 hint="add the symbol to a kernel fragment, or disable the node "
                 '(status = "disabled")',
             )
-        (ctx.out / "drivers.json").write_text(json.dumps(report, indent=1))
+        ctx.output("report").write_text(json.dumps(report, indent=1))
 
     return Step(kind="dtb-check", name=name, version=1, inputs={},
                 deps={"tree": tree, "index": index, "kconfig": kconfig, "dtb": dtb},
-                build=build)
+                build=build, outputs={"report": "drivers.json"})

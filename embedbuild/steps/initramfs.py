@@ -12,24 +12,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from embedbuild.compress import COMPRESSORS
 from embedbuild.cpio import Entry, write_newc
 from embedbuild.errors import StepError
 from embedbuild.kconfig import read_config
-from embedbuild.plan import Context, Step
-from embedbuild.rootfs import check_and_close
-
-# How each segment is compressed; each must match what the kernel can unpack.
-COMPRESS = {
-    "gzip": (["gzip", "-9", "-n", "-c"], "RD_GZIP", ".gz"),
-    "xz": (["xz", "--check=crc32", "--lzma2=dict=1MiB", "-9", "-c"], "RD_XZ", ".xz"),
-    "lzma": (["xz", "--format=lzma", "-9", "-c"], "RD_LZMA", ".lzma"),
-    "zstd": (["zstd", "-19", "-q", "-c"], "RD_ZSTD", ".zst"),
-    "lz4": (["lz4", "-l", "-9", "-q", "-c"], "RD_LZ4", ".lz4"),
-    "none": (None, None, ""),
-}
+from embedbuild.rootfs import Owners, check_and_close, tree_entries
+from embedbuild.step import Context, Step
 
 
 def digest_entries(entries: list[Entry]) -> str:
+    """sha256 of entries (paths, kinds, modes, owners and contents): a segment's key."""
     h = hashlib.sha256()
     for e in sorted(entries, key=lambda e: e.path):
         h.update(repr((e.path, e.kind, e.mode, e.target, e.major, e.minor, e.uid,
@@ -48,7 +40,8 @@ def segment_step(
     compression: str,
     elf: dict,
 ) -> Step:
-    """A compressed cpio segment of the entries ``entries(ctx)`` returns.
+    """A compressed cpio segment of the entries ``entries(ctx)`` returns; outputs
+    ``segment`` and ``paths`` (what it holds, for the collision check and sizes).
 
     ``elf`` holds the board's ELF identity and sysroot: every ELF file is
     checked and dynamic ones get their libraries.
@@ -57,18 +50,17 @@ def segment_step(
     def build(ctx: Context) -> None:
         found = with_parents(check_and_close(entries(ctx), elf["identity"], origin,
                                              elf["libdirs"], elf["board"]))
-        raw = ctx.out / "segment.cpio"
+        raw = ctx.scratch / "segment.cpio"
         with open(raw, "wb") as f:
             write_newc(found, f)
-        cmd, _, _ = COMPRESS[compression]
-        out = ctx.out / "segment.cpio.z"
-        if cmd:
-            ctx.run.run([*cmd, raw], stdout=out, what=f"{compression} compression")
-            raw.unlink()
+        argv = COMPRESSORS[compression].argv
+        if argv:
+            ctx.run.run([*argv, raw], stdout=ctx.output("segment"),
+                        what=f"{compression} compression")
         else:
-            raw.rename(out)
+            raw.rename(ctx.output("segment"))
         listing = {e.path: [e.kind, e.mode] for e in found}
-        (ctx.out / "paths.json").write_text(json.dumps(
+        ctx.output("paths").write_text(json.dumps(
             {"origin": origin, "paths": listing,
              "raw_size": sum(len(e.data) for e in found)}, indent=0, sort_keys=True))
 
@@ -80,6 +72,7 @@ def segment_step(
                 "elf": str(elf["identity"]), "libdirs": [str(d) for d in elf["libdirs"]]},
         deps=deps,
         build=build,
+        outputs={"segment": "segment.cpio.z", "paths": "paths.json"},
     )
 
 
@@ -98,55 +91,45 @@ def with_parents(entries: list[Entry]) -> list[Entry]:
 
 
 def concat_step(name: str, segments: list[Step], compression: str) -> Step:
-    """The initramfs: segments in order, after checking that they do not collide."""
-    _, _, suffix = COMPRESS[compression]
-    filename = f"initramfs.cpio{suffix}"
+    """The initramfs: segments in order, after checking that they do not collide.
+    Outputs ``image`` and ``sizes`` (raw and compressed bytes per component)."""
+    filename = f"initramfs.cpio{COMPRESSORS[compression].suffix}"
+    roles = [f"segment{i}" for i in range(len(segments))]
 
     def build(ctx: Context) -> None:
-        owners: dict[str, tuple[str, str, int]] = {}
+        owners = Owners()
         sizes = []
-        with open(ctx.out / filename, "wb") as out:
-            for i in range(len(segments)):
-                seg = ctx.deps[f"segment{i}"]
-                meta = json.loads((seg / "paths.json").read_text())
+        with open(ctx.output("image"), "wb") as out:
+            for role in roles:
+                meta = json.loads(ctx.input(role, "paths").read_text())
                 for path, (kind, mode) in meta["paths"].items():
-                    other = owners.get(path)
-                    if other and not (kind == "dir" and other[1] == "dir"):
-                        raise StepError(
-                            f"/{path} comes from both {other[0]} and {meta['origin']}",
-                            hint="remove or rename one of them; the image would be ambiguous",
-                        )
-                    if other and other[2] != mode:
-                        # The kernel applies the mode of the last segment: say so instead.
-                        raise StepError(
-                            f"folder /{path} is mode {other[2]:o} in {other[0]} but "
-                            f"{mode:o} in {meta['origin']}",
-                            hint="give it the same mode (an overlay's NAME.toml can set it)",
-                        )
-                    owners[path] = (meta["origin"], kind, mode)
-                data = (seg / "segment.cpio.z").read_bytes()
+                    if why := owners.claim(path, kind, mode, meta["origin"]):
+                        raise StepError(why, hint="remove or rename one of them; the image "
+                                        "would be ambiguous")
+                data = ctx.input(role, "segment").read_bytes()
                 out.write(data)
                 sizes.append({"component": meta["origin"], "raw": meta["raw_size"],
                               "compressed": len(data)})
-        (ctx.out / "sizes.json").write_text(json.dumps(sizes, indent=1))
+        ctx.output("sizes").write_text(json.dumps(sizes, indent=1))
 
     return Step(
         kind="initramfs",
         name=name,
-        version=3,
-        inputs={"compression": compression, "file": filename},
-        deps={f"segment{i}": s for i, s in enumerate(segments)},
+        version=4,
+        inputs={"compression": compression},
+        deps=dict(zip(roles, segments, strict=True)),
         build=build,
+        outputs={"image": filename, "sizes": "sizes.json"},
     )
 
 
 def unpack_check_step(name: str, kconfig: Step, compression: str) -> Step:
     """The kernel must be able to unpack a separate initramfs: CONFIG_RD_<compression>=y.
     A step of its own, so a kernel config change does not touch the initramfs."""
-    _, symbol, _ = COMPRESS[compression]
+    symbol = COMPRESSORS[compression].initrd_symbol
 
     def build(ctx: Context) -> None:
-        final = read_config(ctx.deps["kconfig"] / "kernel.config")
+        final = read_config(ctx.input("kconfig", "config"))
         if symbol and final.get(symbol, "n") != "y":
             raise StepError(
                 f"the initramfs is {compression}-compressed but the kernel cannot unpack "
@@ -154,14 +137,13 @@ def unpack_check_step(name: str, kconfig: Step, compression: str) -> Step:
                 hint=f"add CONFIG_{symbol}=y to a kernel fragment, or choose another "
                 "system.compression",
             )
-        (ctx.out / "ok").write_text(f"{compression}: CONFIG_{symbol}=y\n" if symbol else "none\n")
+        ctx.output("ok").write_text(f"{compression}: CONFIG_{symbol}=y\n" if symbol else "none\n")
 
     return Step(kind="initramfs-check", name=name, version=1,
-                inputs={"compression": compression}, deps={"kconfig": kconfig}, build=build)
+                inputs={"compression": compression}, deps={"kconfig": kconfig}, build=build,
+                outputs={"ok": "ok"})
 
 
-def tree_of(role: str, sub: str = "root") -> Callable[[Context], list[Entry]]:
-    """Entries of a dependency's output subfolder."""
-    from embedbuild.rootfs import tree_entries
-
-    return lambda ctx: tree_entries(Path(ctx.deps[role]) / sub)
+def tree_of(role: str, output: str = "root") -> Callable[[Context], list[Entry]]:
+    """Entries of a dependency's declared output folder."""
+    return lambda ctx: tree_entries(ctx.input(role, output))

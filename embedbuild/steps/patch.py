@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from embedbuild.errors import StepError
-from embedbuild.plan import Context, Step
+from embedbuild.step import Context, Step
 from embedbuild.store import hash_file
 
 
@@ -20,8 +20,8 @@ def patched_step(name: str, tree: Step, patches: list[Path]) -> Step:
         return tree
 
     def build(ctx: Context) -> None:
-        src = ctx.deps["tree"]
-        ctx.run.run(["cp", "-al", f"{src}/.", ctx.out], what="hard-link copy of the source")
+        ctx.run.run(["cp", "-al", f"{ctx.input('tree', 'tree')}/.", ctx.output("tree")],
+                    what="hard-link copy of the source")
         for p in patches:
             try:
                 ctx.run.run(
@@ -36,7 +36,7 @@ def patched_step(name: str, tree: Step, patches: list[Path]) -> Step:
                         "-i",
                         p,
                     ],
-                    cwd=ctx.out,
+                    cwd=ctx.output("tree"),
                     what=f"patch {p.name}",
                 )
             except StepError as e:
@@ -55,6 +55,7 @@ def patched_step(name: str, tree: Step, patches: list[Path]) -> Step:
         inputs={"patches": [{"name": p.name, "sha256": hash_file(p)} for p in patches]},
         deps={"tree": tree},
         build=build,
+        outputs={"tree": "."},
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from embedbuild.command import Runner
 from embedbuild.errors import SourceError
 from embedbuild.model.source import Source
-from embedbuild.plan import Context, Step
+from embedbuild.step import Context, Step
 from embedbuild.store import cache_dir, hash_file
 
 
@@ -148,7 +148,7 @@ def unpack_step(name: str, src: Source) -> Step:
                 "-xf",
                 archive,
                 "-C",
-                ctx.out,
+                ctx.output("tree"),
                 f"--strip-components={src.strip}",
                 "--no-same-owner",
             ],
@@ -164,6 +164,7 @@ def unpack_step(name: str, src: Source) -> Step:
         version=1,
         inputs={"sha256": src.sha256, "basename": src.basename, "strip": src.strip},
         build=build,
+        outputs={"tree": "."},
     )
 
 

@@ -8,14 +8,9 @@ import shutil
 from pathlib import Path
 
 from embedbuild.model.board import Board
-from embedbuild.plan import Context, Step
-from embedbuild.steps.config import checked_config_step
+from embedbuild.step import Context, Step
+from embedbuild.steps.config import checked_config_step, read_fragments
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
-
-
-def _make(tc: Toolchain, src: Path, b: Path, *targets: str, jobs: int = 1) -> list[str]:
-    return ["make", "-C", str(src), f"O={b}", f"CROSS_COMPILE={tc.prefix}", f"-j{jobs}", "-s",
-            *targets]
 
 
 def uboot_version(src: Path) -> str:
@@ -27,7 +22,8 @@ def uboot_version(src: Path) -> str:
 
 
 def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Step, Step]:
-    """(config step, build step) of the board's U-Boot."""
+    """(config step, build step) of the board's U-Boot; the build's outputs: ``image``
+    (the file QEMU or the flash starts) and ``config``."""
     spec = board.uboot.build
     assert spec is not None
 
@@ -39,20 +35,21 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         name=f"{board.name}-uboot-config",
         tree=tree,
         base=spec.defconfig,
-        fragments={p: p.read_text() for p in spec.fragments},
-        make=lambda src, b, target, jobs: _make(tc, src, b, target, jobs=jobs),
+        fragments=read_fragments(spec.fragments),
+        make=lambda src, b, target, jobs: tc.make(src, b, target, jobs=jobs, kernel=False),
         kconfig_env=env,
         output="u-boot.config",
         inputs={"toolchain": tc.identity()},
     )
 
     def build(ctx: Context) -> None:
-        src = ctx.deps["tree"]
+        src = ctx.input("tree", "tree")
         b = ctx.scratch
-        shutil.copyfile(ctx.deps["config"] / "u-boot.config", b / ".config")
-        ctx.run.run(_make(tc, src, b, jobs=ctx.jobs), env=REPRODUCIBLE_ENV, what="building U-Boot")
-        shutil.copyfile(b / spec.image, ctx.out / spec.image)
-        shutil.copyfile(b / ".config", ctx.out / "u-boot.config")
+        shutil.copyfile(ctx.input("config", "config"), b / ".config")
+        ctx.run.run(tc.make(src, b, jobs=ctx.jobs, kernel=False), env=REPRODUCIBLE_ENV,
+                    what="building U-Boot")
+        shutil.copyfile(b / spec.image, ctx.output("image"))
+        shutil.copyfile(b / ".config", ctx.output("config"))
 
     return config, Step(
         kind="uboot",
@@ -61,5 +58,6 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         inputs={"image": spec.image, "toolchain": tc.identity()},
         deps={"tree": tree, "config": config},
         build=build,
+        outputs={"image": spec.image, "config": "u-boot.config"},
         jobs=jobs,
     )

@@ -4,7 +4,6 @@ board in CI and for a real board on a USB serial adapter (`embedbuild test BOARD
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from embedbuild.cpio import read_newc
+from embedbuild.manifest import Manifest
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the QEMU bench network needs root")]
@@ -47,11 +47,11 @@ def test_network_address_is_the_configured_one(target):
 
 
 def test_file_fetched_back_over_tftp_matches_manifest(target):
-    manifest = json.loads((target.result / "manifest.json").read_text())
-    name = manifest["kernel"]["file"]
+    manifest = Manifest.read(target.result)
+    name = manifest.kernel.file
     target.succeed(f"tftp -g -r {name} -l /tmp/fetched {target.target.server_ip}")
     got = target.succeed("sha256sum /tmp/fetched").split()[0]
-    assert got == manifest["files"][name]["sha256"]
+    assert got == manifest.files[name].sha256
     target.succeed("rm /tmp/fetched")
 
 

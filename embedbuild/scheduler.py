@@ -1,0 +1,135 @@
+"""The scheduler: realises a graph of steps in the store, independent steps at once,
+never using more cores than the machine has."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from embedbuild.command import Cancelled, Runner
+from embedbuild.errors import StepError
+from embedbuild.step import Context, Step
+from embedbuild.store import Store
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0))
+
+
+class Events:
+    """Receives scheduler events; the CLI shows them as progress."""
+
+    def started(self, step: Step) -> None: ...
+    def finished(self, step: Step, seconds: float) -> None: ...
+
+
+def realise(
+    store: Store, target: Step, events: Events | None = None, max_jobs: int | None = None
+) -> dict[str, Path]:
+    """Build every missing step of target's graph; independent steps run at once.
+
+    Returns step key -> store path. On the first failure, running steps are
+    cancelled and the error is raised; nothing half-built is kept.
+    """
+    run = _Realisation(store, events or Events(), max_jobs or cores())
+    pending = []
+    for s in target.walk():
+        if store.has(s.key, s.name):
+            run.paths[s.key] = store.item_path(s.key, s.name)
+        else:
+            pending.append(s)
+    if pending:
+        with store.session():
+            run.schedule(pending)
+    return run.paths
+
+
+class _Realisation:
+    """The state of one realise call: finished paths, cores in use, cancellation."""
+
+    def __init__(self, store: Store, events: Events, total: int) -> None:
+        self.store = store
+        self.events = events
+        self.total = total
+        self.paths: dict[str, Path] = {}
+        self.cancel = threading.Event()
+
+    def jobs(self, s: Step) -> int:
+        return min(s.jobs, self.total)
+
+    def schedule(self, pending: list[Step]) -> None:
+        """Run the pending steps as their dependencies finish; cores are handed out
+        here, small steps first, so a quick step (a DTB, a config) never waits behind a
+        long kernel build."""
+        waiting = list(pending)
+        running: dict[Future, Step] = {}
+        free = self.total
+        error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.total + 1) as ex:
+            try:
+                while waiting or running:
+                    ready = [w for w in waiting
+                             if all(d.key in self.paths for d in w.deps.values())]
+                    for s in sorted(ready, key=self.jobs):
+                        if error is None and self.jobs(s) <= free:
+                            waiting.remove(s)
+                            free -= self.jobs(s)
+                            running[ex.submit(self.build, s)] = s
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        s = running.pop(f)
+                        free += self.jobs(s)
+                        try:
+                            self.paths[s.key] = f.result()
+                        except Cancelled:
+                            pass
+                        except BaseException as e:
+                            if error is None:
+                                error = e
+                                self.cancel.set()
+            except BaseException:
+                self.cancel.set()  # Ctrl-C: kill what runs, keep nothing half-built
+                raise
+        if error is not None:
+            raise error
+
+    def build(self, s: Step) -> Path:
+        """Realise one step whose dependencies are all in the store."""
+        if self.cancel.is_set():
+            raise Cancelled()
+        self.events.started(s)
+        t0 = time.monotonic()
+        info = {
+            "kind": s.kind,
+            "name": s.name,
+            "key": s.key,
+            "version": s.version,
+            "inputs": s.inputs,
+            "outputs": s.outputs,
+            "deps": [self.paths[d.key].name for d in s.deps.values()],
+        }
+        path = self.store.realise(s.key, s.name, info,
+                                  lambda tmp, log: self._run_step(s, tmp, log))
+        self.events.finished(s, time.monotonic() - t0)
+        return path
+
+    def _run_step(self, s: Step, tmp: Path, log: Path) -> dict | None:
+        scratch = tmp.with_name(tmp.name + ".scratch")
+        scratch.mkdir()
+        ctx = Context(out=tmp, deps={role: self.paths[d.key] for role, d in s.deps.items()},
+                      run=Runner(log, self.cancel), jobs=self.jobs(s), step=s, scratch=scratch)
+        try:
+            s.build(ctx)
+        finally:
+            self.store.discard(scratch)
+        missing = [n for n in s.outputs if not ctx.output(n).exists()]
+        if missing:
+            raise StepError(f"step {s.name} did not write its declared output(s) "
+                            f"{', '.join(missing)}", log_path=str(log))
+        return ctx.origin

@@ -1,0 +1,109 @@
+"""One session for the command line, the pytest plugin and the benches: load and build
+a board, then open a booted target on it, in QEMU or on a real board's serial console."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedbuild.errors import EmbedbuildError
+from embedbuild.load import load_board
+from embedbuild.model.board import Board
+from embedbuild.model.system import READY_LINE
+from embedbuild.plan import Plan, plan_board
+from embedbuild.scheduler import Events, realise
+from embedbuild.store import Store, cache_dir
+
+
+@dataclass
+class Built:
+    """A realised plan: every step's store path by key."""
+
+    plan: Plan
+    paths: dict[str, Path]
+
+    @property
+    def board(self) -> Board:
+        return self.plan.board
+
+    @property
+    def result(self) -> Path:
+        """The result folder (outputs and manifest.json)."""
+        return self.paths[self.plan.result.key]
+
+    def path(self, role: str) -> Path:
+        """The store item of the step of this role."""
+        return self.paths[self.plan.steps[role].key]
+
+
+def build(board: str | Board, store: Store, *, system: Path | None = None,
+          role: str = "result", events: Events | None = None) -> Built:
+    """Load (unless given a Board) and plan a board, and realise the step of ``role``."""
+    if isinstance(board, str):
+        board = load_board(board, system)
+    plan = plan_board(board)
+    if role not in plan.steps:
+        raise EmbedbuildError(f"board {board.name} has no step {role!r}",
+                              hint=f"its steps: {', '.join(plan.steps)}")
+    return Built(plan, realise(store, plan.steps[role], events))
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How the board is reached: its QEMU model (``serial`` None), or a real board's
+    serial console with this machine's and the board's addresses on their network."""
+
+    serial: str | None = None
+    baud: int | None = None
+    server_ip: str | None = None
+    device_ip: str | None = None
+    netmask: str = "255.255.255.0"
+
+    def check(self, board: Board | None = None) -> None:
+        """Refuse what cannot work, before anything is built or powered."""
+        from embedbuild.rig.netns import require_root
+
+        if self.serial is None:
+            require_root(f"booting {board.name if board else 'a board'} in QEMU")
+            if board is not None and board.qemu is None:
+                raise EmbedbuildError(f"board {board.name} has no [qemu] section",
+                                      hint="boot it on real hardware with --serial")
+        elif not (self.server_ip and self.device_ip):
+            raise EmbedbuildError(
+                "a serial console needs the server and device addresses too",
+                hint="give --server-ip (this machine on the board's network) and --device-ip "
+                "(the address the board gets)",
+            )
+
+
+def bench_dir(board: Board) -> Path:
+    """A board's bench folder (console.log, QEMU's output, the files served), emptied for
+    each boot: $EMBEDBUILD_BENCH/BOARD, else ~/.cache/embedbuild/bench/BOARD."""
+    d = cache_dir("EMBEDBUILD_BENCH", "bench") / board.name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d
+
+
+@contextlib.contextmanager
+def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
+                initrd: Path | None = None, ready: str = READY_LINE,
+                timeout: float = 60) -> Iterator:
+    """Boot a built result on the bench until the ready line; yields the rig's Target.
+    Everything started for it is stopped on exit, also after an error or Ctrl-C."""
+    from embedbuild.rig.boot import qemu_target, serial_target
+
+    bench.check(board)
+    if bench.serial is None:
+        cm = qemu_target(board, result, workdir, initrd=initrd, ready=ready, timeout=timeout)
+    else:
+        assert bench.server_ip and bench.device_ip
+        cm = serial_target(board, result, workdir, port=bench.serial,
+                           baud=bench.baud or board.serial.baud, server_ip=bench.server_ip,
+                           device_ip=bench.device_ip, netmask=bench.netmask, initrd=initrd,
+                           ready=ready, timeout=timeout)
+    with cm as target:
+        yield target
