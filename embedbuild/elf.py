@@ -60,7 +60,6 @@ def check_entry(vmlinux: Path, load: int, entry: int | Literal["elf"]) -> int:
 
 # -- identity of binaries going into an image ---------------------------------
 
-EF_ARM_ABI_FLOAT_SOFT = 0x200
 EF_ARM_ABI_FLOAT_HARD = 0x400
 EF_MIPS_ABI2 = 0x20
 EF_MIPS_ABI = 0x0000F000

@@ -23,7 +23,6 @@ from embedbuild.rig.qemu import QemuBoard
 from embedbuild.rig.tftp import TftpServer, Transfer
 from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
 
-READY = READY_LINE
 
 
 @dataclass
@@ -135,7 +134,7 @@ def qemu_target(
     workdir: Path,
     *,
     initrd: Path | None = None,
-    ready: str = READY,
+    ready: str = READY_LINE,
     timeout: float = 60,
 ) -> Iterator[Target]:
     """Boot a QEMU board through its U-Boot over TFTP; yields the booted target.
@@ -173,7 +172,7 @@ def serial_target(
     netmask: str,
     netns: str | None = None,
     initrd: Path | None = None,
-    ready: str = READY,
+    ready: str = READY_LINE,
     timeout: float = 60,
     powered_on: float | None = None,
 ) -> Iterator[Target]:
