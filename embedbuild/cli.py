@@ -138,7 +138,8 @@ def _bench(args):
     if getattr(args, "qemu", False) or not args.serial:
         return Bench()
     return Bench(serial=args.serial, baud=args.baud, server_ip=args.server_ip,
-                 device_ip=args.device_ip, netmask=args.netmask)
+                 device_ip=args.device_ip, netmask=args.netmask,
+                 power_timeout=args.power_timeout)
 
 
 def cmd_boot(args) -> int:
@@ -147,20 +148,30 @@ def cmd_boot(args) -> int:
 
     console = _console()
     bench = _bench(args)
-    bench.check()  # before building: never fail half-way
+    initrd = Path(args.initrd).resolve() if args.initrd else None
     board = load_board(args.board, Path(args.system) if args.system else None)
-    bench.check(board)
+    bench.check(board, [initrd] if initrd else [])  # before building: never fail half-way
     args.board = board
     result = build_board(args, _store(args), console).result
-    initrd = Path(args.initrd).resolve() if args.initrd else None
     # Kept after the run (console.log, QEMU's output, the files served); replaced by the next.
     workdir = session.bench_dir(board)
+    waiting = None
     if bench.serial:
         console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
-                      f"{bench.serial}", markup=False)
+                      f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
+        waiting = console.status(f"listening on {bench.serial}", spinner="dots")
+        waiting.start()
+
+    def on_wait(seconds: float) -> None:
+        waiting.update(f"listening on {bench.serial} at {bench.baud or board.serial.baud} "
+                       f"baud, serving {bench.server_ip}:69: {seconds:.0f} s")
+
     try:
         with session.open_target(board, result, workdir, bench, initrd=initrd,
-                                 ready=args.ready, timeout=args.timeout) as target:
+                                 ready=args.ready, timeout=args.timeout,
+                                 on_wait=on_wait) as target:
+            if waiting:
+                waiting.stop()
             for line in target.report.lines():
                 console.print(line, markup=False)
             console.print(f"console log: {workdir / 'console.log'}", markup=False)
@@ -171,15 +182,36 @@ def cmd_boot(args) -> int:
     except EmbedbuildError as e:
         e.log_path = e.log_path or str(workdir / "console.log")
         raise
+    finally:
+        if waiting:
+            waiting.stop()
     return 0
 
 
 def cmd_console(args) -> int:
     from embedbuild.rig.console import Console
+    from embedbuild.rig.preflight import check_serial
 
+    check_serial(args.serial)
     with Console(args.serial, args.baud, Path(args.log) if args.log else None) as c:
         _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
         c.interact()
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from embedbuild.doctor import findings
+    from embedbuild.load import load_board
+
+    board = load_board(args.board) if args.board else None
+    found = findings(_store(args), board, args.serial, args.server_ip, args.device_ip)
+    for f in found:
+        mark = "ok " if f.ok else "FIX"
+        print(f"{mark} {f.what}: {f.detail}" + (f"\n      -> {f.fix}" if f.fix else ""))
+    bad = [f for f in found if not f.ok]
+    if bad:
+        raise EmbedbuildError(f"{len(bad)} of {len(found)} checks need fixing (FIX above)")
+    print(f"all {len(found)} checks fine")
     return 0
 
 
@@ -282,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
     serial.add_argument("--server-ip", help="this machine's address on the board's network")
     serial.add_argument("--device-ip", help="address to give the board")
     serial.add_argument("--netmask", default="255.255.255.0")
+    serial.add_argument("--power-timeout", type=float, default=300, metavar="SECONDS",
+                        help="how long to wait for a real board to be powered on")
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
@@ -318,6 +352,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
     s.set_defaults(fn=cmd_console)
+    s = sub.add_parser("doctor", help="check this machine (and a board's line) for what "
+                       "building and booting need", parents=[serial])
+    s.add_argument("board", nargs="?")
+    s.add_argument("--serial", metavar="DEV", help="a real board's console to check")
+    s.set_defaults(fn=cmd_doctor)
     s = sub.add_parser("tftp", help="serve a build result (or folder) over TFTP, read-only")
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")

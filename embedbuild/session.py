@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,22 +61,28 @@ class Bench:
     server_ip: str | None = None
     device_ip: str | None = None
     netmask: str = "255.255.255.0"
+    power_timeout: float = 300.0
 
-    def check(self, board: Board | None = None) -> None:
-        """Refuse what cannot work, before anything is built or powered."""
+    def check(self, board: Board | None = None, files: list[Path] = ()) -> None:
+        """Refuse what cannot work, before anything is built or anyone is asked to power
+        a board on: for a real board, the serial device, the addresses, the TFTP port
+        and ``files`` (rig/preflight.py)."""
         from embedbuild.rig.netns import require_root
+        from embedbuild.rig.preflight import preflight
 
         if self.serial is None:
             require_root(f"booting {board.name if board else 'a board'} in QEMU")
             if board is not None and board.qemu is None:
                 raise EmbedbuildError(f"board {board.name} has no [qemu] section",
                                       hint="boot it on real hardware with --serial")
-        elif not (self.server_ip and self.device_ip):
+            return
+        if not (self.server_ip and self.device_ip):
             raise EmbedbuildError(
                 "a serial console needs the server and device addresses too",
                 hint="give --server-ip (this machine on the board's network) and --device-ip "
                 "(the address the board gets)",
             )
+        preflight(self.serial, self.server_ip, self.device_ip, files)
 
 
 def bench_dir(board: Board) -> Path:
@@ -91,8 +97,10 @@ def bench_dir(board: Board) -> Path:
 @contextlib.contextmanager
 def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
                 initrd: Path | None = None, ready: str = READY_LINE,
-                timeout: float = 60) -> Iterator:
+                timeout: float = 60, on_wait: Callable[[float], None] | None = None
+                ) -> Iterator:
     """Boot a built result on the bench until the ready line; yields the rig's Target.
+    ``on_wait(seconds)`` is called while a person is to power a real board on.
     Everything started for it is stopped on exit, also after an error or Ctrl-C."""
     from embedbuild.rig.boot import qemu_target, serial_target
 
@@ -104,6 +112,7 @@ def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
         cm = serial_target(board, result, workdir, port=bench.serial,
                            baud=bench.baud or board.serial.baud, server_ip=bench.server_ip,
                            device_ip=bench.device_ip, netmask=bench.netmask, initrd=initrd,
-                           ready=ready, timeout=timeout)
+                           ready=ready, timeout=timeout, power_timeout=bench.power_timeout,
+                           on_wait=on_wait)
     with cm as target:
         yield target
