@@ -242,7 +242,7 @@ def _split_commands(line: str) -> list[str]:
 
 
 KERNEL_LINE = "[   12.345678] random: crng init done\n"
-_B64_LINE = re.compile(rb"^@@[0-9a-f]{8}\|[A-Za-z0-9+/=]{8,}")
+_B64_LINE = re.compile(rb"^@@([0-9a-f]{8,})\|[A-Za-z0-9+/=]{8,}")
 
 
 class FakeShell(FakeDevice):
@@ -254,7 +254,7 @@ class FakeShell(FakeDevice):
         workdir: the shell's working and home folder.
         kernel_every: a kernel line between output lines after every this many lines.
         split_lines: put a kernel line inside this many framed base64 lines.
-        drop_in_b64: drop one byte in this many framed base64 lines.
+        drop_in_b64: drop one byte in a framed base64 line of this many fetches.
     """
 
     def __init__(self, workdir: Path, kernel_every: int = 0, split_lines: int = 0,
@@ -264,6 +264,7 @@ class FakeShell(FakeDevice):
         self.split_lines = split_lines
         self.drop_in_b64 = drop_in_b64
         self.dropped = 0
+        self._dropped_in = b""
         self.b64_lines = 0
         self.sh_master, sh_slave = os.openpty()
         self.proc = subprocess.Popen(
@@ -303,11 +304,13 @@ class FakeShell(FakeDevice):
                 pending = b""
 
     def _mangle(self, line: bytes) -> bytes:
-        if not _B64_LINE.match(line):
+        m = _B64_LINE.match(line)
+        if not m:
             return line
         self.b64_lines += 1
-        if self.dropped < self.drop_in_b64:
+        if self.dropped < self.drop_in_b64 and m.group(1) != self._dropped_in:
             self.dropped += 1
+            self._dropped_in = m.group(1)  # one loss per fetch, so each fetch is damaged
             cut = len(line) * 2 // 3
             return line[:cut] + line[cut + 1 :]
         if self.split_lines:
