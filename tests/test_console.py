@@ -3,15 +3,16 @@ block forever, UTF-8 across reads, a clean close, and writes in the log."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
 from fakes import FakeDevice
 
-from embedbuild.rig.console import Console, ConsoleError
+from embedbuild.rig.console import WINDOW, ConsoleError
+from embedbuild.rig.uboot import KERNEL_ERRORS
 
 
 class Script(FakeDevice):
@@ -123,27 +124,34 @@ def test_positions_stay_absolute_when_the_window_moves():
         assert c.tail(3).splitlines()[-1] == "the end"
 
 
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def test_64_mib_read_with_bounded_memory(tmp_path: Path):
+    """A flood while a boot waits for its ready line: memory stays bounded (the
+    speed is printed, not asserted: the machine may be busy)."""
     total = 64 << 20
-    tracemalloc.start()
-    try:
-        with Chatty(total) as dev, dev.console(log=tmp_path / "console.log") as c:
-            t0 = time.monotonic()
-            half = None
+    halfway: list[float] = []
+    peak = [0]
+    rss0 = _rss()
+    with Chatty(total) as dev, dev.console(log=tmp_path / "console.log") as c:
+        t0 = time.monotonic()
+
+        def watch() -> None:
             while not dev.done.is_set():
-                if half is None and c.mark() >= total // 2:
-                    half = time.monotonic() - t0
-                time.sleep(0.05)
-            c.expect("the end", 120)
-            seconds = time.monotonic() - t0
-            kept = len(c.text)
-            _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    second_half = seconds - (half or 0)
-    print(f"64 MiB in {seconds:.1f} s ({total / 2**20 / seconds:.1f} MiB/s; "
-          f"first half {half:.1f} s, second {second_half:.1f} s); "
-          f"window {kept / 2**20:.2f} Mi chars, peak traced {peak / 2**20:.1f} MiB")
-    assert kept <= Console.__init__.__kwdefaults__["window"] * 3 // 2
-    assert peak < 32 << 20  # the old console held all 64 MiB (and copied it per read)
+                peak[0] = max(peak[0], _rss() - rss0)
+                if not halfway and c.mark() >= total // 2:
+                    halfway.append(time.monotonic() - t0)
+                time.sleep(0.01)
+
+        threading.Thread(target=watch, daemon=True).start()
+        c.expect(["the end", *KERNEL_ERRORS], 120)
+        seconds = time.monotonic() - t0
+        kept = len(c.text)
+    print(f"64 MiB in {seconds:.1f} s ({total / 2**20 / seconds:.1f} MiB/s; first half "
+          f"{halfway[0]:.1f} s, second {seconds - halfway[0]:.1f} s); "
+          f"window {kept / 2**20:.2f} Mi chars, peak RSS growth {peak[0] / 2**20:.1f} MiB")
+    assert kept <= WINDOW * 3 // 2
+    assert peak[0] < 32 << 20  # the old console held all 64 MiB (and copied it per read)
     assert (tmp_path / "console.log").stat().st_size > total  # the log has it all

@@ -24,9 +24,10 @@ from embedbuild.errors import EmbedbuildError
 
 CLOSED_AFTER = 0.5  # seconds of read errors before the console counts as closed
 WINDOW = 1 << 20  # characters of history kept in memory
-# A new search restarts this far before where the last one ended: exact for
-# every match shorter than this, without rescanning the whole window on each read.
-OVERLAP = 1 << 16
+# A search while waiting starts this far before where the last one ended: exact
+# for every match shorter than this (a kernel line is at most 1 KiB), and each
+# read costs the same however much is kept.
+OVERLAP = 4096
 WRITE_TIMEOUT = 10.0  # seconds a write may wait for a device that does not read
 TAIL_CHARS = 1 << 16  # how far back tail() looks for its lines
 
@@ -188,28 +189,30 @@ class Console:
 
         Consumes up to the end of the match. Raises ConsoleError on timeout or
         when the console closes, with the tail of what was read. Text that has
-        left the window (see ``window``) is not searched.
+        left the window (see ``window``) is not searched. While waiting, each
+        search covers what came since the last one plus the OVERLAP characters
+        before: a match longer than that is not found once its start is older.
         """
         pats = [patterns] if isinstance(patterns, str) else list(patterns)
         regs = [re.compile(p, re.M) for p in pats]
         deadline = time.monotonic() + timeout
-        searched_to = None  # absolute end of the text the last search saw
         with self._cond:
+            start = max(self._pos if since is None else since, self._start)
+            # text: what is searched, from absolute position base; skip: where to begin.
+            base, text, skip = start, self._text_from(start), 0
             while True:
-                buf = self._compact()
-                start = max(self._pos if since is None else since, self._start)
-                begin = start if searched_to is None else max(start, searched_to - OVERLAP)
                 best = None
                 for i, r in enumerate(regs):
-                    m = r.search(buf, begin - self._start)
+                    m = r.search(text, skip)
                     if m and (best is None or m.start() < best[1].start()):
                         best = (i, m)
                 if best:
                     i, m = best
-                    before = buf[start - self._start : m.start()]
-                    self._pos = max(self._pos, self._start + m.end())
+                    first = max(start, self._start)
+                    before = (text[first - base : m.start()] if first >= base
+                              else self._text_from(first)[: base + m.start() - first])
+                    self._pos = max(self._pos, base + m.end())
                     return Match(i, m, before)
-                searched_to = self._end()
                 left = deadline - time.monotonic()
                 if self._closed:
                     raise ConsoleError(
@@ -220,16 +223,35 @@ class Console:
                         f"timed out after {timeout:.0f} s waiting for {pats}", log_tail=self.tail()
                     )
                 self._cond.wait(min(left, 0.5))
+                end = base + len(text)
+                if end < self._start:  # the reader got a whole window ahead: go on from there
+                    base, text, skip = self._start, self._text_from(self._start), 0
+                    continue
+                # Keep OVERLAP characters and one more, so ^ and \b see what precedes.
+                keep = max(len(text) - OVERLAP - 1, 0)
+                if keep:
+                    skip = 1
+                base, text = base + keep, text[keep:] + self._text_from(end)
 
-    def _since(self, pos: int) -> tuple[str, int]:
-        """The text from absolute position pos (or the window's start) on, and the end."""
-        buf = self._compact()
-        return buf[max(pos - self._start, 0) :], self._start + len(buf)
+    def _text_from(self, pos: int) -> str:
+        """The text from absolute position pos (or the window's start) to the end; costs
+        O(length returned), plus the pending pieces when pos is in the joined part."""
+        pos = max(pos, self._start)
+        joined_end = self._start + len(self._buf)
+        if pos < joined_end:
+            return self._buf[pos - self._start :] + "".join(self._parts)
+        out, at = [], self._end()
+        for piece in reversed(self._parts):  # the newest pieces are the ones wanted
+            if at <= pos:
+                break
+            at -= len(piece)
+            out.append(piece[pos - at :] if at < pos else piece)
+        return "".join(reversed(out))
 
     def drain(self) -> str:
         """Consume and return everything read so far."""
         with self._cond:
-            text, self._pos = self._since(self._pos)
+            text, self._pos = self._text_from(self._pos), self._end()
             return text
 
     def tail(self, lines: int = 25) -> str:
@@ -304,7 +326,7 @@ class Console:
                         break
                     self.write(data)
                 with self._cond:
-                    new, seen = self._since(seen)
+                    new, seen = self._text_from(seen), self._end()
                 if new:
                     out.write(new.replace("\n", "\r\n") if saved else new)
                     out.flush()

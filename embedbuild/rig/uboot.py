@@ -35,13 +35,14 @@ UBOOT_ERRORS = [
 _PRINTK = r"^(?:\[ *\d+\.\d+\] )?(?:\[ *[TC]\d+\] )?"
 KERNEL_ERRORS = [
     r"Kernel panic - not syncing:[^\n]*",
-    _PRINTK + r"Internal error: Oops[^\n]*",
+    # One pattern, not four: each anchored pattern is a scan of every position.
+    _PRINTK + r"(?:Internal error: Oops"
     # x86 "Oops: 0002 [#1] SMP", MIPS "Oops[#1]:", RISC-V "Oops [#1]"
-    _PRINTK + r"Oops(?:: [0-9a-f]+)? ?\[#\d+\][^\n]*",
-    _PRINTK + r"kernel BUG at [^\n]*",
-    _PRINTK + r"BUG: (?:kernel NULL pointer dereference|unable to handle|scheduling while atomic"
+    r"|Oops(?:: [0-9a-f]+)? ?\[#\d+\]"
+    r"|kernel BUG at "
+    r"|BUG: (?:kernel NULL pointer dereference|unable to handle|scheduling while atomic"
     r"|sleeping function called|spinlock|KASAN|KFENCE|soft lockup|workqueue lockup|Bad page"
-    r"|(?:TASK )?stack guard page)[^\n]*",
+    r"|(?:TASK )?stack guard page))[^\n]*",
 ]
 _ERR = re.compile("|".join(UBOOT_ERRORS))
 MARK = "@@@"
