@@ -50,8 +50,9 @@ class FakeDevice:
         self.stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        os.close(self.master)
-        os.close(self.slave)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):  # a device may have closed its end itself
+                os.close(fd)
 
     def _main(self) -> None:
         with contextlib.suppress(_Stopped):

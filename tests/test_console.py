@@ -63,8 +63,29 @@ def test_expect_consumes_and_since_sees_again():
         assert c.expect(["nothing", r"thr(ee)"], 5).match.group(1) == "ee"
         again = c.expect("one", 1, since=start)
         assert again.before == ""
+        assert c.since(start + 4) == "two\nthree\n"
+        assert not c.closed
         with pytest.raises(ConsoleError, match="timed out"):
             c.expect("four", 0.3)
+    assert c.closed
+
+
+class Vanishing(FakeDevice):
+    """Says one line, then goes away (QEMU exits, the USB adapter is unplugged)."""
+
+    def run(self) -> None:
+        self.send(b"bye\r\n")
+        self.sleep(0.1)
+        fd, self.master = self.master, -1  # so close() cannot close a reused number
+        os.close(fd)
+
+
+def test_device_gone_ends_a_wait_early():
+    with Vanishing() as dev, dev.console() as c:
+        t0 = time.monotonic()
+        with pytest.raises(ConsoleError, match="console closed"):
+            c.expect("never", 60)
+        assert time.monotonic() - t0 < 30 and c.closed
 
 
 def test_utf8_split_across_reads_stays_whole():
@@ -122,6 +143,7 @@ def test_positions_stay_absolute_when_the_window_moves():
         assert c.expect("the end", 1, since=end - 20).before == "x" * 11 + "\n"
         assert c.expect("chatty", 1, since=first).match
         assert c.tail(3).splitlines()[-1] == "the end"
+        assert c.since(first) == c.text  # older than the window: from its start
 
 
 def _rss() -> int:

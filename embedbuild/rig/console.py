@@ -266,6 +266,17 @@ class Console:
         with self._cond:
             return self._compact()
 
+    def since(self, mark: int) -> str:
+        """What was read after a ``mark()`` (from the window's start if it is older);
+        consumes nothing."""
+        with self._cond:
+            return self._text_from(mark)
+
+    @property
+    def closed(self) -> bool:
+        """True once the console was closed or its device went away."""
+        return self._closed
+
     # -- writing -------------------------------------------------------------
 
     def write(self, text: str) -> None:
