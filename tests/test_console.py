@@ -123,7 +123,7 @@ def test_log_has_reads_and_writes(tmp_path: Path):
 def test_close_while_reading_is_clean(tmp_path: Path, monkeypatch):
     errors = []
     monkeypatch.setattr(threading, "excepthook", errors.append)
-    for i in range(40):
+    for i in range(30):
         with Chatty(1 << 30) as dev:
             c = dev.console(log=tmp_path / f"{i}.log")
             c.expect("chatty", 5)

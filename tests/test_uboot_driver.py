@@ -13,7 +13,7 @@ from embedbuild.rig.uboot import BootError, UBootDriver, wait_ready
 
 
 def test_interrupt_stops_autoboot():
-    with FakeUBoot(autoboot=3, tick=0.3) as dev, dev.console() as c:
+    with FakeUBoot(autoboot=3, tick=0.2) as dev, dev.console() as c:
         UBootDriver(c).interrupt(timeout=10)
         assert dev.interrupted and not dev.booted
         assert UBootDriver(c).run("echo hello").output.endswith("hello")
@@ -30,7 +30,7 @@ def test_sync_needs_the_command_run_not_its_echo():
     with FakeUBoot(executes=False) as dev, dev.console() as c:
         c.expect("=> ", 5)
         with pytest.raises(ConsoleError, match="SYNC"):
-            UBootDriver(c).sync(timeout=1)
+            UBootDriver(c).sync(timeout=0.5)
         assert b'echo @@@""SYNC' in dev.received
 
 
@@ -50,7 +50,7 @@ def test_run_waits_for_late_output():
     with FakeUBoot() as dev, dev.console() as c:
         u = UBootDriver(c)
         u.interrupt(10)
-        r = u.run("sleep 1.5; echo late", timeout=30)
+        r = u.run("sleep 0.5; echo late", timeout=30)
         assert r.status == 0 and r.output.endswith("late")
 
 
@@ -80,8 +80,8 @@ def test_boot_fails_at_once_on_a_uboot_error():
 
 
 def test_boot_follows_late_kernel_output_to_ready():
-    kernel = [(0.5, "Linux version 6.1.0 (fake)\n"), (0.3, "[    0.5] Run /init as init proc"),
-              (0.5, "ess\n"), (0.5, "embedbuild: system ready\n")]
+    kernel = [(0.2, "Linux version 6.1.0 (fake)\n"), (0.2, "[    0.5] Run /init as init proc"),
+              (0.2, "ess\n"), (0.2, "embedbuild: system ready\n")]
     with FakeUBoot(kernel=kernel) as dev, dev.console() as c:
         u = UBootDriver(c)
         u.interrupt(10)
