@@ -3,6 +3,8 @@ kernel lines and loses bytes: exact output and status, or a fetch again."""
 
 from __future__ import annotations
 
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,9 @@ def test_posix_cksum_matches_cksum():
     # Values printed by coreutils' cksum for these inputs.
     assert posix_cksum(b"") == 4294967295
     assert posix_cksum(b"hello\n") == 3015617425
+    data = random.Random(1).randbytes(70_000)
+    out = subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout.split()
+    assert (posix_cksum(data), len(data)) == (int(out[0]), int(out[1]))
 
 
 def test_exact_output_and_status(tmp_path: Path):

@@ -19,20 +19,27 @@ from embedbuild.rig.console import Console, ConsoleError
 FETCH_TRIES = 5
 
 
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
 def posix_cksum(data: bytes) -> int:
-    """The CRC that POSIX cksum prints (polynomial 0x04C11DB7, length appended)."""
+    """The CRC that POSIX cksum prints (polynomial 0x04C11DB7, MSB first, length appended)."""
     crc = 0
     for b in data:
-        crc ^= b << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-            crc &= 0xFFFFFFFF
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ b]
     n = len(data)
     while n:
-        crc ^= (n & 0xFF) << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-            crc &= 0xFFFFFFFF
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ (n & 0xFF)]
         n >>= 8
     return ~crc & 0xFFFFFFFF
 
