@@ -4,6 +4,7 @@ and a NIC on the tap of a bench network."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -16,6 +17,8 @@ from pathlib import Path
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
 from embedbuild.rig.netns import BenchNetwork, uninterrupted
+
+_serial = itertools.count()
 
 
 class QemuBoard:
@@ -36,7 +39,8 @@ class QemuBoard:
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
-        self.qmp_path = workdir / "qmp.sock"
+        # Unique per QEMU: boots sharing a folder must never quit each other's QEMU.
+        self.qmp_path = workdir / f"qmp-{os.getpid()}-{next(_serial)}.sock"
 
     def argv(self) -> list[str]:
         """QEMU's command line: serial on a pty, QMP on a socket, the NIC on the tap."""
