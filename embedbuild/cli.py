@@ -143,6 +143,8 @@ def _bench(args):
 
 
 def cmd_boot(args) -> int:
+    import contextlib
+
     from embedbuild import session
     from embedbuild.load import load_board
 
@@ -153,38 +155,35 @@ def cmd_boot(args) -> int:
     bench.check(board, [initrd] if initrd else [])  # before building: never fail half-way
     args.board = board
     result = build_board(args, _store(args), console).result
-    # Kept after the run (console.log, QEMU's output, the files served); replaced by the next.
-    workdir = session.bench_dir(board)
-    waiting = None
-    if bench.serial:
-        console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
-                      f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
-        waiting = console.status(f"listening on {bench.serial}", spinner="dots")
-        waiting.start()
+    with contextlib.ExitStack() as stack:
+        # Kept after the run (console.log, QEMU's output, the files served).
+        workdir = stack.enter_context(session.bench_dir(board))
+        on_wait = None
+        if bench.serial:
+            console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
+                          f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
+            waiting = stack.enter_context(console.status("listening", spinner="dots"))
 
-    def on_wait(seconds: float) -> None:
-        waiting.update(f"listening on {bench.serial} at {bench.baud or board.serial.baud} "
-                       f"baud, serving {bench.server_ip}:69: {seconds:.0f} s")
-
-    try:
-        with session.open_target(board, result, workdir, bench, initrd=initrd,
-                                 ready=args.ready, timeout=args.timeout,
-                                 on_wait=on_wait) as target:
-            if waiting:
-                waiting.stop()
-            for line in target.report.lines():
-                console.print(line, markup=False)
-            console.print(f"console log: {workdir / 'console.log'}", markup=False)
-            if args.no_console:
-                return 0
-            console.print("console attached; quit with Ctrl-]", markup=False)
-            target.console.interact()
-    except EmbedbuildError as e:
-        e.log_path = e.log_path or str(workdir / "console.log")
-        raise
-    finally:
-        if waiting:
+            def on_wait(seconds: float) -> None:
+                waiting.update(f"listening on {bench.serial} at "
+                               f"{bench.baud or board.serial.baud} baud, serving "
+                               f"{bench.server_ip}:69: {seconds:.0f} s")
+        try:
+            target = stack.enter_context(session.open_target(
+                board, result, workdir, bench, initrd=initrd, ready=args.ready,
+                timeout=args.timeout, on_wait=on_wait))
+        except EmbedbuildError as e:
+            e.log_path = e.log_path or str(workdir / "console.log")
+            raise
+        if bench.serial:
             waiting.stop()
+        for line in target.report.lines():
+            console.print(line, markup=False)
+        console.print(f"console log: {workdir / 'console.log'}", markup=False)
+        if args.no_console:
+            return 0
+        console.print("console attached; quit with Ctrl-]", markup=False)
+        target.console.interact()
     return 0
 
 
@@ -391,15 +390,25 @@ def report(e: EmbedbuildError) -> None:
         console.print(f"hint: {e.hint}", markup=False, soft_wrap=True)
 
 
-def _sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C: every context manager cleans up
+_stopping = False
+
+
+def _stop(signum, frame) -> None:
+    """The first SIGTERM or Ctrl-C unwinds like Ctrl-C (every context manager cleans up);
+    later ones are ignored so they cannot cut that cleanup short (SIGKILL still works)."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     import signal
 
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         return args.fn(args)
     except EmbedbuildError as e:

@@ -4,6 +4,8 @@ a board, then open a booted target on it, in QEMU or on a real board's serial co
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,13 +87,29 @@ class Bench:
         preflight(self.serial, self.server_ip, self.device_ip, files)
 
 
-def bench_dir(board: Board) -> Path:
-    """A board's bench folder (console.log, QEMU's output, the files served), emptied for
-    each boot: $EMBEDBUILD_BENCH/BOARD, else ~/.cache/embedbuild/bench/BOARD."""
-    d = cache_dir("EMBEDBUILD_BENCH", "bench") / board.name
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
+@contextlib.contextmanager
+def bench_dir(board: Board) -> Iterator[Path]:
+    """A board's bench folder for one boot (console.log, QEMU's output, the files
+    served): $EMBEDBUILD_BENCH/BOARD/run, else ~/.cache/embedbuild/bench/BOARD/run,
+    emptied for each boot and kept after it. One boot of a board at a time: the
+    board's folder is locked while it runs (what persists, e.g. a flash image, sits
+    beside run/)."""
+    board_dir = cache_dir("EMBEDBUILD_BENCH", "bench") / board.name
+    board_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(board_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmbedbuildError(f"{board.name} is being booted by another embedbuild",
+                                  where=str(board_dir),
+                                  hint="wait for it to end, or stop it") from None
+        run = board_dir / "run"
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        yield run
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

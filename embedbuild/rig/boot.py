@@ -142,7 +142,7 @@ def wait_for_power_on(uboot: UBootDriver, port: str, baud: int, timeout: float,
         elapsed = time.monotonic() - t0
         if elapsed >= timeout:
             raise BootError(f"no U-Boot on {port} after {timeout:.0f} s: "
-                            f"{describe_line(console.text[start:], baud)}")
+                            f"{describe_line(console.since(start), baud)}")
         try:
             uboot.interrupt(min(1.0, timeout - elapsed))
             return time.monotonic() - t0
