@@ -27,6 +27,8 @@ def busybox_step(tree: Step, tc: Toolchain, fragments: dict[Path, str], name: st
     def build(ctx: Context) -> None:
         b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the busybox source")
+        # Store items are read-only, and cp -a keeps that; this copy is ours to build in.
+        ctx.run.run(["chmod", "-R", "u+w", b], what="making the copy writable")
         mk = ["make", "-C", str(b), f"CROSS_COMPILE={tc.prefix}", "-s"]
         ctx.run.run([*mk, "defconfig"], env=BUSYBOX_ENV, what="busybox defconfig")
         kconf = kconfig.open_kconfig(b, {}, top="Config.in")

@@ -29,6 +29,8 @@ def dropbear_step(tree: Step, tc: Toolchain, name: str, jobs: int) -> Step:
     def build(ctx: Context) -> None:
         b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.deps['tree']}/.", b], what="copying the dropbear source")
+        # Store items are read-only, and cp -a keeps that; this copy is ours to build in.
+        ctx.run.run(["chmod", "-R", "u+w", b], what="making the copy writable")
         (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
         env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
         ctx.run.run(["./configure", f"--host={triplet}", "--disable-zlib", "--disable-lastlog",

@@ -161,7 +161,11 @@ def unpack_check_step(name: str, kconfig: Step, compression: str) -> Step:
 
 
 def tree_of(role: str, sub: str = "root") -> Callable[[Context], list[Entry]]:
-    """Entries of a dependency's output subfolder."""
+    """Entries of a dependency's output subfolder, modes as built: the owner's write
+    bit, which the store takes from its items, is given back."""
+    from dataclasses import replace
+
     from embedbuild.rootfs import tree_entries
 
-    return lambda ctx: tree_entries(Path(ctx.deps[role]) / sub)
+    return lambda ctx: [replace(e, mode=e.mode | 0o200) if e.kind in ("file", "dir") else e
+                        for e in tree_entries(Path(ctx.deps[role]) / sub)]
