@@ -115,8 +115,8 @@ def realise(
     paths: dict[str, Path] = {}
     pending = []
     for s in steps:
-        if store.has(s.key, s.name):
-            paths[s.key] = store.item_path(s.key, s.name)
+        if (item := store.lookup(s.key, s.name)) is not None:
+            paths[s.key] = item
         else:
             pending.append(s)
     if not pending:
