@@ -667,7 +667,10 @@ def _seal(tree: Path, step: str) -> None:
 
 def _du(p: Path) -> int:
     if p.is_symlink() or not p.is_dir():
-        return p.lstat().st_size
+        try:
+            return p.lstat().st_size
+        except FileNotFoundError:  # in .trash, a background rm may have been first
+            return 0
     total = 0
     for dirpath, _dirs, files in os.walk(p):
         for f in files:
