@@ -56,6 +56,8 @@ class Target:
     report: BootReport
     server_ip: str
     device_ip: str
+    # The QEMU bench LAN (None for a real board): tests reach the board from inside it.
+    network: BenchNetwork | None = None
 
 
 def bench_network(board: Board) -> BenchNetwork:
@@ -201,6 +203,7 @@ def qemu_target(
             server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
             netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
             powered_on=powered_on))
+        target.network = net
         yield target
 
 
