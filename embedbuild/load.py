@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
 from embedbuild.model.source import Source
@@ -53,6 +54,17 @@ def find_board(name_or_path: str) -> Path:
     boards = known_boards()
     if name_or_path in boards:
         return boards[name_or_path]
+    # A folder that is not a board (empty, or board.toml is not a file): say so, not
+    # "unknown board", whether it was given as a path or found in the search path.
+    for folder in [p] + [root / name_or_path for root in boards_dirs() if p.name == name_or_path]:
+        if folder.is_dir():
+            toml = folder.resolve() / "board.toml"
+            if toml.exists():
+                raise BoardError("board.toml is not a file", where=str(toml),
+                                 hint="a board folder holds a board.toml file (see README.md)")
+            raise BoardError("not a board folder: it has no board.toml",
+                             where=str(folder.resolve()),
+                             hint="a board folder holds a board.toml (see boards/qemu-arm-virt)")
     known = ", ".join(boards) or "none"
     raise BoardError(
         f"unknown board {name_or_path!r}",
@@ -63,13 +75,9 @@ def find_board(name_or_path: str) -> Path:
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; syntax errors become BoardError at file:line."""
     try:
-        text = path.read_bytes().decode()
+        text = read_text(path, "TOML files are UTF-8")
     except OSError as e:
         raise BoardError(f"cannot read: {e.strerror}", where=str(path)) from None
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise BoardError(f"not UTF-8 text (byte {e.start})", where=f"{path}:{line}",
-                         hint="TOML files are UTF-8: fix or remove that byte") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
@@ -118,6 +126,8 @@ def _format_errors(e: ValidationError, path: Path, text: str, prefix: tuple = ()
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (a typo? see the board schema in README.md)"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"{err['input']!r} is not allowed here (it must match {err['ctx']['pattern']})"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] in ("literal_error", "enum"):
@@ -137,10 +147,27 @@ def _validate(
         raise _format_errors(e, path, text, prefix) from None
 
 
+# Source names become store item names (NAME-src): a plain word, never a path.
+SOURCE_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+# Board names (their folders' names) name store items and go into /init's header.
+BOARD_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+
+
+def _sources(table: dict[str, Any], path: Path, text: str, prefix: tuple[str, ...]
+             ) -> dict[str, Source]:
+    out = {}
+    for name, spec in table.items():
+        if not re.fullmatch(SOURCE_NAME, name):
+            raise BoardError(f"{name!r} is not a source name (letters, digits, . _ + -)",
+                             where=_where(path, text, *prefix, name))
+        out[name] = _validate(Source, spec, path, text, {}, (*prefix, name))
+    return out
+
+
 def load_sources(path: Path) -> dict[str, Source]:
     """Read a sources.toml: a table of named, pinned sources."""
     data, text = read_toml(path)
-    return {name: _validate(Source, spec, path, text, {}, (name,)) for name, spec in data.items()}
+    return _sources(data, path, text, ())
 
 
 def _where(path: Path, text: str, *key: str) -> str:
@@ -153,6 +180,9 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
     its [system]."""
     bdir = find_board(name_or_path)
     path = bdir / "board.toml"
+    if not re.fullmatch(BOARD_NAME, bdir.name):
+        raise BoardError(f"{bdir.name!r} is not a board name (letters, digits, . _ + -)",
+                         where=str(bdir), hint="rename the board's folder")
     data, text = read_toml(path)
     for injected in ("name", "dir"):
         if injected in data:
@@ -166,18 +196,65 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
     if not isinstance(own, dict):
         raise BoardError("sources must be a table of named sources ([sources.NAME])",
                          where=_where(path, text, "sources"))
-    for sname, spec in own.items():
-        sources[sname] = _validate(Source, spec, path, text, {}, ("sources", sname))
+    sources.update(_sources(own, path, text, ("sources",)))
     data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
     sys_where = str(system) if system is not None else str(path)
     context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
     if system is not None:
         data.pop("system", None)
     board: Board = _validate(Board, data, path, text, context)
+    if problems := board.mismatches():
+        raise _problems([(path, text, loc, msg) for loc, msg in problems])
     if system is not None:
         board = board.model_copy(update={"system": load_system(system)})
     check_references(board, path, text, common)
+    check_fragments(board, path, text)
     return board
+
+
+def _problems(problems: list[tuple[Path, str, tuple[str, ...], str]]) -> BoardError:
+    """One error for (file, its text, key path, message) problems, each at its line."""
+    lines = []
+    for file, text, loc, msg in problems:
+        lines.append(f"{_where(file, text, *loc)}: {'.'.join(loc)}: {msg}")
+    if len(lines) == 1:
+        where, rest = lines[0].split(": ", 1)
+        return BoardError(rest, where=where)
+    return BoardError(f"{len(lines)} problems:\n  " + "\n  ".join(lines),
+                      where=str(problems[0][0]))
+
+
+def check_fragments(board: Board, path: Path, text: str) -> None:
+    """Every Kconfig fragment is read and merged here, so a fragment that is not UTF-8,
+    not Kconfig, or contradicts another is refused by `show` as by `build`."""
+    from embedbuild.kconfig import merge_fragments
+
+    groups: list[tuple[tuple[str, ...], list[Path]]] = [(("kernel", "fragments"),
+                                                         board.kernel.fragments)]
+    if board.userland is not None:
+        groups.append((("userland", "busybox"), board.userland.busybox))
+    if board.uboot.build is not None:
+        groups.append((("uboot", "build", "fragments"), board.uboot.build.fragments))
+    for key, fragments in groups:
+        try:
+            merge_fragments({f: read_text(f, "a Kconfig fragment is plain text")
+                             for f in fragments})
+        except BoardError as e:
+            if e.where is None:  # a conflict names both lines; the list is where they meet
+                e.where = _where(path, text, *key)
+                e.message = f"{'.'.join(key)}: {e.message}"
+            raise
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file; a byte that is not UTF-8 is an error at its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BoardError(f"not UTF-8 text (byte {e.start})", where=f"{path}:{line}",
+                         hint=f"{what}: fix or remove that byte") from None
 
 
 def check_references(board: Board, path: Path, text: str, common: Path) -> None:
@@ -199,6 +276,16 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
     if board.userland is None:
         raise BoardError(f"board {board.name} has a system but no [userland] section",
                          where=str(path), hint="add [userland] busybox = [fragments]")
+    if board.cross_compile not in TOOLCHAIN_ELF:
+        raise BoardError(f"no userland is known for toolchain {board.cross_compile!r}, so "
+                         "its system cannot be built",
+                         where=_where(path, text, "cross_compile"),
+                         hint=f"use one of: {', '.join(TOOLCHAIN_ELF)}")
+    if board.system.initramfs == "separate" and board.uboot.ramdisk_addr is None:
+        raise BoardError("the system's initramfs is loaded separately, but [uboot] has no "
+                         "ramdisk_addr to load it to",
+                         where=_where(path, text, "uboot"),
+                         hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
     for pkg in ("busybox", *board.system.packages):
         if pkg not in board.sources:
             raise BoardError(f"no source named {pkg!r} for package {pkg}",
