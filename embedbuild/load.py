@@ -90,27 +90,60 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         ) from None
 
 
-def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """Best-effort line number of a key path like ('kernel', 'image') in TOML text.
+_KEY_PART = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*""")
 
-    Returns the line of the key itself, else of the closest enclosing table.
+
+def _dotted_key(line: str, pos: int = 0) -> tuple[list[str], int] | None:
+    """A TOML dotted key at ``pos`` (bare or quoted parts: a."b.c") and where it ends."""
+    parts = []
+    while m := _KEY_PART.match(line, pos):
+        parts.append(next(g for g in m.groups() if g is not None))
+        pos = m.end()
+        if not line.startswith(".", pos):
+            return parts, pos
+        pos += 1
+    return None
+
+
+def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of a key path like ('kernel', 'image') in TOML text, where
+    an int is the index into an array of tables (('system', 'services', 2, 'name')).
+
+    Returns the line of the key itself, else of the closest enclosing table or key.
     """
-    keys = [k for k in loc if isinstance(k, str)]
-    table: list[str] = []
+    want = list(loc)
+    if not want:  # the file as a whole
+        return None
+    table: list[str | int] = []
+    arrays: dict[tuple[str, ...], int] = {}  # [[array]] header -> elements seen so far
     best = None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if m := re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line):
-            table = [p.strip().strip('"') for p in m.group(1).split(".")]
-            if keys[: len(table)] == table:
+        if line.startswith("["):
+            double = line.startswith("[[")
+            parsed = _dotted_key(line, 2 if double else 1)
+            if parsed is None:
+                continue
+            names = parsed[0]
+            if double:
+                arrays[tuple(names)] = arrays.get(tuple(names), 0) + 1
+            # A table inside an array of tables belongs to its last element.
+            table = []
+            for i, name in enumerate(names):
+                table.append(name)
+                if tuple(names[: i + 1]) in arrays:
+                    table.append(arrays[tuple(names[: i + 1])] - 1)
+            if want[: len(table)] == table or (best is None and table[: len(want)] == want):
                 best = n
             continue
-        if m := re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=', line):
-            full = table + [p.strip().strip('"') for p in m.group(1).split(".")]
-            if full == keys[: len(full)]:
-                if len(full) == len(keys):
-                    return n
-                best = n
+        parsed = _dotted_key(line)
+        if parsed is None or not line.startswith("=", parsed[1]):
+            continue
+        full = table + parsed[0]
+        if full == want[: len(full)]:
+            if len(full) == len(want):
+                return n
+            best = n
     return best
 
 

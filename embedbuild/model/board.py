@@ -50,8 +50,16 @@ BoardFile = Annotated[Path, AfterValidator(_resolve)]
 PatchFile = Annotated[Path, AfterValidator(_resolve), AfterValidator(_patch)]
 TreePath = Annotated[str, AfterValidator(_tree_path)]
 Address = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
-# The legacy uImage header holds 32-bit load and entry addresses, whatever the CPU.
-Address32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
+
+
+def _uimage_address(value: int | str) -> int | str:
+    # The legacy uImage header holds 32-bit load and entry addresses, whatever the CPU.
+    if isinstance(value, int) and not 0 <= value <= 0xFFFF_FFFF:
+        raise ValueError(f"{value:#x} does not fit the uImage header's 32-bit address")
+    return value
+
+
+UImageAddress = Annotated[int, AfterValidator(_uimage_address)]
 
 
 
@@ -105,8 +113,8 @@ class UImage(Strict):
     """
 
     compression: Literal["none", "gzip", "lzma", "lzo", "lz4", "zstd"] = "lzma"
-    load: Address32
-    entry: Address32 | Literal["elf"] = "elf"
+    load: UImageAddress
+    entry: Annotated[int | Literal["elf"], AfterValidator(_uimage_address)] = "elf"
     append_dtb: bool = False
 
 
@@ -321,15 +329,14 @@ class Partition(Strict):
     size: int = Field(gt=0)
     read_only: bool = False
 
-    @model_validator(mode="after")
-    def _aligned(self) -> Self:
+    @field_validator("offset", "size")
+    @classmethod
+    def _aligned(cls, v: int) -> int:
         # Linux forces a partition that is not erase-block aligned read-only; 4 KiB is the
         # smallest erase block of SPI NOR flash.
-        for key in ("offset", "size"):
-            if getattr(self, key) % ERASE_BLOCK:
-                raise ValueError(f"partition {self.name!r}: {key} 0x{getattr(self, key):x} is "
-                                 f"not a multiple of the 4 KiB erase block")
-        return self
+        if v % ERASE_BLOCK:
+            raise ValueError(f"{v:#x} is not a multiple of the 4 KiB erase block")
+        return v
 
 
 class Flash(Strict):
@@ -415,7 +422,8 @@ class Board(Strict):
         message): what only make, the toolchain or the board would otherwise find out."""
         out: list[tuple[tuple[str, ...], str]] = []
         cpu = self.cross_compile.split("-", 1)[0]
-        if not re.fullmatch(ARCH_CPU[self.arch], cpu):
+        toolchain_fits = re.fullmatch(ARCH_CPU[self.arch], cpu) is not None
+        if not toolchain_fits:
             out.append((("cross_compile",),
                         f"{self.cross_compile!r} is a toolchain for {cpu}, not for arch "
                         f"{self.arch.value!r} (e.g. {ARCH_TOOLCHAIN[self.arch]!r})"))
@@ -434,7 +442,7 @@ class Board(Strict):
             out.append((("qemu", "system"),
                         f"{self.qemu.system!r} does not emulate arch {self.arch.value!r}: use "
                         f"{' or '.join(ARCH_QEMU[self.arch])}"))
-        elif self.qemu and self.arch == Arch.mips and \
+        elif self.qemu and self.arch == Arch.mips and toolchain_fits and \
                 self.qemu.system.endswith("el") == self.big_endian:
             endian = "big" if self.big_endian else "little"
             out.append((("qemu", "system"),

@@ -49,10 +49,23 @@ ImagePath = Annotated[str, AfterValidator(_image_path)]
 # IDs the kernel stores in 32 bits; (uid_t)-1 means "no change", so it is not an owner.
 Id = Annotated[int, Field(ge=0, le=0xFFFF_FFFE)]
 
-# Key types dropbear 2022.83 accepts, each with the name its base64 blob starts with.
-SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                 "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-                 "sk-ecdsa-sha2-nistp256@openssh.com")
+# Key types dropbear 2022.83 accepts, each with how many strings its blob holds
+# (RFC 4253 6.6, RFC 5656 3.1, RFC 8709 4, OpenSSH PROTOCOL.u2f): the type name, then
+# the key's own fields.
+SSH_KEY_TYPES = {"ssh-ed25519": 2, "ssh-rsa": 3, "ecdsa-sha2-nistp256": 3,
+                 "ecdsa-sha2-nistp384": 3, "ecdsa-sha2-nistp521": 3,
+                 "sk-ssh-ed25519@openssh.com": 3, "sk-ecdsa-sha2-nistp256@openssh.com": 4}
+
+
+def _ssh_strings(blob: bytes) -> list[bytes] | None:
+    """The length-prefixed strings a key blob is made of; None if it is not exactly that."""
+    out = []
+    while blob:
+        if len(blob) < 4 or len(blob) < 4 + (n := struct.unpack(">I", blob[:4])[0]):
+            return None
+        out.append(blob[4:4 + n])
+        blob = blob[4 + n:]
+    return out
 
 
 def _ssh_key(line: str) -> str:
@@ -70,9 +83,13 @@ def _ssh_key(line: str) -> str:
     except (binascii.Error, ValueError):
         raise ValueError(f"the {kind} key {blob_text[:20]!r}... is not valid base64 "
                          "(a truncated or mangled copy?)") from None
-    if len(blob) < 4 or blob[4:4 + struct.unpack(">I", blob[:4])[0]] != kind.encode():
-        raise ValueError(f"the key data does not hold a {kind} key (copy the whole line of "
-                         "the .pub file)")
+    fields = _ssh_strings(blob)
+    if not fields or (len(fields) != SSH_KEY_TYPES[kind] and fields[0] == kind.encode()):
+        raise ValueError(f"the {kind} key data is cut short or damaged (copy the whole line "
+                         "of the .pub file)")
+    if fields[0] != kind.encode():
+        raise ValueError(f"the key data does not hold a {kind} key but "
+                         f"{fields[0][:40].decode(errors='replace')!r}")
     return line
 
 
