@@ -33,6 +33,7 @@ All paths are relative to a scratch folder holding ``boards/`` (a copy of the pr
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -162,3 +163,34 @@ def test_refused_at_load(name: str, built, monkeypatch, capsys):
 
 def test_corpus_is_large_enough():
     assert len(CASES) >= 60
+
+
+def test_init_passes_user_values_through_quoted(tmp_path: Path):
+    """What the corpus cannot show by refusing: values that are valid but full of shell
+    syntax reach the service exactly as written, and nothing else of them runs in /init."""
+    from embedbuild.load import load_system
+    from embedbuild.rootfs import render_init
+
+    tricky = "it's $HOME; `reboot -f` \"$(halt)\" \\ & | > x"
+    sysfile = tmp_path / "s.toml"
+    sysfile.write_text(
+        'hostname = "h"\n[network]\ninterface = "eth0.5"\naddress = "10.0.0.2/24"\n'
+        'gateway = "10.0.0.1"\n[[services]]\nname = "a"\ncommand = "printenv V"\n'
+        f"environment = {{ V = {_toml_string(tricky)}, PATH = \"/opt\" }}\n")
+    init = render_init(load_system(sysfile), "b")
+    (tmp_path / "init").write_text(init)
+    assert subprocess.run(["sh", "-n", str(tmp_path / "init")]).returncode == 0
+    line = next(line for line in init.splitlines() if line.startswith("supervise a "))
+    # The environment is the service's alone: /init itself never sets it.
+    assert [ln for ln in init.splitlines() if "/opt" in ln or "HOME" in ln] == [line]
+    _, name, respawn, output, command, exports, amp = shlex.split(line)
+    assert (name, respawn, output, command, amp) == ("a", "yes", "console", "printenv V", "&")
+    # The service's sh, as supervise runs it: the value arrives unchanged.
+    got = subprocess.run(["sh", "-c", f"{exports} exec /usr/bin/printenv V"],
+                         capture_output=True, text=True)
+    assert got.stdout == tricky + "\n"
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string holding s."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

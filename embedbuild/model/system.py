@@ -12,7 +12,7 @@ import binascii
 import ipaddress
 import re
 import struct
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -42,7 +42,7 @@ def _image_path(value: str) -> str:
                          "/, no . or .. parts, no empty parts)")
     if re.search(r"[\x00-\x1f\x7f]", value):
         raise ValueError(f"{value!r} has a control character")
-    return str(PurePosixPath(value))
+    return value
 
 
 ImagePath = Annotated[str, AfterValidator(_image_path)]
