@@ -61,7 +61,6 @@ def _uimage_address(value: int | str) -> int | str:
 UImageAddress = Annotated[int, AfterValidator(_uimage_address)]
 
 
-
 def _config_target(value: str) -> str:
     # The make targets that write a whole .config from nothing (the kernel's
     # scripts/kconfig/Makefile; U-Boot's is the same). Anything else, e.g.
