@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
 from embedbuild.model.source import Source
@@ -53,6 +54,17 @@ def find_board(name_or_path: str) -> Path:
     boards = known_boards()
     if name_or_path in boards:
         return boards[name_or_path]
+    # A folder that is not a board (empty, or board.toml is not a file): say so, not
+    # "unknown board", whether it was given as a path or found in the search path.
+    for folder in [p] + [root / name_or_path for root in boards_dirs() if p.name == name_or_path]:
+        if folder.is_dir():
+            toml = folder.resolve() / "board.toml"
+            if toml.exists():
+                raise BoardError("board.toml is not a file", where=str(toml),
+                                 hint="a board folder holds a board.toml file (see README.md)")
+            raise BoardError("not a board folder: it has no board.toml",
+                             where=str(folder.resolve()),
+                             hint="a board folder holds a board.toml (see boards/qemu-arm-virt)")
     known = ", ".join(boards) or "none"
     raise BoardError(
         f"unknown board {name_or_path!r}",
@@ -63,13 +75,9 @@ def find_board(name_or_path: str) -> Path:
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; syntax errors become BoardError at file:line."""
     try:
-        text = path.read_bytes().decode()
+        text = read_text(path, "TOML files are UTF-8")
     except OSError as e:
         raise BoardError(f"cannot read: {e.strerror}", where=str(path)) from None
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise BoardError(f"not UTF-8 text (byte {e.start})", where=f"{path}:{line}",
-                         hint="TOML files are UTF-8: fix or remove that byte") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
@@ -82,27 +90,60 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         ) from None
 
 
-def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """Best-effort line number of a key path like ('kernel', 'image') in TOML text.
+_KEY_PART = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*""")
 
-    Returns the line of the key itself, else of the closest enclosing table.
+
+def _dotted_key(line: str, pos: int = 0) -> tuple[list[str], int] | None:
+    """A TOML dotted key at ``pos`` (bare or quoted parts: a."b.c") and where it ends."""
+    parts = []
+    while m := _KEY_PART.match(line, pos):
+        parts.append(next(g for g in m.groups() if g is not None))
+        pos = m.end()
+        if not line.startswith(".", pos):
+            return parts, pos
+        pos += 1
+    return None
+
+
+def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of a key path like ('kernel', 'image') in TOML text, where
+    an int is the index into an array of tables (('system', 'services', 2, 'name')).
+
+    Returns the line of the key itself, else of the closest enclosing table or key.
     """
-    keys = [k for k in loc if isinstance(k, str)]
-    table: list[str] = []
+    want = list(loc)
+    if not want:  # the file as a whole
+        return None
+    table: list[str | int] = []
+    arrays: dict[tuple[str, ...], int] = {}  # [[array]] header -> elements seen so far
     best = None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if m := re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line):
-            table = [p.strip().strip('"') for p in m.group(1).split(".")]
-            if keys[: len(table)] == table:
+        if line.startswith("["):
+            double = line.startswith("[[")
+            parsed = _dotted_key(line, 2 if double else 1)
+            if parsed is None:
+                continue
+            names = parsed[0]
+            if double:
+                arrays[tuple(names)] = arrays.get(tuple(names), 0) + 1
+            # A table inside an array of tables belongs to its last element.
+            table = []
+            for i, name in enumerate(names):
+                table.append(name)
+                if tuple(names[: i + 1]) in arrays:
+                    table.append(arrays[tuple(names[: i + 1])] - 1)
+            if want[: len(table)] == table or (best is None and table[: len(want)] == want):
                 best = n
             continue
-        if m := re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=', line):
-            full = table + [p.strip().strip('"') for p in m.group(1).split(".")]
-            if full == keys[: len(full)]:
-                if len(full) == len(keys):
-                    return n
-                best = n
+        parsed = _dotted_key(line)
+        if parsed is None or not line.startswith("=", parsed[1]):
+            continue
+        full = table + parsed[0]
+        if full == want[: len(full)]:
+            if len(full) == len(want):
+                return n
+            best = n
     return best
 
 
@@ -118,6 +159,8 @@ def _format_errors(e: ValidationError, path: Path, text: str, prefix: tuple = ()
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (a typo? see the board schema in README.md)"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"{err['input']!r} is not allowed here (it must match {err['ctx']['pattern']})"
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif err["type"] in ("literal_error", "enum"):
@@ -137,10 +180,27 @@ def _validate(
         raise _format_errors(e, path, text, prefix) from None
 
 
+# Source names become store item names (NAME-src): a plain word, never a path.
+SOURCE_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+# Board names (their folders' names) name store items and go into /init's header.
+BOARD_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+
+
+def _sources(table: dict[str, Any], path: Path, text: str, prefix: tuple[str, ...]
+             ) -> dict[str, Source]:
+    out = {}
+    for name, spec in table.items():
+        if not re.fullmatch(SOURCE_NAME, name):
+            raise BoardError(f"{name!r} is not a source name (letters, digits, . _ + -)",
+                             where=_where(path, text, *prefix, name))
+        out[name] = _validate(Source, spec, path, text, {}, (*prefix, name))
+    return out
+
+
 def load_sources(path: Path) -> dict[str, Source]:
     """Read a sources.toml: a table of named, pinned sources."""
     data, text = read_toml(path)
-    return {name: _validate(Source, spec, path, text, {}, (name,)) for name, spec in data.items()}
+    return _sources(data, path, text, ())
 
 
 def _where(path: Path, text: str, *key: str) -> str:
@@ -153,6 +213,9 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
     its [system]."""
     bdir = find_board(name_or_path)
     path = bdir / "board.toml"
+    if not re.fullmatch(BOARD_NAME, bdir.name):
+        raise BoardError(f"{bdir.name!r} is not a board name (letters, digits, . _ + -)",
+                         where=str(bdir), hint="rename the board's folder")
     data, text = read_toml(path)
     for injected in ("name", "dir"):
         if injected in data:
@@ -166,18 +229,65 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
     if not isinstance(own, dict):
         raise BoardError("sources must be a table of named sources ([sources.NAME])",
                          where=_where(path, text, "sources"))
-    for sname, spec in own.items():
-        sources[sname] = _validate(Source, spec, path, text, {}, ("sources", sname))
+    sources.update(_sources(own, path, text, ("sources",)))
     data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
     sys_where = str(system) if system is not None else str(path)
     context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
     if system is not None:
         data.pop("system", None)
     board: Board = _validate(Board, data, path, text, context)
+    if problems := board.mismatches():
+        raise _problems([(path, text, loc, msg) for loc, msg in problems])
     if system is not None:
         board = board.model_copy(update={"system": load_system(system)})
     check_references(board, path, text, common)
+    check_fragments(board, path, text)
     return board
+
+
+def _problems(problems: list[tuple[Path, str, tuple[str, ...], str]]) -> BoardError:
+    """One error for (file, its text, key path, message) problems, each at its line."""
+    lines = []
+    for file, text, loc, msg in problems:
+        lines.append(f"{_where(file, text, *loc)}: {'.'.join(loc)}: {msg}")
+    if len(lines) == 1:
+        where, rest = lines[0].split(": ", 1)
+        return BoardError(rest, where=where)
+    return BoardError(f"{len(lines)} problems:\n  " + "\n  ".join(lines),
+                      where=str(problems[0][0]))
+
+
+def check_fragments(board: Board, path: Path, text: str) -> None:
+    """Every Kconfig fragment is read and merged here, so a fragment that is not UTF-8,
+    not Kconfig, or contradicts another is refused by `show` as by `build`."""
+    from embedbuild.kconfig import merge_fragments
+
+    groups: list[tuple[tuple[str, ...], list[Path]]] = [(("kernel", "fragments"),
+                                                         board.kernel.fragments)]
+    if board.userland is not None:
+        groups.append((("userland", "busybox"), board.userland.busybox))
+    if board.uboot.build is not None:
+        groups.append((("uboot", "build", "fragments"), board.uboot.build.fragments))
+    for key, fragments in groups:
+        try:
+            merge_fragments({f: read_text(f, "a Kconfig fragment is plain text")
+                             for f in fragments})
+        except BoardError as e:
+            if e.where is None:  # a conflict names both lines; the list is where they meet
+                e.where = _where(path, text, *key)
+                e.message = f"{'.'.join(key)}: {e.message}"
+            raise
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file; a byte that is not UTF-8 is an error at its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BoardError(f"not UTF-8 text (byte {e.start})", where=f"{path}:{line}",
+                         hint=f"{what}: fix or remove that byte") from None
 
 
 def check_references(board: Board, path: Path, text: str, common: Path) -> None:
@@ -199,6 +309,16 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
     if board.userland is None:
         raise BoardError(f"board {board.name} has a system but no [userland] section",
                          where=str(path), hint="add [userland] busybox = [fragments]")
+    if board.cross_compile not in TOOLCHAIN_ELF:
+        raise BoardError(f"no userland is known for toolchain {board.cross_compile!r}, so "
+                         "its system cannot be built",
+                         where=_where(path, text, "cross_compile"),
+                         hint=f"use one of: {', '.join(TOOLCHAIN_ELF)}")
+    if board.system.initramfs == "separate" and board.uboot.ramdisk_addr is None:
+        raise BoardError("the system's initramfs is loaded separately, but [uboot] has no "
+                         "ramdisk_addr to load it to",
+                         where=_where(path, text, "uboot"),
+                         hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
     for pkg in ("busybox", *board.system.packages):
         if pkg not in board.sources:
             raise BoardError(f"no source named {pkg!r} for package {pkg}",

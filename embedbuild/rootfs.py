@@ -46,6 +46,9 @@ def render_init(system: System, board_name: str) -> str:
     env = jinja2.Environment(keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
     env.filters["shquote"] = shlex.quote
+    # A service's environment as sh statements: names are validated, values quoted.
+    env.filters["shexports"] = lambda variables: "".join(
+        f"export {k}={shlex.quote(v)};" for k, v in variables.items())
     tpl = env.from_string(INIT_TEMPLATE.read_text())
     return tpl.render(board=board_name, hostname=system.hostname, network=system.network,
                       waves=service_waves(system.services),

@@ -8,11 +8,12 @@ trust the model as it is.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from embedbuild.model.base import Strict
 from embedbuild.model.source import Source
@@ -27,8 +28,52 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     return path.resolve()
 
 
+def _patch(path: Path) -> Path:
+    # `patch` reports "Only garbage was found" only once the 1.5 GB tree is unpacked.
+    if not re.search(rb"^--- .*\n\+\+\+ ", path.read_bytes(), re.M):
+        raise ValueError(f"{path.name} is not a patch: it has no unified diff "
+                         "('--- a/FILE' and '+++ b/FILE' lines)")
+    return path
+
+
+def _tree_path(value: str) -> str:
+    # Paths inside a source tree: make and copy them, so they must stay inside it.
+    if value.startswith("/") or any(p in ("", ".", "..") for p in value.split("/")):
+        raise ValueError(f"{value!r} must be a relative path inside the tree, without . or ..")
+    if not re.fullmatch(r"[A-Za-z0-9_.,+/-]+", value):
+        raise ValueError(f"{value!r} has characters a make target cannot have")
+    return value
+
+
 BoardFile = Annotated[Path, AfterValidator(_resolve)]
+PatchFile = Annotated[Path, AfterValidator(_resolve), AfterValidator(_patch)]
+TreePath = Annotated[str, AfterValidator(_tree_path)]
 Address = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
+
+
+def _uimage_address(value: int | str) -> int | str:
+    # The legacy uImage header holds 32-bit load and entry addresses, whatever the CPU.
+    if isinstance(value, int) and not 0 <= value <= 0xFFFF_FFFF:
+        raise ValueError(f"{value:#x} does not fit the uImage header's 32-bit address")
+    return value
+
+
+UImageAddress = Annotated[int, AfterValidator(_uimage_address)]
+
+
+def _config_target(value: str) -> str:
+    # The make targets that write a whole .config from nothing (the kernel's
+    # scripts/kconfig/Makefile; U-Boot's is the same). Anything else, e.g.
+    # `kernelversion`, leaves no .config to merge the fragments into; randconfig would
+    # make the build depend on chance.
+    if not re.fullmatch(r"(allno|allyes|allmod|alldef|tiny|def)config"
+                        r"|[A-Za-z0-9][A-Za-z0-9_.-]*_defconfig", value):
+        raise ValueError(f"{value!r} is not a make target that writes a .config: use "
+                         "allnoconfig, tinyconfig, defconfig or a NAME_defconfig")
+    return value
+
+
+ConfigTarget = Annotated[str, AfterValidator(_config_target)]
 
 
 class Arch(StrEnum):
@@ -37,6 +82,21 @@ class Arch(StrEnum):
     arm = "arm"
     arm64 = "arm64"
     mips = "mips"
+
+
+# Per ARCH: the CPU part a GNU triplet starts with, an example toolchain, the images
+# its boot Makefile (or the top one, for vmlinux) makes, and the qemu-system binaries
+# that emulate it.
+ARCH_CPU = {Arch.arm: r"arm(v\d+\w*)?(eb)?", Arch.arm64: r"aarch64(_be)?",
+            Arch.mips: r"mips(isa\d+r\d+)?(64)?(el)?"}
+ARCH_TOOLCHAIN = {Arch.arm: "arm-linux-gnueabihf-", Arch.arm64: "aarch64-linux-gnu-",
+                  Arch.mips: "mips-linux-gnu-"}
+ARCH_IMAGES = {Arch.arm: ("zImage", "Image", "vmlinux"),
+               Arch.arm64: ("Image", "Image.gz", "vmlinux"),
+               Arch.mips: ("vmlinux.bin", "vmlinux")}
+ARCH_QEMU = {Arch.arm: ("qemu-system-arm",), Arch.arm64: ("qemu-system-aarch64",),
+             Arch.mips: ("qemu-system-mips", "qemu-system-mipsel", "qemu-system-mips64",
+                         "qemu-system-mips64el")}
 
 
 class UImage(Strict):
@@ -51,8 +111,8 @@ class UImage(Strict):
     """
 
     compression: Literal["none", "gzip", "lzma", "lzo", "lz4", "zstd"] = "lzma"
-    load: Address
-    entry: Address | Literal["elf"] = "elf"
+    load: UImageAddress
+    entry: Annotated[int | Literal["elf"], AfterValidator(_uimage_address)] = "elf"
     append_dtb: bool = False
 
 
@@ -73,14 +133,32 @@ class Kernel(Strict):
     """
 
     source: str
-    base: str = "allnoconfig"
+    base: ConfigTarget = "allnoconfig"
     fragments: list[BoardFile] = Field(min_length=1)
-    patches: list[BoardFile] = []
+    patches: list[PatchFile] = []
     image: Literal["zImage", "Image", "Image.gz", "vmlinux.bin", "vmlinux"]
     uimage: UImage | None = None
     dts: BoardFile | None = None
-    dtb: str | None = None
+    dtb: TreePath | None = None
     cmdline: str = ""
+
+    @field_validator("dtb")
+    @classmethod
+    def _dtb_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".dtb"):
+            raise ValueError(f"{v!r} is not a DTB target: it names a .dtb under "
+                             "arch/ARCH/boot/dts, e.g. \"rockchip/rk3326-odroid-go2.dtb\"")
+        return v
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline(cls, v: str) -> str:
+        # U-Boot gets it as setenv bootargs '...': a quote or a control character would end
+        # the command early and run the rest as U-Boot commands.
+        if bad := re.search(r"['\x00-\x1f\x7f]", v):
+            raise ValueError(f"{bad.group()!r} cannot be in a kernel command line U-Boot sets "
+                             "(no single quotes, no control characters)")
+        return v
 
     @model_validator(mode="after")
     def _one_dt(self) -> Self:
@@ -102,9 +180,9 @@ class UBootBuild(Strict):
     """
 
     source: str
-    defconfig: str
+    defconfig: ConfigTarget
     fragments: list[BoardFile] = []
-    image: str = "u-boot.bin"
+    image: TreePath = "u-boot.bin"
 
 
 class UBoot(Strict):
@@ -122,14 +200,50 @@ class UBoot(Strict):
         build: build U-Boot from source (else the board's own U-Boot is used).
     """
 
-    prompt: str = "=> "
-    autoboot: str = "Hit any key to stop autoboot"
+    prompt: str = Field(default="=> ", min_length=1)
+    autoboot: str = Field(default="Hit any key to stop autoboot", min_length=1)
     kernel_addr: Address
     ramdisk_addr: Address | None = None
     fdt_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
     tftp_windowsize: int = Field(default=1, ge=1, le=64)
     build: UBootBuild | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        if re.search(r"[\x00-\x1f\x7f]", v):
+            raise ValueError("a prompt is the text U-Boot prints on its line: no control "
+                             "characters (newlines included)")
+        return v
+
+    @field_validator("autoboot")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        seen: dict[int, str] = {}
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+            addr = getattr(self, key)
+            if addr is None:
+                continue
+            if addr in seen:
+                raise ValueError(f"{key} and {seen[addr]} are both 0x{addr:x}: one would "
+                                 "overwrite the other in RAM")
+            seen[addr] = key
+        return self
+
+
+# The speeds termios can set (B50 ... B4000000): a serial driver refuses others.
+BAUD_RATES = (50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200,
+              38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000,
+              1500000, 2000000, 2500000, 3000000, 3500000, 4000000)
 
 
 class Serial(Strict):
@@ -142,8 +256,21 @@ class Serial(Strict):
     """
 
     baud: int = 115200
-    write_chunk: int = Field(default=0, ge=0)
-    write_delay: float = Field(default=0.0, ge=0)
+    write_chunk: int = Field(default=0, ge=0, le=4096)
+    # Above a second per chunk a command takes minutes to type: a unit mistake (ms?).
+    write_delay: float = Field(default=0.0, ge=0, le=1.0)
+
+    @field_validator("baud")
+    @classmethod
+    def _standard(cls, v: int) -> int:
+        if v not in BAUD_RATES:
+            raise ValueError(f"{v} is not a standard line speed (e.g. 115200; known: "
+                             f"{', '.join(map(str, BAUD_RATES))})")
+        return v
+
+
+# A -M/-cpu/-device value: a name, maybe with ,key=value options.
+QEMU_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$"
 
 
 class Qemu(Strict):
@@ -161,12 +288,12 @@ class Qemu(Strict):
         extra: more QEMU arguments.
     """
 
-    system: str
-    machine: str
-    cpu: str | None = None
-    memory: str = "256M"
+    system: str = Field(pattern=r"^qemu-system-[a-z0-9_]+$")
+    machine: str = Field(pattern=QEMU_VALUE)
+    cpu: str | None = Field(default=None, pattern=QEMU_VALUE)
+    memory: str = Field(default="256M", pattern=r"^[1-9][0-9]*[MG]?$")
     firmware: Path | None = None
-    nic: str = "virtio-net-device"
+    nic: str = Field(default="virtio-net-device", pattern=QEMU_VALUE)
     nodefaults: bool = False
     extra: list[str] = []
 
@@ -181,6 +308,9 @@ class Userland(Strict):
     busybox: list[BoardFile] = Field(min_length=1)
 
 
+ERASE_BLOCK = 0x1000
+
+
 class Partition(Strict):
     """A flash partition.
 
@@ -191,10 +321,20 @@ class Partition(Strict):
         read_only: never written by embedbuild (bootloader, calibration data).
     """
 
-    name: str
+    # It becomes a label string in the generated .dtsi and an MTD name on the device.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=32)
     offset: Address
     size: int = Field(gt=0)
     read_only: bool = False
+
+    @field_validator("offset", "size")
+    @classmethod
+    def _aligned(cls, v: int) -> int:
+        # Linux forces a partition that is not erase-block aligned read-only; 4 KiB is the
+        # smallest erase block of SPI NOR flash.
+        if v % ERASE_BLOCK:
+            raise ValueError(f"{v:#x} is not a multiple of the 4 KiB erase block")
+        return v
 
 
 class Flash(Strict):
@@ -263,6 +403,50 @@ class Board(Strict):
             raise ValueError("[qemu] needs a firmware (a U-Boot binary), or [uboot.build] "
                              "to build one")
         return self
+
+    @property
+    def word_bits(self) -> int:
+        """The CPU's word size: what an address in RAM can reach."""
+        return 64 if self.arch == Arch.arm64 or self.cross_compile.startswith("mips64") else 32
+
+    @property
+    def big_endian(self) -> bool:
+        """Whether the toolchain (hence the kernel and userland) is big-endian."""
+        cpu = self.cross_compile.split("-", 1)[0]
+        return cpu.endswith(("eb", "_be")) or (cpu.startswith("mips") and not cpu.endswith("el"))
+
+    def mismatches(self) -> list[tuple[tuple[str, ...], str]]:
+        """Keys that are each valid alone but contradict another one, as (key path,
+        message): what only make, the toolchain or the board would otherwise find out."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        cpu = self.cross_compile.split("-", 1)[0]
+        toolchain_fits = re.fullmatch(ARCH_CPU[self.arch], cpu) is not None
+        if not toolchain_fits:
+            out.append((("cross_compile",),
+                        f"{self.cross_compile!r} is a toolchain for {cpu}, not for arch "
+                        f"{self.arch.value!r} (e.g. {ARCH_TOOLCHAIN[self.arch]!r})"))
+        if self.kernel.image not in ARCH_IMAGES[self.arch]:
+            out.append((("kernel", "image"),
+                        f"{self.kernel.image!r} is not a kernel image of arch "
+                        f"{self.arch.value!r}: use one of {', '.join(ARCH_IMAGES[self.arch])}"))
+        limit = (1 << self.word_bits) - 1
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+            addr = getattr(self.uboot, key)
+            if addr is not None and addr > limit:
+                out.append((("uboot", key),
+                            f"0x{addr:x} is beyond the {self.word_bits}-bit address space of "
+                            f"arch {self.arch.value!r}"))
+        if self.qemu and self.qemu.system not in ARCH_QEMU[self.arch]:
+            out.append((("qemu", "system"),
+                        f"{self.qemu.system!r} does not emulate arch {self.arch.value!r}: use "
+                        f"{' or '.join(ARCH_QEMU[self.arch])}"))
+        elif self.qemu and self.arch == Arch.mips and toolchain_fits and \
+                self.qemu.system.endswith("el") == self.big_endian:
+            endian = "big" if self.big_endian else "little"
+            out.append((("qemu", "system"),
+                        f"{self.qemu.system!r} emulates the other byte order than the "
+                        f"{endian}-endian toolchain {self.cross_compile!r}"))
+        return out
 
     def firmware_partition(self) -> Partition | None:
         """Where the firmware image goes, when the board has flash."""

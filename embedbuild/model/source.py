@@ -26,11 +26,27 @@ class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     file: Path | None = None
-    debian: str | None = None
+    # Debian policy's source package names.
+    debian: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9+.-]+$")
     url: str | None = None
     filename: str | None = None
     sha256: str
     strip: int = Field(default=1, ge=0)
+
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # Relative to what? Not to wherever embedbuild happens to be run from.
+        if v is not None and not v.is_absolute():
+            raise ValueError(f"{v} must be an absolute path")
+        return v
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and ("/" in v or v in (".", "..")):
+            raise ValueError(f"{v!r} must be a file name of the source package, not a path")
+        return v
 
     @field_validator("sha256")
     @classmethod
@@ -44,6 +60,8 @@ class Source(BaseModel):
     def _https(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("https://"):
             raise ValueError("only https:// URLs are fetched")
+        if v is not None and not re.fullmatch(r"https://[^/\s]+/\S*[^/\s]", v):
+            raise ValueError(f"{v!r} is not an https URL of a file (https://HOST/PATH/FILE)")
         return v
 
     @model_validator(mode="after")

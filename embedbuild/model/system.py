@@ -7,16 +7,93 @@ dependency cycles here, and overlays resolved to their folders by the loader.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
+import struct
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from embedbuild.model.base import Strict
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=32)]
+
+
+def _shell_text(value: str) -> str:
+    # A shell script cannot carry a NUL byte: the rest of the value would be cut off.
+    if "\x00" in value:
+        raise ValueError("a NUL character cannot go into a shell script")
+    return value
+
+
+# Shell text the user writes on purpose (commands, ready tests, environment values):
+# run as written by the init's shell, passed to it shell-quoted.
+ShellText = Annotated[str, AfterValidator(_shell_text)]
+
+
+def _image_path(value: str) -> str:
+    # A path inside the image: the kernel unpacks the cpio as given, so it must stay in /.
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{value!r} must be a relative path inside the overlay (no leading "
+                         "/, no . or .. parts, no empty parts)")
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{value!r} has a control character")
+    return value
+
+
+ImagePath = Annotated[str, AfterValidator(_image_path)]
+# IDs the kernel stores in 32 bits; (uid_t)-1 means "no change", so it is not an owner.
+Id = Annotated[int, Field(ge=0, le=0xFFFF_FFFE)]
+
+# Key types dropbear 2022.83 accepts, each with how many strings its blob holds
+# (RFC 4253 6.6, RFC 5656 3.1, RFC 8709 4, OpenSSH PROTOCOL.u2f): the type name, then
+# the key's own fields.
+SSH_KEY_TYPES = {"ssh-ed25519": 2, "ssh-rsa": 3, "ecdsa-sha2-nistp256": 3,
+                 "ecdsa-sha2-nistp384": 3, "ecdsa-sha2-nistp521": 3,
+                 "sk-ssh-ed25519@openssh.com": 3, "sk-ecdsa-sha2-nistp256@openssh.com": 4}
+
+
+def _ssh_strings(blob: bytes) -> list[bytes] | None:
+    """The length-prefixed strings a key blob is made of; None if it is not exactly that."""
+    out = []
+    while blob:
+        if len(blob) < 4 or len(blob) < 4 + (n := struct.unpack(">I", blob[:4])[0]):
+            return None
+        out.append(blob[4:4 + n])
+        blob = blob[4 + n:]
+    return out
+
+
+def _ssh_key(line: str) -> str:
+    """Refuse what is not one OpenSSH public key line: TYPE BASE64 [COMMENT], where the
+    base64 blob decodes and starts with its own TYPE (what ssh-keygen -l checks)."""
+    if re.search(r"[\x00-\x1f\x7f]", line):
+        raise ValueError("a key is one line: no newlines or control characters")
+    kind, _, rest = line.partition(" ")
+    if kind not in SSH_KEY_TYPES:
+        raise ValueError(f"{kind[:40]!r} is not an SSH key type dropbear accepts "
+                         f"({', '.join(SSH_KEY_TYPES)})")
+    blob_text = rest.split(" ", 1)[0]
+    try:
+        blob = base64.b64decode(blob_text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the {kind} key {blob_text[:20]!r}... is not valid base64 "
+                         "(a truncated or mangled copy?)") from None
+    fields = _ssh_strings(blob)
+    if not fields or (len(fields) != SSH_KEY_TYPES[kind] and fields[0] == kind.encode()):
+        raise ValueError(f"the {kind} key data is cut short or damaged (copy the whole line "
+                         "of the .pub file)")
+    if fields[0] != kind.encode():
+        raise ValueError(f"the key data does not hold a {kind} key but "
+                         f"{fields[0][:40].decode(errors='replace')!r}")
+    return line
+
+
+SshKey = Annotated[str, AfterValidator(_ssh_key)]
 
 # What the init prints once every service is up: what rigs and tests wait for.
 READY_LINE = "embedbuild: system ready"
@@ -36,12 +113,12 @@ class Service(Strict):
     """
 
     name: Name
-    command: str = Field(min_length=1)
+    command: ShellText = Field(min_length=1)
     depends_on: list[Name] = []
     respawn: bool = True
-    environment: dict[str, str] = {}
+    environment: dict[str, ShellText] = {}
     output: Literal["console", "syslog"] = "console"
-    ready: str | None = None
+    ready: ShellText | None = Field(default=None, min_length=1)
 
     @field_validator("environment")
     @classmethod
@@ -62,7 +139,8 @@ class Network(Strict):
         dhcp: use busybox udhcpc.
     """
 
-    interface: str = "eth0"
+    # Linux's interface names: at most 15 bytes (IFNAMSIZ), no "/", ":" or whitespace.
+    interface: str = Field(default="eth0", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
     address: str | None = None
     gateway: str | None = None
     dhcp: bool = False
@@ -70,38 +148,65 @@ class Network(Strict):
     @field_validator("address")
     @classmethod
     def _cidr(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "/" not in v:
+            raise ValueError("give the prefix length too, e.g. 10.77.0.2/24")
+        try:
+            iface = ipaddress.IPv4Interface(v)
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an IPv4 address/prefix: {e}") from None
+        net = iface.network
+        if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"{iface.ip} is the network's own or broadcast address, not a "
+                             f"host's in {net}")
+        return v
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
         if v is not None:
-            ipaddress.IPv4Interface(v)
-            if "/" not in v:
-                raise ValueError("give the prefix length too, e.g. 10.77.0.2/24")
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError as e:
+                raise ValueError(f"{v!r} is not an IPv4 address: {e}") from None
         return v
 
     @model_validator(mode="after")
     def _one_way(self) -> Self:
         if self.dhcp == (self.address is not None):
             raise ValueError("give either address (static) or dhcp = true")
+        if self.gateway is not None:
+            if self.address is None:
+                raise ValueError("gateway is for a static address: DHCP gives the route")
+            iface = ipaddress.IPv4Interface(self.address)
+            gw = ipaddress.IPv4Address(self.gateway)
+            if gw not in iface.network or gw == iface.ip:
+                raise ValueError(f"gateway {gw} must be another host of {iface.network}, "
+                                 "the network the address is on")
         return self
 
 
 class OverlayEntry(Strict):
     """Owner and mode of a file or folder of an overlay."""
 
-    path: str
+    path: ImagePath
     mode: int | None = Field(default=None, ge=0, le=0o7777)
-    uid: int = 0
-    gid: int = 0
+    uid: Id = 0
+    gid: Id = 0
 
 
 class OverlayNode(Strict):
     """A device node or fifo an overlay adds (no root needed on the build host)."""
 
-    path: str
+    path: ImagePath
     type: Literal["char", "block", "fifo"]
-    major: int = 0
-    minor: int = 0
+    # Linux's dev_t: 12 bits of major, 20 of minor.
+    major: int = Field(default=0, ge=0, le=0xFFF)
+    minor: int = Field(default=0, ge=0, le=0xFFFFF)
     mode: int = Field(default=0o600, ge=0, le=0o7777)
-    uid: int = 0
-    gid: int = 0
+    uid: Id = 0
+    gid: Id = 0
 
 
 class OverlayAttrs(Strict):
@@ -155,22 +260,23 @@ class System(Strict):
         initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
     """
 
-    hostname: str = Field(default="embedbuild", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    # One DNS label (RFC 1123): what `hostname` and /etc/hostname take.
+    hostname: str = Field(default="embedbuild",
+                          pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
     console_shell: bool = True
     network: Network | None = None
     services: list[Service] = []
-    authorized_keys: list[str] = []
+    authorized_keys: list[SshKey] = []
     overlays: list[Overlay] = []
     packages: list[Literal["dropbear"]] = []
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
     initramfs: Literal["separate", "builtin"] = "separate"
 
-    @field_validator("authorized_keys")
+    @field_validator("packages")
     @classmethod
-    def _keys(cls, v: list[str]) -> list[str]:
-        for k in v:
-            if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", k):
-                raise ValueError(f"not an SSH public key line: {k[:40]!r}")
+    def _unique_packages(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a package is listed twice")
         return v
 
     @model_validator(mode="after")
