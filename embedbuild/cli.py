@@ -55,7 +55,7 @@ def cmd_boards(args) -> int:
 def cmd_show(args) -> int:
     from embedbuild.load import load_board
 
-    board = load_board(args.board)
+    board = load_board(args.board, Path(args.system) if args.system else None)
     print(json.dumps(board.model_dump(mode="json"), indent=2))
     return 0
 
@@ -328,7 +328,8 @@ def parser() -> argparse.ArgumentParser:
                         help="a system file instead of the board's [system]")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("boards", help="list boards").set_defaults(fn=cmd_boards)
-    s = sub.add_parser("show", help="print a board's resolved definition as JSON")
+    s = sub.add_parser("show", help="print a board's resolved definition as JSON",
+                       parents=[system])
     s.add_argument("board")
     s.set_defaults(fn=cmd_show)
     s = sub.add_parser("build", help="build a board", parents=[system])

@@ -3,11 +3,12 @@ initramfs built in when the system asks for it."""
 
 from __future__ import annotations
 
+import difflib
 import shutil
 from pathlib import Path
 
 from embedbuild import kconfig
-from embedbuild.errors import StepError
+from embedbuild.errors import BoardError, StepError
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
@@ -33,6 +34,8 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
     def build(ctx: Context) -> None:
         src = ctx.input("tree", "tree")
         b = ctx.scratch
+        if dtb:
+            check_dtb_target(src, board, dtb)
         shutil.copyfile(ctx.input("config", "config"), b / ".config")
         if initramfs is not None:
             _build_in(ctx, tc, src, b)
@@ -74,3 +77,20 @@ def _build_in(ctx: Context, tc: Toolchain, src: Path, b: Path) -> None:
     if final.get("INITRAMFS_COMPRESSION_NONE") != "y" or not final.get("INITRAMFS_SOURCE"):
         raise StepError("the kernel config does not take a built-in initramfs",
                         hint="CONFIG_BLK_DEV_INITRD=y is needed in a fragment")
+
+
+def check_dtb_target(src: Path, board: Board, dtb: str) -> None:
+    """An in-tree DTB target must have its .dts in the tree: say so naming board.toml's
+    key, not through make's 'No rule to make target'."""
+    dts_dir = src / BOOT_DIR[board.arch.value] / "dts"
+    if (dts_dir / dtb).with_suffix(".dts").is_file():
+        return
+    known = [str(p.relative_to(dts_dir).with_suffix(".dtb")) for p in dts_dir.rglob("*.dts")]
+    close = difflib.get_close_matches(dtb, known, n=3, cutoff=0.6)
+    raise BoardError(
+        f"kernel.dtb {dtb!r}: this kernel has no {BOOT_DIR[board.arch.value]}/dts/"
+        f"{Path(dtb).with_suffix('.dts')}",
+        where=str(board.dir / "board.toml"),
+        hint=(f"did you mean {' or '.join(close)}? " if close else "")
+        + "DTB targets are relative to the arch's dts folder (arm64 includes the vendor "
+        "folder, e.g. rockchip/rk3326-odroid-go2.dtb)")
