@@ -9,7 +9,6 @@ from conftest import cli, snapshot
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
-from embedbuild.plan import plan_board
 
 
 def _edit(boards: Path, old: str, new: str) -> Path:
