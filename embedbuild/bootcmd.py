@@ -13,6 +13,9 @@ from embedbuild.model.board import Board, Flash, Partition, UBoot
 
 # The boot command for each raw kernel image (a uImage is booted with bootm).
 BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
+# The FIT configuration embedbuild writes (steps/fit.py). bootm names it: Debian's
+# qemu_arm U-Boot answers a bare FIT address with "Could not find configuration node".
+FIT_CONFIG = "conf-1"
 
 
 def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[str]:
@@ -172,10 +175,12 @@ def flash_boot(board: Board, part: Partition, size: int) -> list[str]:
         cmds += [f"sf probe {flash.sf_probe}",
                  f"sf read 0x{image:x} 0x{flash_address(flash, part):x} 0x{size:x}"]
     args = [f"0x{image:x}"]
-    if board.kernel.fit and board.uboot.fdt_addr is not None:
-        # The FIT's own ramdisk (same address, default configuration) and the DTB the
-        # board's firmware put in RAM.
-        args += [f"0x{image:x}", f"0x{board.uboot.fdt_addr:x}"]
+    if board.kernel.fit:
+        # The FIT's kernel and its own ramdisk, and the DTB the board's firmware put in RAM.
+        fit = f"0x{image:x}#{FIT_CONFIG}"
+        args = [fit, fit]
+        if board.uboot.fdt_addr is not None:
+            args.append(f"0x{board.uboot.fdt_addr:x}")
     cmds.append(" ".join(["bootm", *args]))
     return cmds
 

@@ -178,7 +178,8 @@ def test_sf_dialect_reads_back_through_ram():
 def test_boot_from_flash_commands():
     arm = load_board("qemu-arm-virt")
     assert bootcmd.flash_boot(arm, arm.flash.partition("firmware"), 100) == [
-        "setenv bootargs 'console=ttyAMA0,115200'", "bootm 0x4040000 0x4040000 0x40000000"]
+        "setenv bootargs 'console=ttyAMA0,115200'",
+        "bootm 0x4040000#conf-1 0x4040000#conf-1 0x40000000"]
     ap = load_board("ap-ac-lite")
     assert bootcmd.flash_boot(ap, ap.flash.partition("firmware"), 100)[-1] == "bootm 0x9f070000"
 

@@ -110,8 +110,6 @@ def flash(uboot: UBootDriver, board: Board, part: Partition, image: Path, data: 
                      else "nothing was erased")
             raise FlashError(f"{e.message}: {state}", log_tail=e.log_tail) from None
         report.steps[cmd.step] = report.steps.get(cmd.step, 0.0) + r.seconds
-        if cmd.step == "write":
-            report.written = len(data)
         if cmd.expect == "filesize":
             m = _FILESIZE.search(r.output)
             got = int(m.group(1), 16) if m else -1
@@ -125,6 +123,7 @@ def flash(uboot: UBootDriver, board: Board, part: Partition, image: Path, data: 
             got = int(m.group(1), 16) if m else -1
             if got != cmd.value:
                 _mismatch(uboot, board, part, cmd, got, len(data), image)
+    report.written = len(data)  # only now: every check passed
     return report
 
 

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 from embedbuild import fdt
+from embedbuild.bootcmd import FIT_CONFIG
 from embedbuild.errors import StepError
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
@@ -76,8 +77,8 @@ def its(board: Board, kernel: str, ramdisk: str) -> str:
 	}};
 
 	configurations {{
-		default = "conf-1";
-		conf-1 {{
+		default = "{FIT_CONFIG}";
+		{FIT_CONFIG} {{
 			description = "{board.name}";
 			kernel = "kernel-1";
 			ramdisk = "ramdisk-1";
@@ -126,11 +127,12 @@ def verify(path: Path, board: Board, kernel: bytes, ramdisk: bytes) -> dict:
         h = nodes.get(f"{node}/hash-1", {})
         if fdt.string(h.get("algo", b"")) != fit.hash or h.get("value") != digest(fit.hash, data):
             problems.append(f"{node} has no matching {fit.hash} hash")
-    conf = nodes.get("/configurations/conf-1", {})
-    if fdt.string(nodes.get("/configurations", {}).get("default", b"")) != "conf-1" \
+    conf = nodes.get(f"/configurations/{FIT_CONFIG}", {})
+    if fdt.string(nodes.get("/configurations", {}).get("default", b"")) != FIT_CONFIG \
             or fdt.string(conf.get("kernel", b"")) != "kernel-1" \
             or fdt.string(conf.get("ramdisk", b"")) != "ramdisk-1":
-        problems.append("default configuration conf-1 does not name kernel-1 and ramdisk-1")
+        problems.append(f"default configuration {FIT_CONFIG} does not name kernel-1 and "
+                        "ramdisk-1")
     if problems:
         raise StepError(f"{path.name} failed verification: " + "; ".join(problems))
     return {"load": f"0x{a['load']:08x}", "entry": f"0x{a['entry']:08x}",
