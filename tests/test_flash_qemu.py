@@ -17,10 +17,11 @@ from conftest import cli
 from embedbuild import cli as eb_cli
 from embedbuild.load import load_board
 from embedbuild.manifest import Manifest
+from embedbuild.model.system import READY_LINE
 from embedbuild.rig import boot
 from embedbuild.rig import flash as rig_flash
 from embedbuild.rig.boot import Target, qemu_powered, uboot_prompt
-from embedbuild.rig.uboot import Result, UBootDriver
+from embedbuild.rig.uboot import Result, UBootDriver, wait_ready
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -94,7 +95,8 @@ def test_flash_boot_from_flash_and_nothing_else_changed(arm_result: Path, sessio
     assert "Loading kernel from FIT Image at 04040000" in log
     assert re.search(r"Verifying Hash Integrity \.\.\. sha256\+ OK", log)
     assert "tftpboot" not in log
-    r = cli("test", "qemu-arm-virt", "--from-flash", "--", "-q", "-p", "no:cacheprovider",
+    # Options before BOARD: everything after it goes to pytest.
+    r = cli("test", "--from-flash", "qemu-arm-virt", "--", "-q", "-p", "no:cacheprovider",
             store=session_store, env=env, timeout=900)
     assert r.code == 0, r.out[-3000:]
 
@@ -159,3 +161,20 @@ def test_write_that_did_not_land_fails_at_read_back(arm_result: Path, session_st
     assert (f"partition 'firmware': read-back differs from the image first at offset "
             f"0x{first:x} (address 0x{0x4040000 + first:08x})") in err
     assert "the write did not land" in err and "Traceback" not in err
+
+
+def test_set_bootcmd_boots_from_flash_unattended(arm_result: Path, session_store: Path,
+                                                 tmp_path: Path):
+    env = {"EMBEDBUILD_BENCH": str(tmp_path / "bench")}
+    r = cli("flash", "qemu-arm-virt", "--partition", "firmware", "--qemu", "--set-bootcmd",
+            store=session_store, env=env, timeout=600)
+    assert r.code == 0, r.err + r.out
+    assert re.search(r"^set bootcmd +\d+\.\d+ s$", r.out, re.M)
+    board = load_board("qemu-arm-virt")
+    flash = tmp_path / "bench" / "qemu-arm-virt" / "flash.img"
+    # Powered on and left alone: the saved bootcmd boots the flashed image.
+    with qemu_powered(board, arm_result, tmp_path / "w", flash) as (_net, port, _t0), \
+            boot.board_console(board, port, board.serial.baud, tmp_path) as console:
+        wait_ready(console, READY_LINE, 120)
+    log = (tmp_path / "console.log").read_text()
+    assert "Loading kernel from FIT Image at 04040000" in log

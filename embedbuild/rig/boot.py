@@ -56,6 +56,8 @@ class Target:
     server_ip: str
     device_ip: str
     netmask: str = "255.255.255.0"
+    # A QEMU board's bench network (the rig tests reach the board through its namespace).
+    network: BenchNetwork | None = None
 
 
 def bench_network(board: Board) -> BenchNetwork:
@@ -182,6 +184,7 @@ def qemu_target(
             server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
             netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
             powered_on=powered_on, from_flash=from_flash) as target:
+        target.network = net
         yield target
 
 
