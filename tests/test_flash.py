@@ -208,3 +208,11 @@ def test_fit_is_parsed_back_and_checked(tmp_path: Path):
     with pytest.raises(StepError) as e:
         fit.verify(itb, board, b"K" * 10 + bytes([ord("K") ^ 1]) + b"K" * 4989, ramdisk)
     assert "kernel-1 has no matching sha256 hash" in str(e.value)
+
+
+def test_flash_image_is_the_fit_or_the_uimage():
+    from embedbuild.plan import plan_board
+
+    for board, name in (("qemu-arm-virt", "qemu-arm-virt.itb"), ("ap-ac-lite", "uImage")):
+        plan = plan_board(load_board(board))
+        assert plan.result.inputs["manifest"]["flash_image"] == name
