@@ -138,45 +138,59 @@ def _bench(args):
     if getattr(args, "qemu", False) or not args.serial:
         return Bench()
     return Bench(serial=args.serial, baud=args.baud, server_ip=args.server_ip,
-                 device_ip=args.device_ip, netmask=args.netmask)
+                 device_ip=args.device_ip, netmask=args.netmask,
+                 power_timeout=args.power_timeout)
 
 
 def cmd_boot(args) -> int:
+    import contextlib
+
     from embedbuild import session
     from embedbuild.load import load_board
 
     console = _console()
     bench = _bench(args)
-    bench.check()  # before building: never fail half-way
+    initrd = Path(args.initrd).resolve() if args.initrd else None
     board = load_board(args.board, Path(args.system) if args.system else None)
-    bench.check(board)
+    bench.check(board, [initrd] if initrd else [])  # before building: never fail half-way
     args.board = board
     result = build_board(args, _store(args), console).result
-    initrd = Path(args.initrd).resolve() if args.initrd else None
-    # Kept after the run (console.log, QEMU's output, the files served); replaced by the next.
-    workdir = session.bench_dir(board)
-    if bench.serial:
-        console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
-                      f"{bench.serial}", markup=False)
-    try:
-        with session.open_target(board, result, workdir, bench, initrd=initrd,
-                                 ready=args.ready, timeout=args.timeout,
-                                 from_flash=args.from_flash,
-                                 flash=session.flash_file(board)) as target:
-            for line in target.report.lines():
-                console.print(line, markup=False)
-            console.print(f"console log: {workdir / 'console.log'}", markup=False)
-            if args.no_console:
-                return 0
-            console.print("console attached; quit with Ctrl-]", markup=False)
-            target.console.interact()
-    except EmbedbuildError as e:
-        e.log_path = e.log_path or str(workdir / "console.log")
-        raise
+    with contextlib.ExitStack() as stack:
+        # Kept after the run (console.log, QEMU's output, the files served).
+        workdir = stack.enter_context(session.bench_dir(board))
+        on_wait = None
+        if bench.serial:
+            console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
+                          f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
+            waiting = stack.enter_context(console.status("listening", spinner="dots"))
+
+            def on_wait(seconds: float) -> None:
+                waiting.update(f"listening on {bench.serial} at "
+                               f"{bench.baud or board.serial.baud} baud, serving "
+                               f"{bench.server_ip}:69: {seconds:.0f} s")
+        try:
+            target = stack.enter_context(session.open_target(
+                board, result, workdir, bench, initrd=initrd, ready=args.ready,
+                timeout=args.timeout, on_wait=on_wait, from_flash=args.from_flash,
+                flash=session.flash_file(board)))
+        except EmbedbuildError as e:
+            e.log_path = e.log_path or str(workdir / "console.log")
+            raise
+        if bench.serial:
+            waiting.stop()
+        for line in target.report.lines():
+            console.print(line, markup=False)
+        console.print(f"console log: {workdir / 'console.log'}", markup=False)
+        if args.no_console:
+            return 0
+        console.print("console attached; quit with Ctrl-]", markup=False)
+        target.console.interact()
     return 0
 
 
 def cmd_flash(args) -> int:
+    import contextlib
+
     from embedbuild import session
     from embedbuild.load import load_board
     from embedbuild.rig.flash import check_set_bootcmd, writable_partition
@@ -192,22 +206,41 @@ def cmd_flash(args) -> int:
         bench.check(board)
     result = None if args.image else build_board(args, _store(args), _console()).result
     image = Path(args.image) if args.image else session.flash_image(board, result)
-    workdir = None if args.dry_run else session.bench_dir(board)
-    try:
-        session.flash(board, args.partition, image, bench, workdir, result=result,
-                      set_bootcmd=args.set_bootcmd, dry_run=args.dry_run)
-    except EmbedbuildError as e:
-        e.log_path = e.log_path or (str(workdir / "console.log") if workdir else None)
-        raise
+    with contextlib.ExitStack() as stack:
+        workdir = None if args.dry_run else stack.enter_context(session.bench_dir(board))
+        try:
+            session.flash(board, args.partition, image, bench, workdir, result=result,
+                          set_bootcmd=args.set_bootcmd, dry_run=args.dry_run)
+        except EmbedbuildError as e:
+            e.log_path = e.log_path or (str(workdir / "console.log") if workdir else None)
+            raise
     return 0
 
 
 def cmd_console(args) -> int:
     from embedbuild.rig.console import Console
+    from embedbuild.rig.preflight import check_serial
 
+    check_serial(args.serial)
     with Console(args.serial, args.baud, Path(args.log) if args.log else None) as c:
         _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
         c.interact()
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from embedbuild.doctor import findings
+    from embedbuild.load import load_board
+
+    board = load_board(args.board) if args.board else None
+    found = findings(_store(args), board, args.serial, args.server_ip, args.device_ip)
+    for f in found:
+        mark = "ok " if f.ok else "FIX"
+        print(f"{mark} {f.what}: {f.detail}" + (f"\n      -> {f.fix}" if f.fix else ""))
+    bad = [f for f in found if not f.ok]
+    if bad:
+        raise EmbedbuildError(f"{len(bad)} of {len(found)} checks need fixing (FIX above)")
+    print(f"all {len(found)} checks fine")
     return 0
 
 
@@ -312,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     serial.add_argument("--server-ip", help="this machine's address on the board's network")
     serial.add_argument("--device-ip", help="address to give the board")
     serial.add_argument("--netmask", default="255.255.255.0")
+    serial.add_argument("--power-timeout", type=float, default=300, metavar="SECONDS",
+                        help="how long to wait for a real board to be powered on")
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
@@ -363,6 +398,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
     s.set_defaults(fn=cmd_console)
+    s = sub.add_parser("doctor", help="check this machine (and a board's line) for what "
+                       "building and booting need", parents=[serial])
+    s.add_argument("board", nargs="?")
+    s.add_argument("--serial", metavar="DEV", help="a real board's console to check")
+    s.set_defaults(fn=cmd_doctor)
     s = sub.add_parser("tftp", help="serve a build result (or folder) over TFTP, read-only")
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
@@ -398,15 +438,25 @@ def report(e: EmbedbuildError) -> None:
         console.print(f"hint: {e.hint}", markup=False, soft_wrap=True)
 
 
-def _sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C: every context manager cleans up
+_stopping = False
+
+
+def _stop(signum, frame) -> None:
+    """The first SIGTERM or Ctrl-C unwinds like Ctrl-C (every context manager cleans up);
+    later ones are ignored so they cannot cut that cleanup short (SIGKILL still works)."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     import signal
 
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         return args.fn(args)
     except EmbedbuildError as e:

@@ -1,6 +1,6 @@
 """Kconfig requests: fragments merged, checked against a Kconfig tree, verified after.
 
-Used for the kernel (and later busybox and U-Boot): fragments are parsed into
+Used for the kernel, busybox and U-Boot: fragments are parsed into
 requests, conflicts across fragments are refused, unknown symbols are refused,
 and every requested value is checked in the final .config. A value that did
 not survive is explained from the Kconfig dependencies.
@@ -191,7 +191,7 @@ def verify(kconf, final: Path, requests: Mapping[str, Request]) -> None:
             if _same(have, r.value):
                 continue
             sym = kconf.syms[r.symbol]
-            why = explain(sym, r.value)
+            why = explain(sym, r.value, requests)
             lost.append(f"{r.where}: {r.config_line()} requested, got {have or 'n'}: {why}")
     if lost:
         raise ConfigError(
@@ -209,27 +209,38 @@ def _same(have: str, want: str) -> bool:
         return False
 
 
-def explain(sym, want: str) -> str:
-    """Why a symbol does not have the wanted value, from its Kconfig dependencies."""
+def explain(sym, want: str, requests: Mapping[str, Request] | None = None) -> str:
+    """Why a symbol does not have the wanted value, from its Kconfig dependencies.
+
+    With the requests, a choice conflict names where the winning symbol was asked for.
+    """
     import kconfiglib as k
 
     def fmt(sc) -> str:
         if isinstance(sc, k.Symbol) and not sc.is_constant:
+            if not sc.nodes:  # referenced, but defined only under another ARCH (or nowhere)
+                return f"{sc.name} [not defined in this tree for this ARCH]"
             return f"{sc.name} [={sc.str_value}]"
         return k.standard_sc_expr_str(sc)
 
     def unmet(expr, need: int) -> list[str]:
         return [k.expr_str(e, fmt) for e in k.split_expr(expr, k.AND) if k.expr_value(e) < need]
 
-    if sym.type in (k.BOOL, k.TRISTATE) and want in ("y", "m", "n"):
+    def selectors(level: int) -> str:
+        return ", ".join(k.expr_str(e, fmt) for e in k.split_expr(sym.rev_dep, k.OR)
+                         if k.expr_value(e) >= level)
+
+    # orig_type: kconfiglib reports a tristate as a bool while modules are off.
+    if sym.orig_type in (k.BOOL, k.TRISTATE):
+        if want not in ("y", "m", "n"):
+            if sym.orig_type == k.BOOL:
+                return f"{want!r} is not a bool value: use y or n"
+            return f"{want!r} is not a tristate value: use y, m or n"
         need = {"n": 0, "m": 1, "y": 2}[want]
         if need == 0:
             reasons = []
             if sym.rev_dep is not sym.kconfig.n and k.expr_value(sym.rev_dep):
-                sel = [
-                    k.expr_str(e, fmt) for e in k.split_expr(sym.rev_dep, k.OR) if k.expr_value(e)
-                ]
-                reasons.append("selected by " + ", ".join(sel))
+                reasons.append("selected by " + selectors(1))
             prompts = [n for n in sym.nodes if n.prompt]
             if not prompts:
                 reasons.append("it has no prompt, so it cannot be switched off by hand")
@@ -240,10 +251,12 @@ def explain(sym, want: str) -> str:
                     f"so its default {sym.str_value} applies"
                 )
             return "; ".join(reasons) or "forced by its default"
-        if need == 1 and sym.type == k.BOOL:
+        if need == 1 and sym.orig_type == k.BOOL:
             return "it is a bool: use y or n"
         if need == 1 and sym.kconfig.modules.tri_value == 0:
-            return "modules are disabled (MODULES [=n])"
+            return f"modules are disabled ({sym.kconfig.modules.name} [=n])"
+        if need == 1 and k.expr_value(sym.rev_dep) == 2:
+            return f"selected by {selectors(2)}, which makes it y"
         deps = unmet(sym.direct_dep, need)
         if sym.choice is not None and deps == ["<choice>"]:
             # The choice itself is hidden: say what it depends on.
@@ -258,16 +271,36 @@ def explain(sym, want: str) -> str:
         if conds:
             return "its prompt is only visible if " + " && ".join(conds)
         if sym.choice is not None:
-            sel = sym.choice.selection
-            return f"it is in a choice where {sel.name if sel else 'another symbol'} is selected"
+            return _choice_conflict(sym, requests or {})
         return f"its value is limited to {sym.str_value} (visibility {sym.visibility})"
-    if sym.type in (k.INT, k.HEX):
+    if sym.orig_type in (k.INT, k.HEX):
+        base, kind = (10, "decimal") if sym.orig_type == k.INT else (16, "hex")
+        try:
+            value = int(want, base)
+        except ValueError:
+            return f"{want!r} is not a {kind} number"
         for lo, hi, cond in sym.ranges:
-            if k.expr_value(cond):
-                return f"outside its range [{lo.str_value}, {hi.str_value}]"
+            if k.expr_value(cond):  # the first active range is the one that applies
+                with contextlib.suppress(ValueError):
+                    if not int(lo.str_value, base) <= value <= int(hi.str_value, base):
+                        return f"outside its range [{lo.str_value}, {hi.str_value}]"
+                break
     if not sym.visibility:
         deps = unmet(sym.direct_dep, 2) or unmet(sym.direct_dep, 1)
         if deps:
             return "depends on " + " && ".join(deps)
         return "it has no visible prompt, so its default is used"
     return "the value was not accepted"
+
+
+def _choice_conflict(sym, requests: Mapping[str, Request]) -> str:
+    """A choice takes one symbol: name the one it took and where it was asked for."""
+    sel = sym.choice.selection
+    if sel is None:
+        return "it is in a choice where another symbol is selected"
+    r = requests.get(sel.name)
+    if r is not None and r.value == "y":
+        return (f"it is in a choice where CONFIG_{sel.name} is selected, requested at "
+                f"{r.where}: request only one of them")
+    return (f"it is in a choice where CONFIG_{sel.name} is selected "
+            "(by the base config or the choice's default)")

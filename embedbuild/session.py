@@ -4,8 +4,10 @@ a board, then open a booted target on it, in QEMU or on a real board's serial co
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,44 +63,58 @@ class Bench:
     server_ip: str | None = None
     device_ip: str | None = None
     netmask: str = "255.255.255.0"
+    power_timeout: float = 300.0
 
-    def check(self, board: Board | None = None) -> None:
-        """Refuse what cannot work, before anything is built or powered."""
+    def check(self, board: Board | None = None, files: list[Path] = ()) -> None:
+        """Refuse what cannot work, before anything is built or anyone is asked to power
+        a board on: for a real board, the serial device, the addresses, the TFTP port
+        and ``files`` (rig/preflight.py)."""
         from embedbuild.rig.netns import require_root
+        from embedbuild.rig.preflight import preflight
 
         if self.serial is None:
             require_root(f"booting {board.name if board else 'a board'} in QEMU")
             if board is not None and board.qemu is None:
                 raise EmbedbuildError(f"board {board.name} has no [qemu] section",
                                       hint="boot it on real hardware with --serial")
-        elif not (self.server_ip and self.device_ip):
+            return
+        if not (self.server_ip and self.device_ip):
             raise EmbedbuildError(
                 "a serial console needs the server and device addresses too",
                 hint="give --server-ip (this machine on the board's network) and --device-ip "
                 "(the address the board gets)",
             )
+        preflight(self.serial, self.server_ip, self.device_ip, files)
 
 
-def bench_dir(board: Board) -> Path:
-    """A board's bench folder (console.log, QEMU's output, the files served), emptied for
-    each boot but for the file backing a QEMU board's flash, which persists like the chip:
-    $EMBEDBUILD_BENCH/BOARD, else ~/.cache/embedbuild/bench/BOARD."""
-    from embedbuild.rig.boot import FLASH_FILE
-
-    d = cache_dir("EMBEDBUILD_BENCH", "bench") / board.name
-    d.mkdir(parents=True, exist_ok=True)
-    for p in d.iterdir():
-        if p.name == FLASH_FILE:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink()
-    return d
+@contextlib.contextmanager
+def bench_dir(board: Board) -> Iterator[Path]:
+    """A board's bench folder for one boot (console.log, QEMU's output, the files
+    served): $EMBEDBUILD_BENCH/BOARD/run, else ~/.cache/embedbuild/bench/BOARD/run,
+    emptied for each boot and kept after it. One boot of a board at a time: the
+    board's folder is locked while it runs (what persists, e.g. a flash image, sits
+    beside run/)."""
+    board_dir = cache_dir("EMBEDBUILD_BENCH", "bench") / board.name
+    board_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(board_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmbedbuildError(f"{board.name} is being booted by another embedbuild",
+                                  where=str(board_dir),
+                                  hint="wait for it to end, or stop it") from None
+        run = board_dir / "run"
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        yield run
+    finally:
+        os.close(fd)
 
 
 def flash_file(board: Board) -> Path:
-    """The file backing a QEMU board's flash, in its bench folder."""
+    """The file backing a QEMU board's flash, in its bench folder beside run/: it
+    persists across boots like the chip."""
     from embedbuild.rig.boot import FLASH_FILE
 
     return cache_dir("EMBEDBUILD_BENCH", "bench") / board.name / FLASH_FILE
@@ -107,12 +123,13 @@ def flash_file(board: Board) -> Path:
 @contextlib.contextmanager
 def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
                 initrd: Path | None = None, ready: str = READY_LINE,
-                timeout: float = 60, from_flash: bool = False,
-                flash: Path | None = None) -> Iterator:
+                timeout: float = 60, on_wait: Callable[[float], None] | None = None,
+                from_flash: bool = False, flash: Path | None = None) -> Iterator:
     """Boot a built result on the bench until the ready line (over TFTP, or from the
     image in its firmware partition); yields the rig's Target. A QEMU board's flash is
-    backed by ``flash`` (default: a new erased file in workdir). Everything started for
-    it is stopped on exit, also after an error or Ctrl-C."""
+    backed by ``flash`` (default: a new erased file in workdir). ``on_wait(seconds)`` is
+    called while a person is to power a real board on. Everything started for it is
+    stopped on exit, also after an error or Ctrl-C."""
     from embedbuild.rig.boot import qemu_target, serial_target
 
     bench.check(board)
@@ -124,7 +141,8 @@ def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
         cm = serial_target(board, result, workdir, port=bench.serial,
                            baud=bench.baud or board.serial.baud, server_ip=bench.server_ip,
                            device_ip=bench.device_ip, netmask=bench.netmask, initrd=initrd,
-                           ready=ready, timeout=timeout, from_flash=from_flash)
+                           ready=ready, timeout=timeout, power_timeout=bench.power_timeout,
+                           on_wait=on_wait, from_flash=from_flash)
     with cm as target:
         yield target
 
@@ -174,7 +192,7 @@ def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path
             for text in bootcmd.set_bootcmd(board, part, len(data)):
                 say(text)
         return
-    bench.check(board)
+    bench.check(board, [image])
     assert workdir is not None
     served = workdir / "tftp"
     served.mkdir(parents=True, exist_ok=True)
@@ -190,7 +208,8 @@ def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path
             baud = bench.baud or board.serial.baud
         target = stack.enter_context(uboot_prompt(
             board, served, workdir, port=port, baud=baud, server_ip=server, device_ip=device,
-            netmask=netmask, netns=netns, powered_on=powered_on))
+            netmask=netmask, netns=netns, powered_on=powered_on,
+            power_timeout=bench.power_timeout))
         try:
             rig_flash.flash(target.uboot, board, part, image, data, filename=image.name,
                             server_ip=server, device_ip=device, netmask=netmask,

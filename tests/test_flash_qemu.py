@@ -91,7 +91,7 @@ def test_flash_boot_from_flash_and_nothing_else_changed(arm_result: Path, sessio
     r = cli("boot", "qemu-arm-virt", "--qemu", "--from-flash", "--no-console",
             store=session_store, env=env, timeout=300)
     assert r.code == 0, r.err
-    log = (tmp_path / "bench" / "qemu-arm-virt" / "console.log").read_text()
+    log = (tmp_path / "bench" / "qemu-arm-virt" / "run" / "console.log").read_text()
     assert "Loading kernel from FIT Image at 04040000" in log
     assert re.search(r"Verifying Hash Integrity \.\.\. sha256\+ OK", log)
     assert "tftpboot" not in log

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from embedbuild.errors import EmbedbuildError
 from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board
 from embedbuild.model.system import READY_LINE
-from embedbuild.rig.console import Console
+from embedbuild.rig.console import Console, ConsoleError
 from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.qemu import QemuBoard, flash_file
 from embedbuild.rig.tftp import TftpServer, Transfer
@@ -26,6 +26,9 @@ from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_rea
 
 # The file backing a QEMU board's flash, in its bench folder.
 FLASH_FILE = "flash.img"
+# A person powers the board on: give them this long.
+POWER_ON_TIMEOUT = 300.0
+COMMON_BAUDS = (115200, 57600, 38400, 19200, 9600)
 
 
 @dataclass
@@ -165,6 +168,47 @@ def qemu_powered(board: Board, result: Path | None, workdir: Path,
         yield net, qemu.power_on(), powered_on
 
 
+def wait_for_power_on(uboot: UBootDriver, port: str, baud: int, timeout: float,
+                      on_wait: Callable[[float], None] | None = None) -> float:
+    """Wait for a person to power the board on and catch its U-Boot; returns the seconds
+    waited. Gives up after ``timeout`` saying what was seen on the line."""
+    console = uboot.console
+    t0 = time.monotonic()
+    start = console.mark()
+    while True:
+        elapsed = time.monotonic() - t0
+        if elapsed >= timeout:
+            raise BootError(f"no U-Boot on {port} after {timeout:.0f} s: "
+                            f"{describe_line(console.since(start), baud)}")
+        try:
+            uboot.interrupt(min(1.0, timeout - elapsed))
+            return time.monotonic() - t0
+        except BootError:
+            raise
+        except ConsoleError:
+            if console.closed:
+                raise
+            if on_wait:
+                on_wait(time.monotonic() - t0)
+
+
+def describe_line(text: str, baud: int) -> str:
+    """What arrived on a serial line that never showed U-Boot, and what it suggests."""
+    if not text:
+        return ("nothing arrived: check that the board has power, and the wiring (the "
+                "adapter's RX to the board's TX, TX to RX, GND to GND)")
+    noise = sum(1 for c in text if c == "\ufffd" or (ord(c) < 32 and c not in "\n\t")
+                or 127 <= ord(c) < 160)
+    shown = "".join(c if c.isprintable() else "." for c in text[-60:].replace("\n", " "))
+    if noise > len(text) // 4:
+        others = ", ".join(str(b) for b in COMMON_BAUDS if b != baud)
+        return (f"{len(text)} characters arrived but no U-Boot banner, and {noise} of them are "
+                f"not text: the line speed is probably wrong (the board declares {baud} baud; "
+                f"try --baud with one of {others}); last seen: {shown!r}")
+    return (f"{len(text)} characters arrived but no U-Boot prompt or autoboot line; last "
+            f"seen: {shown!r} (if that is U-Boot, set uboot.prompt and uboot.autoboot)")
+
+
 @contextlib.contextmanager
 def qemu_target(
     board: Board,
@@ -202,10 +246,13 @@ def uboot_prompt(
     netns: str | None = None,
     timeout: float = 60,
     powered_on: float | None = None,
+    power_timeout: float = POWER_ON_TIMEOUT,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[Target]:
     """A board at its U-Boot prompt, with a TFTP server serving the folder ``served``
     (from inside ``netns`` when given). With ``powered_on`` the caller switched the power
-    (QEMU) and times from then; else a person powers the board on."""
+    (QEMU) and times from then; else a person powers the board on within
+    ``power_timeout`` seconds, and ``on_wait(elapsed)`` is called while we wait."""
     report = BootReport()
     with contextlib.ExitStack() as stack:
         stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append,
@@ -213,8 +260,8 @@ def uboot_prompt(
         console = stack.enter_context(board_console(board, port, baud, workdir))
         uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
         if powered_on is None:
-            # A person powers the board on: allow them time.
-            report.stages.append(("waiting for U-Boot", uboot.interrupt(max(timeout, 300))))
+            report.stages.append(("waiting for U-Boot", wait_for_power_on(
+                uboot, port, baud, power_timeout, on_wait)))
         else:
             uboot.interrupt(timeout)
             report.stages.append(("power on to U-Boot prompt", time.monotonic() - powered_on))
@@ -238,16 +285,19 @@ def serial_target(
     timeout: float = 60,
     powered_on: float | None = None,
     from_flash: bool = False,
+    power_timeout: float = POWER_ON_TIMEOUT,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[Target]:
     """Boot a board on a serial console, over TFTP or (``from_flash``) from the image in
     its firmware partition; the result is served over TFTP either way, for the tests that
-    fetch it back. ``powered_on`` as for uboot_prompt."""
+    fetch it back. ``powered_on``, ``power_timeout`` and ``on_wait`` as for uboot_prompt."""
     cmds = (flash_boot_commands(board, result) if from_flash
             else boot_commands(board, result, initrd))
     served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
     with uboot_prompt(board, served, workdir, port=port, baud=baud, server_ip=server_ip,
                       device_ip=device_ip, netmask=netmask, netns=netns, timeout=timeout,
-                      powered_on=powered_on) as target:
+                      powered_on=powered_on, power_timeout=power_timeout,
+                      on_wait=on_wait) as target:
         tftp_boot(board, target.uboot, server_ip, device_ip, netmask, cmds, ready,
                   target.report, timeout)
         if powered_on is not None:

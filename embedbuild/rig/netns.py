@@ -10,7 +10,9 @@ import contextlib
 import ctypes
 import itertools
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,6 +50,32 @@ def inside(ns_path: str | None) -> Iterator[None]:
     finally:
         os.close(own)
         os.close(target)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back during the body (cleanup that must finish), then
+    deliver them to their own handlers.
+
+    Only the main thread can change handlers; elsewhere the body runs as is (Python
+    raises KeyboardInterrupt in the main thread only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in saved.items():
+        if handler is not None:  # None: a handler set outside Python; leave it
+            signal.signal(s, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
 
 
 def _remove_stale() -> None:
@@ -99,8 +127,8 @@ class BenchNetwork:
         require_root("a QEMU bench network")
         _remove_stale()
         self.name = self.name or f"embedbuild-{os.getpid()}-{next(_serial)}"
-        _ip("netns", "add", self.name)
         try:
+            _ip("netns", "add", self.name)
             n = ["-n", self.name]
             _ip(*n, "link", "set", "lo", "up")
             _ip(*n, "link", "add", "br0", "type", "bridge")
@@ -110,9 +138,11 @@ class BenchNetwork:
             _ip(*n, "link", "set", "br0", "up")
             _ip(*n, "link", "set", self.tap, "up")
         except BaseException:
+            # Also when interrupted half-way: `netns add` may have run already.
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        with uninterrupted():
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

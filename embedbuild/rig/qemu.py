@@ -3,6 +3,8 @@ and a NIC on the tap of a bench network."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -14,7 +16,9 @@ from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
-from embedbuild.rig.netns import BenchNetwork
+from embedbuild.rig.netns import BenchNetwork, uninterrupted
+
+_serial = itertools.count()
 
 
 def flash_file(path: Path, size: int) -> Path:
@@ -58,9 +62,11 @@ class QemuBoard:
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
-        self.qmp_path = workdir / "qmp.sock"
+        # Unique per QEMU: boots sharing a folder must never quit each other's QEMU.
+        self.qmp_path = workdir / f"qmp-{os.getpid()}-{next(_serial)}.sock"
 
     def argv(self) -> list[str]:
+        """QEMU's command line: serial on a pty, QMP on a socket, the NIC on the tap."""
         s = self.spec
         argv = [
             s.system,
@@ -92,20 +98,34 @@ class QemuBoard:
         return [a for a in argv if a]
 
     def power_on(self, timeout: float = 10) -> str:
-        """Start QEMU; returns the pty path of its serial console."""
-        out = (self.workdir / "qemu.out").open("w")
-        # QEMU dies with us, even if we are killed with SIGKILL.
-        self.proc = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "KILL", "--", *self.network.exec_argv(self.argv())],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()  # QEMU has its own copy
+        """Start QEMU; returns the pty path of its serial console.
+
+        If starting fails or is interrupted (Ctrl-C, SIGTERM) before this returns,
+        QEMU is stopped here: the caller has nothing to power off yet.
+        """
+        out_path = self.workdir / "qemu.out"
+        with out_path.open("w") as out:  # QEMU keeps its own copy
+            # QEMU dies with us, even if we are killed with SIGKILL.
+            self.proc = subprocess.Popen(
+                ["setpriv", "--pdeathsig", "KILL", "--",
+                 *self.network.exec_argv(self.argv())],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            return self._wait_for_pty(out_path, timeout)
+        except BaseException:
+            with uninterrupted():
+                self._kill()
+            raise
+
+    def _wait_for_pty(self, out_path: Path, timeout: float) -> str:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = (self.workdir / "qemu.out").read_text(errors="replace")
+            text = out_path.read_text(errors="replace")
             if m := re.search(r"char device redirected to (/dev/pts/\d+)", text):
                 return m.group(1)
             if self.proc.poll() is not None:
@@ -127,21 +147,23 @@ class QemuBoard:
                 f.flush()
                 f.readline()
 
-    def reset(self) -> None:
-        """Hard reset, like the board's reset line."""
-        self._qmp("system_reset")
-
-    def power_off(self) -> None:
-        """Stop QEMU (QMP quit, then kill) and wait for it."""
+    def _kill(self) -> None:
+        """SIGKILL QEMU's process group and reap it."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        try:
-            self._qmp("quit")
-            self.proc.wait(timeout=3)
-        except (OSError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def power_off(self) -> None:
+        """Stop QEMU (QMP quit, then kill) and wait for it; a signal meanwhile waits
+        until QEMU is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with uninterrupted():
+            try:
+                self._qmp("quit")
+                self.proc.wait(timeout=3)
+            except (OSError, subprocess.TimeoutExpired):
+                pass  # no QMP answer: the kill below does it
+            self._kill()

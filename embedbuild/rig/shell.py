@@ -10,6 +10,7 @@ dropped by the framing; a damaged transfer fails the checksum and is fetched aga
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import secrets
 
@@ -18,20 +19,27 @@ from embedbuild.rig.console import Console, ConsoleError
 FETCH_TRIES = 5
 
 
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
 def posix_cksum(data: bytes) -> int:
-    """The CRC that POSIX cksum prints (polynomial 0x04C11DB7, length appended)."""
+    """The CRC that POSIX cksum prints (polynomial 0x04C11DB7, MSB first, length appended)."""
     crc = 0
     for b in data:
-        crc ^= b << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-            crc &= 0xFFFFFFFF
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ b]
     n = len(data)
     while n:
-        crc ^= (n & 0xFF) << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-            crc &= 0xFFFFFFFF
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ (n & 0xFF)]
         n >>= 8
     return ~crc & 0xFFFFFFFF
 
@@ -92,15 +100,13 @@ class ShellDriver:
 
     def _fetch(self, path: str, tag: str, timeout: float) -> str:
         c = self.console
-        line_re = re.compile(rf"^@@{tag}\|([A-Za-z0-9+/=]*)$", re.M)
-        for _ in range(FETCH_TRIES):
-            c.sendline(f'cksum {path}; base64 {path} | sed "s/^/@@{tag}|/"; echo "@@{tag}""END"',
-                       echo_timeout=None)
-            m = c.expect(rf"@@{tag}END", timeout)
-            text = m.before
-            ck = re.search(rf"^(\d+) (\d+) {re.escape(path)}$", text, re.M)
-            data = base64.b64decode("".join(line_re.findall(text)) or "")
-            if ck and int(ck.group(1)) == posix_cksum(data) and int(ck.group(2)) == len(data):
+        for attempt in range(FETCH_TRIES):
+            # A tag per attempt: lines left over from a damaged attempt cannot mix in.
+            ftag = f"{tag}{attempt}"
+            c.sendline(f'cksum {path}; base64 {path} | sed "s/^/@@{ftag}|/"; '
+                       f'echo "@@{ftag}""END"', echo_timeout=None)
+            data = _decode(c.expect(rf"@@{ftag}END", timeout).before, ftag, path)
+            if data is not None:
                 c.sendline(f"rm -f {path}", echo_timeout=None)
                 return data.decode(errors="replace")
         raise ShellError(f"could not fetch the output of a command intact in {FETCH_TRIES} tries",
@@ -113,3 +119,21 @@ class ShellDriver:
             raise ShellError(f"`{command}` exited with status {status}: {output.strip()[-500:]}",
                              log_tail=self.console.tail())
         return output
+
+
+def _decode(text: str, tag: str, path: str) -> bytes | None:
+    """The file's bytes from a fetch's framed base64 lines, or None when a line was
+    damaged (a byte lost on the wire, a kernel line inside it) or one is missing."""
+    ck = re.search(rf"^(\d+) (\d+) {re.escape(path)}$", text, re.M)
+    if not ck:
+        return None
+    try:
+        # Line by line: base64 wraps at 76 characters, so each line decodes alone,
+        # and a line that lost a byte is refused instead of shifting all after it.
+        data = b"".join(base64.b64decode(line, validate=True)
+                        for line in re.findall(rf"^@@{tag}\|(.*)$", text, re.M))
+    except binascii.Error:
+        return None
+    if int(ck.group(1)) != posix_cksum(data) or int(ck.group(2)) != len(data):
+        return None
+    return data

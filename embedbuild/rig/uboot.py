@@ -28,12 +28,21 @@ UBOOT_ERRORS = [
     r"## Error: [^\n]*",
     r"Must RESET board to recover",
 ]
-# What a kernel prints when it will not reach the init's ready line.
+# What a kernel prints when it will not reach the init's ready line. Services may
+# write to the console too, so the oops and BUG patterns match only lines shaped
+# like the kernel's: at a line start, after the printk time and caller id when
+# those are on, in the kernel's own wording.
+_PRINTK = r"^(?:\[ *\d+\.\d+\] )?(?:\[ *[TC]\d+\] )?"
 KERNEL_ERRORS = [
     r"Kernel panic - not syncing:[^\n]*",
-    r"Internal error: Oops[^\n]*",
-    r"\bOops[:\[][^\n]*",
-    r"\bBUG: [^\n]*",
+    # One pattern, not four: each anchored pattern is a scan of every position.
+    _PRINTK + r"(?:Internal error: Oops"
+    # x86 "Oops: 0002 [#1] SMP", MIPS "Oops[#1]:", RISC-V "Oops [#1]"
+    r"|Oops(?:: [0-9a-f]+)? ?\[#\d+\]"
+    r"|kernel BUG at "
+    r"|BUG: (?:kernel NULL pointer dereference|unable to handle|scheduling while atomic"
+    r"|sleeping function called|spinlock|KASAN|KFENCE|soft lockup|workqueue lockup|Bad page"
+    r"|(?:TASK )?stack guard page))[^\n]*",
 ]
 _ERR = re.compile("|".join(UBOOT_ERRORS))
 MARK = "@@@"

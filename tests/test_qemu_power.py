@@ -1,0 +1,73 @@
+"""QemuBoard's power on and off with a stand-in for qemu-system (no root, no QEMU):
+a start that fails, times out or is interrupted leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from embedbuild.errors import EmbedbuildError
+from embedbuild.model.board import Qemu
+from embedbuild.rig.qemu import QemuBoard
+
+
+class NoNetwork:
+    """A bench network that runs commands where we are."""
+
+    tap = "tap0"
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        return argv
+
+
+def _board(tmp_path: Path, script: str) -> QemuBoard:
+    fake = tmp_path / "qemu-system-fake"
+    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\n{script}\n")
+    fake.chmod(0o755)
+    return QemuBoard(Qemu(system=str(fake), machine="virt"), NoNetwork(), tmp_path)
+
+
+def _alive(tmp_path: Path) -> bool:
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_power_on_returns_the_pty_and_power_off_stops_it(tmp_path: Path):
+    board = _board(tmp_path, "echo 'char device redirected to /dev/pts/99 (label serial0)'\n"
+                             "exec sleep 60")
+    assert board.power_on(timeout=10) == "/dev/pts/99"
+    assert _alive(tmp_path)
+    board.power_off()  # no QMP socket here: it is killed
+    assert not _alive(tmp_path)
+
+
+def test_exit_at_start_is_reported(tmp_path: Path):
+    board = _board(tmp_path, "echo 'qemu: could not load firmware' >&2; exit 1")
+    with pytest.raises(EmbedbuildError, match=r"QEMU exited at start: .*could not load firmware"):
+        board.power_on(timeout=10)
+
+
+def test_no_pty_in_time_stops_qemu(tmp_path: Path):
+    board = _board(tmp_path, "exec sleep 60")
+    with pytest.raises(EmbedbuildError, match="did not open its serial pty"):
+        board.power_on(timeout=0.5)
+    assert not _alive(tmp_path)
+
+
+def test_interrupted_start_stops_qemu(tmp_path: Path):
+    board = _board(tmp_path, "exec sleep 60")
+    # Ctrl-C while power_on waits for the pty line
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        board.power_on(timeout=30)
+    timer.join()
+    assert not _alive(tmp_path)
