@@ -98,8 +98,12 @@ def build_board(args, store, console, role: str = "result"):
     from embedbuild import session
 
     system = Path(args.system) if getattr(args, "system", None) else None
+    def repairing(problem: str) -> None:
+        console.print(f"repairing {problem}", markup=False, soft_wrap=True)
+
     with _Progress(console) as progress:
-        return session.build(args.board, store, system=system, role=role, events=progress)
+        return session.build(args.board, store, system=system, role=role, events=progress,
+                             repair=repairing if getattr(args, "repair", False) else None)
 
 
 def cmd_build(args) -> int:
@@ -320,14 +324,18 @@ def cmd_verify(args) -> int:
     from embedbuild.steps.source import archive_manifest
 
     store = _store(args)
-    problems = store.verify(archive_manifest)
+    problems = store.verify(archive_manifest, repair=args.repair)
     for p in problems:
         print(p)
     n = len(store.items())
+    if problems and args.repair:
+        print(f"removed the damaged item(s) above ({n} left); building again rebuilds them")
+        return 0
     if problems:
         raise EmbedbuildError(
             f"{len(problems)} problem(s) in {n} item(s) of {store.root}",
-            hint="run `embedbuild gc` after removing the damaged items, then build again",
+            hint="builds refuse damaged items: `embedbuild verify --repair` removes them and "
+            "the next build rebuilds them (`embedbuild build BOARD --repair` does both)",
         )
     print(f"{n} item(s) verified, no damage")
     return 0
@@ -360,6 +368,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-link", default="result", help="result link to create (default: result)")
     s.add_argument("--step", default="result",
                    help="build only up to this step (e.g. kernel, kconfig, initramfs)")
+    s.add_argument("--repair", action="store_true",
+                   help="check the board's store items first and rebuild damaged ones")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
         "config", help="print the merged Kconfig request and what the final config added"
@@ -418,7 +428,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
-    sub.add_parser("verify", help="re-hash the store and report damage").set_defaults(fn=cmd_verify)
+    s = sub.add_parser("verify", help="re-hash the store and report damage")
+    s.add_argument("--repair", action="store_true",
+                   help="remove damaged items (the next build rebuilds them)")
+    s.set_defaults(fn=cmd_verify)
     return p
 
 

@@ -38,8 +38,8 @@ def realise(
     run = _Realisation(store, events or Events(), max_jobs or cores())
     pending = []
     for s in target.walk():
-        if store.has(s.key, s.name):
-            run.paths[s.key] = store.item_path(s.key, s.name)
+        if (item := store.lookup(s.key, s.name)) is not None:
+            run.paths[s.key] = item
         else:
             pending.append(s)
     if pending:

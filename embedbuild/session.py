@@ -42,14 +42,23 @@ class Built:
 
 
 def build(board: str | Board, store: Store, *, system: Path | None = None,
-          role: str = "result", events: Events | None = None) -> Built:
-    """Load (unless given a Board) and plan a board, and realise the step of ``role``."""
+          role: str = "result", events: Events | None = None,
+          repair: Callable[[str], None] | None = None) -> Built:
+    """Load (unless given a Board) and plan a board, and realise the step of ``role``.
+    With ``repair``, the graph's damaged items are first removed (each problem is passed
+    to it) and so rebuilt."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)
     if role not in plan.steps:
         raise EmbedbuildError(f"board {board.name} has no step {role!r}",
                               hint=f"its steps: {', '.join(plan.steps)}")
+    if repair is not None:
+        from embedbuild.steps.source import archive_manifest
+
+        graph = [store.item_path(s.key, s.name) for s in plan.steps[role].walk()]
+        for problem in store.repair(graph, archive_manifest):
+            repair(problem)
     return Built(plan, realise(store, plan.steps[role], events))
 
 

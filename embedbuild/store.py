@@ -2,27 +2,39 @@
 
 Layout under the store root::
 
-    <key>-<name>/             a finished output: exactly what the step wrote, nothing of ours
+    <key>-<name>/             a finished output: exactly what the step wrote, nothing of ours;
+                              read-only on disk (no write, setuid, setgid or sticky bits)
     .meta/<key>-<name>/       the store's own record of it, kept out of the tree steps read
-        info.json               kind, name, key, inputs and the items it was built from
-        files.json              sha256, size and mode of every file (what `verify` checks)
+        info.json               kind, name, key, inputs, the items it was built from, and
+                                store_format (items of older formats are not trusted)
+        files.json              type, mode and for files sha256 and size of every entry,
+                                folders included (what `verify` checks)
         origin.json             instead of files.json, for an unpacked archive: which
                                 pinned archive it is; `verify` derives the files from it
         build.log               the step's log
+        damage                  written by `verify` when it found damage: the problems.
+                                Builds refuse a damaged item until `--repair` rebuilds it
     .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
     .trash/                   folders being deleted in the background (gc removes leftovers)
     .locks/<key>              flock per item: one builder at a time
     .logs/<key>-<name>.log    the log of a step while it runs (or after it failed)
     .roots/<hash>             symlinks to result links: what `gc` keeps
-    .lock                     builds hold it shared, gc exclusive
+    .temproots/<pid>-<start>  items a running process uses (one name a line); gc keeps them
+                              while that process (pid and start time) lives
+    .lock                     builds hold it shared, gc and repairs exclusive
 
 An item counts only once its metadata folder is renamed into .meta/, after the
 output folder itself: a build killed at any moment leaves at most a .tmp folder
 or an output without metadata, and nobody trusts either.
+
+Every item a process looks up or builds is added to its temporary roots while it
+holds the shared lock, so gc (which takes the lock exclusively) never sees an
+item a running command uses without its root.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -31,13 +43,29 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
 
 META = ".meta"
+# Recorded in info.json; bumped when what the store guarantees about an item changes.
+STORE_FORMAT = 2
+# What sealing leaves of a mode: no write bits, no setuid, setgid or sticky bit (as Nix).
+SEALED_BITS = 0o555
+
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "char device",
+    stat.S_IFBLK: "block device",
+}
+_STORABLE = ("file", "dir", "symlink")
 
 
 def cache_dir(variable: str, name: str) -> Path:
@@ -63,27 +91,151 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def tree_manifest(root: Path) -> dict[str, dict]:
-    """Every file and symlink under root with what identifies it."""
+def _entry(full: str, st: os.stat_result) -> dict:
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+    if kind == "symlink":
+        return {"type": kind, "link": os.readlink(full)}
+    out: dict = {"type": kind, "mode": stat.S_IMODE(st.st_mode)}
+    if kind == "file":
+        out.update(sha256=hash_file(Path(full)), size=st.st_size)
+    elif kind == "dir":
+        out["empty"] = not os.listdir(full)
+    return out
+
+
+def _scan(root: Path) -> dict[str, dict]:
+    """Every entry under root (``.`` is root itself) as _entry describes it."""
     out: dict[str, dict] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        dirnames.sort()
-        for name in sorted(filenames) + [
-            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
-        ]:
+        out[rel_dir] = _entry(dirpath, os.lstat(dirpath))
+        # os.walk does not descend into symlinked folders; they are recorded as links.
+        for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
             st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = {"link": os.readlink(full)}
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = {
-                    "sha256": hash_file(Path(full)),
-                    "size": st.st_size,
-                    "exec": bool(st.st_mode & 0o111),
-                }
+            if not stat.S_ISDIR(st.st_mode):
+                out[os.path.normpath(os.path.join(rel_dir, name))] = _entry(full, st)
+    return dict(sorted(out.items()))
+
+
+def tree_manifest(root: Path) -> dict[str, dict]:
+    """Every entry under root (``.`` is root itself) with its type, mode, and for a file
+    its sha256 and size, for a symlink its target: the store's files.json."""
+    return {rel: {k: v for k, v in e.items() if k != "empty"} for rel, e in _scan(root).items()}
+
+
+def _kind(entry: dict) -> str:
+    # Entries derived from an archive name no type for files and symlinks.
+    return entry.get("type") or ("symlink" if "link" in entry else "file")
+
+
+def _differences(want: dict, have: dict) -> list[str]:
+    """How an entry on disk differs from its record, in words."""
+    if _kind(want) != have["type"]:
+        return [f"now a {have['type']}" if have["type"] != "dir" else "now a folder"]
+    out = []
+    if have["type"] == "symlink" and want.get("link") != have["link"]:
+        out.append(f"points to {have['link']} instead of {want.get('link')}")
+    if have["type"] == "file" and (want.get("sha256"), want.get("size")) != (
+        have["sha256"], have["size"]
+    ):
+        out.append("content")
+    mode = have.get("mode")
+    if mode is not None and "mode" in want and want["mode"] != mode:
+        out.append(f"mode {want['mode']:04o} -> {mode:04o}")
+    elif mode is not None and "exec" in want and want["exec"] != bool(mode & 0o111):
+        out.append("exec bit " + ("added" if mode & 0o111 else "removed"))
     return out
+
+
+def _unsafe_bits(entry: dict) -> list[str]:
+    """What the store never holds, whatever a record says."""
+    mode = entry.get("mode")
+    if mode is None:
+        return []
+    out = [bit for flag, bit in ((stat.S_ISUID, "setuid bit"), (stat.S_ISGID, "setgid bit"),
+                                 (stat.S_ISVTX, "sticky bit")) if mode & flag]
+    if mode & 0o002:
+        out.append("world-writable")
+    elif mode & 0o220:
+        out.append("writable")
+    return out
+
+
+def _load_json(path: Path) -> tuple[object, str | None]:
+    """(value, None), or (None, why it cannot be read): damaged records are reported."""
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable ({e.__class__.__name__}: {e})"
+
+
+def _make_removable(path: Path) -> None:
+    """Give every folder under path its owner's write bit back, so it can be deleted.
+
+    Only folders: files may be hard links shared with other items (a result links the
+    kernel's image), and their modes belong to those items too."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    for dirpath, _dirs, _files in os.walk(path):
+        mode = os.lstat(dirpath).st_mode
+        if not mode & stat.S_IWUSR:
+            os.chmod(dirpath, stat.S_IMODE(mode) | stat.S_IWUSR)
+
+
+def _rmtree(path: Path, ignore_errors: bool = False) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        _make_removable(path)
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with the pid, names one process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces and parentheses.
+    return text[text.rindex(")") + 2:].split()[19]
+
+
+class _TempRoots:
+    """This process's temporary roots, one file per store: the items it uses until it exits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.files: dict[Path, tuple[Path, set[str]]] = {}
+        self.pid = 0
+
+    def add(self, store_root: Path, item: Path) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # a forked child starts with roots of its own
+                self.files.clear()
+                self.pid = os.getpid()
+            if store_root not in self.files:
+                name = f"{self.pid}-{_start_time(self.pid)}"
+                self.files[store_root] = (store_root / ".temproots" / name, set())
+            path, names = self.files[store_root]
+            if item.name not in names:
+                with open(path, "a") as f:
+                    f.write(item.name + "\n")
+                names.add(item.name)
+
+    def release(self, store_root: Path | None = None) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                return
+            for root in [store_root] if store_root else list(self.files):
+                path, _ = self.files.pop(root, (None, None))
+                if path is not None:
+                    path.unlink(missing_ok=True)
+
+
+_TEMP_ROOTS = _TempRoots()
+atexit.register(_TEMP_ROOTS.release)
 
 
 class Store:
@@ -91,6 +243,14 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve() if root.exists() else root.absolute()
+        if any(c.isspace() for c in str(self.root)):
+            # kbuild and other makefiles split O=<path> at whitespace: builds would
+            # write to the wrong place or fail far from the cause.
+            raise EmbedbuildError(
+                "the store path contains whitespace, which make splits",
+                where=str(self.root),
+                hint="choose a store folder without spaces: --store DIR or $EMBEDBUILD_STORE",
+            )
 
     # -- paths -------------------------------------------------------------
 
@@ -106,19 +266,12 @@ class Store:
         """True when item is a finished output with its record."""
         return (self.meta_path(item) / "info.json").is_file() and item.is_dir()
 
-    def info(self, item: Path) -> dict:
-        """An item's info.json."""
-        return json.loads((self.meta_path(item) / "info.json").read_text())
-
-    def has(self, key: str, name: str) -> bool:
-        """True when a finished item exists for this key."""
-        return self.complete(self.item_path(key, name))
-
     def log_path(self, key: str, name: str) -> Path:
+        """Where a step's log is written while it runs (and kept if it fails)."""
         return self.root / ".logs" / f"{key[:32]}-{name}.log"
 
     def _ensure(self) -> None:
-        for sub in (".tmp", ".locks", ".logs", ".roots", ".trash", META):
+        for sub in (".tmp", ".locks", ".logs", ".roots", ".temproots", ".trash", META):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # -- locking -----------------------------------------------------------
@@ -135,12 +288,65 @@ class Store:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Held by every build so that gc cannot run underneath it."""
+        """Held by every build so that gc cannot run underneath it (may be nested)."""
         self._ensure()
         with self._flock(self.root / ".lock", fcntl.LOCK_SH):
             yield
 
+    # -- temporary roots ---------------------------------------------------
+
+    def add_temp_root(self, item: Path) -> Path:
+        """Keep item from gc until this process exits (or calls release_temp_roots).
+
+        Call it with the session held, so gc cannot remove the item in between."""
+        _TEMP_ROOTS.add(self.root, item)
+        return item
+
+    def release_temp_roots(self) -> None:
+        """This process no longer uses the items it looked up or built (for long-lived
+        processes such as tests; a command's roots go when it exits)."""
+        _TEMP_ROOTS.release(self.root)
+
+    def _temp_rooted(self) -> set[Path]:
+        """Items of running processes; the roots of dead ones are removed (gc's lock held)."""
+        out = set()
+        for f in sorted((self.root / ".temproots").iterdir()):
+            pid, _, start = f.name.partition("-")
+            if not pid.isdigit() or _start_time(int(pid)) != start:
+                f.unlink()  # the process is gone (or the pid now names another one)
+                continue
+            out.update(self.root / n for n in f.read_text().split())
+        return out
+
     # -- building ----------------------------------------------------------
+
+    def _usable(self, item: Path) -> bool:
+        """True for a finished item; raises for one the store must not hand out."""
+        if not self.complete(item):
+            return False
+        meta = self.meta_path(item)
+        _, err = _load_json(meta / "info.json")
+        damage = meta / "damage"
+        if err is None and not damage.exists():
+            return True
+        found = f"its record {META}/{item.name}/info.json is {err}" if err else (
+            "`embedbuild verify` found damage: "
+            + "; ".join(damage.read_text().splitlines()[:3]))
+        raise EmbedbuildError(
+            f"this store item is not trusted: {found}",
+            where=str(item),
+            hint="rebuild it: `embedbuild build BOARD --repair`, or `embedbuild verify "
+            "--repair` (removes every damaged item) and build again",
+        )
+
+    def lookup(self, key: str, name: str) -> Path | None:
+        """The finished item for key, rooted until this process exits; None if missing.
+
+        Raises EmbedbuildError for an item verify found damaged or whose record is
+        unreadable: damage is never trusted."""
+        item = self.item_path(key, name)
+        with self.session():
+            return self.add_temp_root(item) if self._usable(item) else None
 
     def realise(
         self,
@@ -155,16 +361,22 @@ class Store:
         expected files are derived from the pinned archive when verifying, and
         building does not read the whole tree back to hash it.
 
-        The item is built in a private temporary folder and renamed into place
-        only when complete. Concurrent builders of the same key wait on a lock
-        and then reuse the winner's output.
+        The item is built in a private temporary folder, made read-only and renamed
+        into place only when complete. Concurrent builders of the same key wait on a
+        lock and then reuse the winner's output. Either way the item is rooted until
+        this process exits.
         """
+        with self.session():
+            return self.add_temp_root(self._realise(key, name, info, build))
+
+    def _realise(
+        self, key: str, name: str, info: dict, build: Callable[[Path, Path], dict | None]
+    ) -> Path:
         final = self.item_path(key, name)
-        if self.has(key, name):
+        if self._usable(final):
             return final
-        self._ensure()
         with self._flock(self.root / ".locks" / key[:32], fcntl.LOCK_EX):
-            if self.has(key, name):
+            if self._usable(final):
                 return final
             # We hold the lock, so any temporary folder for this key is a
             # leftover of a killed build, and so is an output or a record alone.
@@ -182,17 +394,22 @@ class Store:
             log.write_text("")
             try:
                 origin = build(tmp, log)
+                _seal(tmp, name)
                 if origin is not None:
                     (meta / "origin.json").write_text(json.dumps(origin, sort_keys=True))
                 else:
-                    (meta / "files.json").write_text(
-                        json.dumps(tree_manifest(tmp), indent=1, sort_keys=True)
-                    )
+                    files = tree_manifest(tmp)
+                    files["."]["mode"] &= SEALED_BITS  # sealed once moved, below
+                    (meta / "files.json").write_text(json.dumps(files, indent=1, sort_keys=True))
                 shutil.copyfile(log, meta / "build.log")
-                (meta / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+                (meta / "info.json").write_text(
+                    json.dumps({**info, "store_format": STORE_FORMAT}, indent=1, sort_keys=True)
+                )
                 # The output first, its record last: the record's arrival marks the
-                # item complete.
+                # item complete. A folder without its write bit cannot move to another
+                # parent (its ".." changes), so the top is sealed after the move.
                 os.rename(tmp, final)
+                os.chmod(final, stat.S_IMODE(final.stat().st_mode) & SEALED_BITS)
                 os.rename(meta, self.meta_path(final))
             except BaseException:
                 self.discard(work)
@@ -207,12 +424,19 @@ class Store:
         tree takes seconds nobody needs to wait for; gc removes what a crash left)."""
         self._ensure()
         dest = self.root / ".trash" / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        # A read-only folder cannot move to another parent; its insides stay as they
+        # are until the background job makes the folders writable for rm.
+        with contextlib.suppress(OSError):
+            if not path.is_symlink() and path.is_dir():
+                os.chmod(path, stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR)
         try:
             os.rename(path, dest)
         except FileNotFoundError:
             return
+        # Folders only: files may be hard links whose modes other items share.
+        script = 'find "$1" -type d ! -perm -u=w -exec chmod u+w {} +; exec rm -rf -- "$1"'
         subprocess.Popen(
-            ["ionice", "-c", "3", "nice", "-n", "19", "rm", "-rf", "--", str(dest)],
+            ["ionice", "-c", "3", "nice", "-n", "19", "sh", "-c", script, "sh", str(dest)],
             start_new_session=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -223,18 +447,19 @@ class Store:
 
     def link_result(self, item: Path, link: Path) -> None:
         """Point ``link`` at item atomically and register it as a gc root."""
-        self._ensure()
         link = link.absolute()
         tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(item, tmp)
-        os.replace(tmp, link)
         root = self.root / ".roots" / hashlib.sha256(str(link).encode()).hexdigest()[:32]
-        if not (root.is_symlink() and os.readlink(root) == str(link)):
-            rtmp = root.with_name(root.name + f".tmp{os.getpid()}")
-            rtmp.unlink(missing_ok=True)
-            os.symlink(link, rtmp)
-            os.replace(rtmp, root)
+        # Under the shared lock: gc never sees the root half-made.
+        with self.session():
+            tmp.unlink(missing_ok=True)
+            os.symlink(item, tmp)
+            os.replace(tmp, link)
+            if not (root.is_symlink() and os.readlink(root) == str(link)):
+                rtmp = root.with_name(root.name + f".tmp{os.getpid()}")
+                rtmp.unlink(missing_ok=True)
+                os.symlink(link, rtmp)
+                os.replace(rtmp, root)
 
     def items(self) -> list[Path]:
         """Every finished item."""
@@ -245,10 +470,13 @@ class Store:
         )
 
     def live(self) -> set[Path]:
-        """Items reachable from a result link that still points into the store."""
+        """Items reachable from a result link that still points into the store, or from
+        the temporary roots of a running process (call with gc's exclusive lock held).
+
+        Raises EmbedbuildError when a reachable item's record cannot be read: what it
+        depends on is then unknown, and removing anything could break it."""
         roots = []
-        rdir = self.root / ".roots"
-        for r in sorted(rdir.iterdir()) if rdir.is_dir() else []:
+        for r in sorted((self.root / ".roots").iterdir()):
             try:
                 target = Path(os.readlink(os.readlink(r)))
             except OSError:
@@ -256,17 +484,32 @@ class Store:
                 continue
             if target.parent == self.root and target.is_dir():
                 roots.append(target)
+        roots.extend(self._temp_rooted())
         live: set[Path] = set()
+        unreadable = []
         while roots:
             item = roots.pop()
             if item in live or not self.complete(item):
                 continue
             live.add(item)
-            roots.extend(self.root / d for d in self.info(item).get("deps", []))
+            info, err = _load_json(self.meta_path(item) / "info.json")
+            if err is not None or not isinstance(info, dict):
+                unreadable.append(item.name)
+                continue
+            roots.extend(self.root / d for d in info.get("deps", []))
+        if unreadable:
+            raise EmbedbuildError(
+                "cannot tell what these items depend on, their info.json is unreadable: "
+                + ", ".join(sorted(unreadable)),
+                where=str(self.root / META),
+                hint="nothing was removed; `embedbuild verify --repair` removes damaged "
+                "items, then run gc again",
+            )
         return live
 
     def gc(self) -> tuple[int, int]:
-        """Remove every item no result link reaches, and all leftovers. Returns (items, bytes)."""
+        """Remove every item no result link or running process reaches, and all leftovers.
+        Returns (items, bytes)."""
         self._ensure()
         with self._flock(self.root / ".lock", fcntl.LOCK_EX):
             keep = self.live()
@@ -275,64 +518,162 @@ class Store:
                 if p.name.startswith(".") or p in keep:
                     continue
                 freed += _du(p)
-                shutil.rmtree(p)
+                _rmtree(p)
                 removed += 1
             for m in (self.root / META).iterdir():
                 if self.root / m.name not in keep:
-                    shutil.rmtree(m)
+                    _rmtree(m)
             for sub in (".tmp", ".logs", ".locks", ".trash"):
                 for p in (self.root / sub).iterdir():
                     freed += _du(p)
-                    if p.is_dir() and not p.is_symlink():
-                        # A background rm may be removing it too.
-                        shutil.rmtree(p, ignore_errors=sub == ".trash")
-                    else:
-                        p.unlink()
+                    # A background rm may be removing a .trash folder too.
+                    _rmtree(p, ignore_errors=sub == ".trash")
             return removed, freed
 
-    def verify(self, derive: Callable[[dict], dict[str, dict]] | None = None) -> list[str]:
-        """Re-hash every item against its files.json, or against the files ``derive``
-        gives for its origin.json; return the problems found."""
+    # -- verifying and repairing --------------------------------------------
+
+    def check(
+        self, item: Path, derive: Callable[[dict], dict[str, dict]] | None = None
+    ) -> tuple[list[str], bool]:
+        """Check one item against its record: (problems, damaged).
+
+        Damaged means the item must not be used: missing, changed or extra entries,
+        special files, write/setuid/setgid/sticky bits, or an unreadable record. An
+        item that merely cannot be checked (no way to derive its files) is not."""
+        name, meta = item.name, self.meta_path(item)
+        if not (meta / "info.json").is_file():
+            return [f"{name}: incomplete item (no {META}/{name}/info.json)"], True
+        info, err = _load_json(meta / "info.json")
+        if err is not None or not isinstance(info, dict):
+            return [f"{name}: {META}/{name}/info.json is {err or 'not an object'}"], True
+        if info.get("store_format") != STORE_FORMAT:
+            return [f"{name}: made by an older embedbuild (modes not recorded, not "
+                    "read-only)"], True
+        if (meta / "files.json").is_file():
+            want, err = _load_json(meta / "files.json")
+            if err is not None or not isinstance(want, dict):
+                return [f"{name}: {META}/{name}/files.json is {err or 'not an object'}"], True
+        elif (meta / "origin.json").is_file() and derive is not None:
+            origin, err = _load_json(meta / "origin.json")
+            if err is not None:
+                return [f"{name}: {META}/{name}/origin.json is {err}"], True
+            try:
+                want = {".": {"type": "dir"}, **derive(origin)}
+            except EmbedbuildError as e:  # e.g. the archive can no longer be fetched
+                return [f"{name}: cannot check it: {e}"], False
+            except (LookupError, TypeError, ValueError) as e:
+                return [f"{name}: {META}/{name}/origin.json names no usable archive: "
+                        f"{e.__class__.__name__}: {e}"], True
+        else:
+            return [f"{name}: nothing to check it against "
+                    f"(no {META}/{name}/files.json)"], False
+        have = _scan(item)
         problems = []
+        for rel in sorted(set(want) | set(have)):
+            if rel not in have:
+                problems.append(f"{name}: missing {rel}")
+                continue
+            h = have[rel]
+            what = _unsafe_bits(h)
+            if rel not in want:
+                kind = {"dir": "empty folder" if h.get("empty") else "folder"}.get(h["type"])
+                kind = kind or (h["type"] if h["type"] != "file" else None)
+                detail = [k for k in (kind, *what) if k]
+                problems.append(f"{name}: unexpected {rel}"
+                                + (f" ({', '.join(detail)})" if detail else ""))
+                continue
+            what = _differences(want[rel], h) + what
+            if what:
+                problems.append(f"{name}: modified {rel} ({', '.join(what)})")
+        return problems, bool(problems)
+
+    def verify(
+        self, derive: Callable[[dict], dict[str, dict]] | None = None, repair: bool = False
+    ) -> list[str]:
+        """Check every item (see check) and return the problems found, going on past any.
+
+        Each damaged item is marked, so builds refuse it; an item found intact loses an
+        old mark. With repair, damaged items are removed instead (under gc's exclusive
+        lock, so no build is using them); the next build rebuilds them."""
         if not self.root.is_dir():
-            return problems
-        for p in sorted(self.root.iterdir()):
-            if p.name.startswith("."):
-                continue
-            meta = self.meta_path(p)
-            if not (meta / "info.json").is_file():
-                problems.append(f"{p.name}: incomplete item (no {META}/{p.name}/info.json)")
-                continue
-            if (meta / "files.json").is_file():
-                want = json.loads((meta / "files.json").read_text())
-            elif (meta / "origin.json").is_file() and derive is not None:
-                try:
-                    want = derive(json.loads((meta / "origin.json").read_text()))
-                except EmbedbuildError as e:  # e.g. the archive can no longer be fetched
-                    problems.append(f"{p.name}: cannot check it: {e}")
-                    continue
-            else:
-                problems.append(f"{p.name}: nothing to check it against "
-                                f"(no {META}/{p.name}/files.json)")
-                continue
-            have = tree_manifest(p)
-            for rel in sorted(set(want) | set(have)):
-                if rel not in have:
-                    problems.append(f"{p.name}: missing {rel}")
-                elif rel not in want:
-                    problems.append(f"{p.name}: unexpected {rel}")
-                elif want[rel] != have[rel]:
-                    problems.append(f"{p.name}: modified {rel}")
+            return []
+        items = [p for p in sorted(self.root.iterdir()) if not p.name.startswith(".")]
+        if repair:
+            return self.repair(items, derive)
+        with self.session():
+            return self._check_all(items, derive, repair=False)
+
+    def repair(
+        self, items: Iterable[Path], derive: Callable[[dict], dict[str, dict]] | None = None
+    ) -> list[str]:
+        """Check the given items that exist and remove the damaged ones (item and record),
+        so that building them again rebuilds them. Returns the problems found."""
+        self._ensure()
+        with self._flock(self.root / ".lock", fcntl.LOCK_EX):
+            return self._check_all([p for p in items if p.exists()], derive, repair=True)
+
+    def _check_all(
+        self,
+        items: list[Path],
+        derive: Callable[[dict], dict[str, dict]] | None,
+        repair: bool,
+    ) -> list[str]:
+        problems = []
+        for item in items:
+            found, damaged = self.check(item, derive)
+            problems += found
+            mark = self.meta_path(item) / "damage"
+            if damaged and repair:
+                for half in (item, self.meta_path(item)):
+                    if half.exists():
+                        self.discard(half)
+            elif damaged and mark.parent.is_dir():
+                tmp = mark.with_name(f"damage.tmp{os.getpid()}")
+                tmp.write_text("".join(p.removeprefix(f"{item.name}: ") + "\n"
+                                       for p in found))
+                os.replace(tmp, mark)
+            elif not damaged:
+                mark.unlink(missing_ok=True)
         return problems
+
+
+def _seal(tree: Path, step: str) -> None:
+    """Make a finished output read-only below its top folder (the caller seals that
+    after moving it) and refuse what the store cannot keep (as Nix does): special
+    files; setuid, setgid and sticky bits are dropped with the write bits.
+
+    Files that are hard links into other items are already sealed and left alone.
+    Folder descriptors (fwalk) spare the kernel resolving every path anew: sealing an
+    unpacked kernel source (78k files) takes under a second on an idle machine."""
+    for dirpath, dirnames, filenames, dfd in os.fwalk(tree):
+        for n in dirnames + filenames:
+            st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+            if kind == "symlink":
+                continue
+            if kind not in _STORABLE:
+                raise EmbedbuildError(
+                    f"its output holds a {kind}, "
+                    f"{os.path.relpath(os.path.join(dirpath, n), tree)}, which the store "
+                    "does not keep",
+                    where=f"step {step}",
+                    hint="store items hold only files, folders and symlinks; put device "
+                    "nodes and fifos into the image through an overlay's attribute file",
+                )
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & ~SEALED_BITS:
+                os.chmod(n, mode & SEALED_BITS, dir_fd=dfd)
 
 
 def _du(p: Path) -> int:
     if p.is_symlink() or not p.is_dir():
-        return p.lstat().st_size
+        try:
+            return p.lstat().st_size
+        except FileNotFoundError:  # in .trash, a background rm may have been first
+            return 0
     total = 0
     for dirpath, _dirs, files in os.walk(p):
         for f in files:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, f)).st_size
     return total
-

@@ -3,6 +3,7 @@ pinned archive and still catches every kind of damage."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,22 +43,40 @@ def test_source_item_keeps_its_origin_not_a_hash_list(tree):
     assert not (meta / "files.json").exists() and not (item / META).exists()
     origin = json.loads((meta / "origin.json").read_text())
     assert Source.model_validate(origin["source"]) == src
-    # What the archive says is exactly what hashing the unpacked tree gives.
-    assert archive_manifest(origin) == tree_manifest(item)
+    # What the archive says is exactly what is on disk (and "." is the item itself).
+    assert {".", *archive_manifest(origin)} == set(tree_manifest(item))
     assert store.verify(archive_manifest) == []
 
 
+@contextlib.contextmanager
+def writable(item: Path):
+    """Store items are read-only: damage needs their folders writable for a moment."""
+    dirs = [item, *(p for p in item.rglob("*") if p.is_dir() and not p.is_symlink())]
+    for d in dirs:
+        d.chmod(0o755)
+    yield
+    for d in dirs:
+        d.chmod(0o555)
+
+
+def _rewrite(f: Path, text: str) -> None:
+    f.chmod(0o644)
+    f.write_text(text)
+    f.chmod(0o444)
+
+
 @pytest.mark.parametrize("damage, problem", [
-    (lambda t: (t / "src" / "sub" / "b.c").write_text("int c;\n"), "modified src/sub/b.c"),
-    (lambda t: (t / "configure").chmod(0o644), "modified configure"),
+    (lambda t: _rewrite(t / "src" / "sub" / "b.c", "int c;\n"), "modified src/sub/b.c (content)"),
+    (lambda t: (t / "configure").chmod(0o644), "modified configure (exec bit removed, writable)"),
     (lambda t: (t / "src" / "a.c").unlink(), "missing src/a.c"),
-    (lambda t: (t / "src" / "new.c").write_text(""), "unexpected src/new.c"),
+    (lambda t: (t / "src" / "new.c").write_text(""), "unexpected src/new.c (writable)"),
     (lambda t: ((t / "latest").unlink(), (t / "latest").symlink_to("src/sub")),
-     "modified latest"),
+     "modified latest (points to src/sub instead of src)"),
 ])
 def test_verify_finds_damage_to_a_source_tree(tree, damage, problem):
     store, item, _ = tree
-    damage(item)
+    with writable(item):
+        damage(item)
     assert store.verify(archive_manifest) == [f"{item.name}: {problem}"]
 
 

@@ -146,11 +146,16 @@ def test_gc_and_verify(tmp_path: Path):
     link = tmp_path / "result"
     store.link_result(paths[b.key], link)
     assert store.verify() == []
+    assert store.gc()[0] == 0  # this process still uses all it realised
+    store.release_temp_roots()
     removed, _ = store.gc()
     assert removed == 1
     assert {p.name for p in store.items()} == {paths[a.key].name, paths[b.key].name}
-    (paths[a.key] / "out.txt").write_text("tampered")
-    assert store.verify() == [f"{paths[a.key].name}: modified out.txt"]
+    out = paths[a.key] / "out.txt"
+    out.chmod(0o644)
+    out.write_text("tampered")
+    out.chmod(0o444)
+    assert store.verify() == [f"{paths[a.key].name}: modified out.txt (content)"]
     link.unlink()
     store.gc()
     assert store.items() == []

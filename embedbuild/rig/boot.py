@@ -59,7 +59,7 @@ class Target:
     server_ip: str
     device_ip: str
     netmask: str = "255.255.255.0"
-    # A QEMU board's bench network (the rig tests reach the board through its namespace).
+    # The QEMU bench LAN (None for a real board): tests reach the board from inside it.
     network: BenchNetwork | None = None
 
 

@@ -29,6 +29,8 @@ def dropbear_step(tree: Step, tc: Toolchain, jobs: int) -> Step:
         b = ctx.scratch
         ctx.run.run(["cp", "-a", f"{ctx.input('tree', 'tree')}/.", b],
                     what="copying the dropbear source")
+        # Store items are read-only, and cp -a keeps that; this copy is ours to build in.
+        ctx.run.run(["chmod", "-R", "u+w", b], what="making the copy writable")
         (b / "localoptions.h").write_bytes(LOCAL_OPTIONS)
         env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
         ctx.run.run(["./configure", f"--host={tc.triplet}", "--disable-zlib", "--disable-lastlog",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from embedbuild.compress import COMPRESSORS
@@ -145,5 +146,7 @@ def unpack_check_step(name: str, kconfig: Step, compression: str) -> Step:
 
 
 def tree_of(role: str, output: str = "root") -> Callable[[Context], list[Entry]]:
-    """Entries of a dependency's declared output folder."""
-    return lambda ctx: tree_entries(ctx.input(role, output))
+    """Entries of a dependency's declared output folder, modes as built: the owner's write
+    bit, which the store takes from its items, is given back."""
+    return lambda ctx: [replace(e, mode=e.mode | 0o200) if e.kind in ("file", "dir") else e
+                        for e in tree_entries(ctx.input(role, output))]

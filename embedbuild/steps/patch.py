@@ -22,6 +22,10 @@ def patched_step(name: str, tree: Step, patches: list[Path]) -> Step:
     def build(ctx: Context) -> None:
         ctx.run.run(["cp", "-al", f"{ctx.input('tree', 'tree')}/.", ctx.output("tree")],
                     what="hard-link copy of the source")
+        # The store's folders are read-only and cp keeps that; patch must add files to
+        # ours. Folders only: the files are the source item's own inodes.
+        ctx.run.run(["find", ctx.output("tree"), "-type", "d", "-exec", "chmod", "u+w", "{}",
+                     "+"], what="making the copy's folders writable")
         for p in patches:
             try:
                 ctx.run.run(

@@ -192,6 +192,8 @@ def archive_manifest(origin: dict) -> dict[str, dict]:
                 out[path] = out[target]
             elif m.issym():
                 out[path] = {"link": m.linkname}
+            elif m.isdir():
+                out[path] = {"type": "dir"}
             else:
-                out.pop(path, None)  # a folder (or a later member replacing a file)
+                out.pop(path, None)  # a later member of another kind replacing a file
     return out
