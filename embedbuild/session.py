@@ -181,7 +181,7 @@ def flash_image(board: Board, result: Path) -> Path:
 
 def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path | None, *,
           result: Path | None, set_bootcmd: bool = False, dry_run: bool = False,
-          say=print) -> None:
+          say: Callable[[str], None] = print) -> None:
     """Write ``image`` to a partition through the board's U-Boot (checked at every step,
     see rig/flash.py), or with ``dry_run`` only print the command sequence. Refusals
     come before anything is powered or sent."""
@@ -215,6 +215,8 @@ def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path
         else:
             port, powered_on, netns = bench.serial, None, None
             baud = bench.baud or board.serial.baud
+            say(f"power on (or reset) {board.name} now; waiting for U-Boot on {port} "
+                f"({bench.power_timeout:.0f} s at most)")
         target = stack.enter_context(uboot_prompt(
             board, served, workdir, port=port, baud=baud, server_ip=server, device_ip=device,
             netmask=netmask, netns=netns, powered_on=powered_on,
