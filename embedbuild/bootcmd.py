@@ -6,10 +6,16 @@ commands into manifest.json; the bench (rig/) only sends what it gets from here.
 
 from __future__ import annotations
 
-from embedbuild.model.board import Board, UBoot
+import zlib
+from dataclasses import dataclass
+
+from embedbuild.model.board import Board, Flash, Partition, UBoot
 
 # The boot command for each raw kernel image (a uImage is booted with bootm).
 BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
+# The FIT configuration embedbuild writes (steps/fit.py). bootm names it: Debian's
+# qemu_arm U-Boot answers a bare FIT address with "Could not find configuration node".
+FIT_CONFIG = "conf-1"
 
 
 def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[str]:
@@ -46,3 +52,142 @@ def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None) -> list[s
     boot = "bootm" if board.kernel.uimage else BOOT_COMMAND[board.kernel.image]
     cmds.append(" ".join([boot, *args]))
     return cmds
+
+
+# -- flash ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlashCommand:
+    """One command of a flash sequence and what the host checks in its output.
+
+    Args:
+        text: the command line sent to U-Boot.
+        step: the step it belongs to (load, check, erase, write, read back).
+        expect: "filesize" (``printenv filesize`` must show ``value``) or "crc32" (the
+            crc32 U-Boot prints must be ``value``); None: only its status is checked.
+        value: the expected filesize or crc32.
+    """
+
+    text: str
+    step: str
+    expect: str | None = None
+    value: int = 0
+
+    def describe(self) -> str:
+        """The command as --dry-run prints it, with its check."""
+        if self.expect == "filesize":
+            return f"{self.text:52} # must be 0x{self.value:x} ({self.value:,} bytes)"
+        if self.expect == "crc32":
+            return f"{self.text:52} # must be {self.value:08x}"
+        return self.text
+
+
+def flash_address(flash: Flash, part: Partition, offset: int = 0) -> int:
+    """Where U-Boot addresses a byte of a partition: its mapped address, or for SPI NOR
+    the offset in the flash."""
+    return (flash.mapped or 0) + part.offset + offset if flash.dialect == "nor" \
+        else part.offset + offset
+
+
+def erased_crc(length: int) -> int:
+    """crc32 of ``length`` erased (0xff) bytes."""
+    crc, chunk = 0, b"\xff" * min(length, 1 << 20)
+    while length > 0:
+        crc = zlib.crc32(chunk[:length], crc)
+        length -= len(chunk)
+    return crc
+
+
+def flash_write(board: Board, part: Partition, filename: str, size: int,
+                crc: int) -> list[FlashCommand]:
+    """Load an image over TFTP, check the RAM copy, erase exactly the partition's erase
+    blocks, write the image, read it back, and check that the rest of the partition is
+    erased. Runs after ``network``; every crc32 and the filesize are checked by the host
+    before the next command is sent."""
+    flash = board.flash
+    assert flash is not None
+    ram = board.uboot.kernel_addr
+    at = flash_address(flash, part)
+    tail = part.size - size
+    cmds = [FlashCommand(tftp_load(ram, filename), "load"),
+            FlashCommand("printenv filesize", "load", "filesize", size),
+            FlashCommand(f"crc32 0x{ram:x} 0x{size:x}", "check RAM copy", "crc32", crc)]
+    if flash.dialect == "nor":
+        cmds += [FlashCommand(f"protect off 0x{at:x} +0x{part.size:x}", "erase"),
+                 FlashCommand(f"erase 0x{at:x} +0x{part.size:x}", "erase"),
+                 FlashCommand(f"cp.b 0x{ram:x} 0x{at:x} 0x{size:x}", "write"),
+                 FlashCommand(f"crc32 0x{at:x} 0x{size:x}", "read back", "crc32", crc)]
+        if tail:
+            cmds.append(FlashCommand(f"crc32 0x{at + size:x} 0x{tail:x}", "check erased rest",
+                                     "crc32", erased_crc(tail)))
+        cmds.append(FlashCommand(f"protect on 0x{at:x} +0x{part.size:x}", "check erased rest"))
+        return cmds
+    rb = flash.readback_addr
+    assert rb is not None
+    cmds += [FlashCommand(f"sf probe {flash.sf_probe}", "erase"),
+             FlashCommand(f"sf erase 0x{at:x} 0x{part.size:x}", "erase"),
+             FlashCommand(f"sf write 0x{ram:x} 0x{at:x} 0x{size:x}", "write"),
+             FlashCommand(f"sf read 0x{rb:x} 0x{at:x} 0x{size:x}", "read back"),
+             FlashCommand(f"crc32 0x{rb:x} 0x{size:x}", "read back", "crc32", crc)]
+    if tail:
+        cmds += [FlashCommand(f"sf read 0x{rb:x} 0x{at + size:x} 0x{tail:x}",
+                              "check erased rest"),
+                 FlashCommand(f"crc32 0x{rb:x} 0x{tail:x}", "check erased rest", "crc32",
+                              erased_crc(tail))]
+    return cmds
+
+
+def flash_compare(board: Board, part: Partition, size: int) -> str:
+    """The command that shows the first byte where the written image differs from the RAM
+    copy (U-Boot's cmp.b prints "byte at 0x.. (0x..) != byte at 0x.. (0x..)"); for SPI
+    NOR it compares with the copy read back to RAM."""
+    flash = board.flash
+    assert flash is not None
+    ram = board.uboot.kernel_addr
+    there = flash_address(flash, part) if flash.dialect == "nor" else flash.readback_addr
+    return f"cmp.b 0x{ram:x} 0x{there:x} 0x{size:x}"
+
+
+def flash_range_crc(board: Board, part: Partition, offset: int, length: int) -> list[str]:
+    """Commands whose last prints the crc32 of a range of the partition as stored (SPI
+    NOR: read back to readback_addr first)."""
+    flash = board.flash
+    assert flash is not None
+    at = flash_address(flash, part, offset)
+    if flash.dialect == "nor":
+        return [f"crc32 0x{at:x} 0x{length:x}"]
+    rb = flash.readback_addr
+    return [f"sf read 0x{rb:x} 0x{at:x} 0x{length:x}", f"crc32 0x{rb:x} 0x{length:x}"]
+
+
+def flash_boot(board: Board, part: Partition, size: int) -> list[str]:
+    """Commands that boot the image in a flash partition (``size``: its length, what SPI
+    NOR reads back to RAM); the last one boots."""
+    flash = board.flash
+    assert flash is not None
+    cmds = [f"setenv bootargs '{board.kernel.cmdline}'"] if board.kernel.cmdline else []
+    if flash.dialect == "nor":
+        image = flash_address(flash, part)
+    else:
+        assert flash.readback_addr is not None
+        image = flash.readback_addr
+        cmds += [f"sf probe {flash.sf_probe}",
+                 f"sf read 0x{image:x} 0x{flash_address(flash, part):x} 0x{size:x}"]
+    args = [f"0x{image:x}"]
+    if board.kernel.fit:
+        # The FIT's kernel and its own ramdisk, and the DTB the board's firmware put in RAM.
+        fit = f"0x{image:x}#{FIT_CONFIG}"
+        args = [fit, fit]
+        if board.uboot.fdt_addr is not None:
+            args.append(f"0x{board.uboot.fdt_addr:x}")
+    cmds.append(" ".join(["bootm", *args]))
+    return cmds
+
+
+def set_bootcmd(board: Board, part: Partition, size: int) -> list[str]:
+    """Store a bootcmd that boots the flashed partition unattended (with its bootargs)."""
+    boot = flash_boot(board, part, size)
+    cmds = [c for c in boot if c.startswith("setenv bootargs")]
+    rest = "; ".join(c for c in boot if not c.startswith("setenv bootargs"))
+    return [*cmds, f"setenv bootcmd '{rest}'", "saveenv"]

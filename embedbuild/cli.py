@@ -175,7 +175,8 @@ def cmd_boot(args) -> int:
         try:
             target = stack.enter_context(session.open_target(
                 board, result, workdir, bench, initrd=initrd, ready=args.ready,
-                timeout=args.timeout, on_wait=on_wait))
+                timeout=args.timeout, on_wait=on_wait, from_flash=args.from_flash,
+                flash=session.flash_file(board)))
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
@@ -188,6 +189,35 @@ def cmd_boot(args) -> int:
             return 0
         console.print("console attached; quit with Ctrl-]", markup=False)
         target.console.interact()
+    return 0
+
+
+def cmd_flash(args) -> int:
+    import contextlib
+
+    from embedbuild import session
+    from embedbuild.load import load_board
+    from embedbuild.rig.flash import check_set_bootcmd, writable_partition
+
+    board = load_board(args.board)
+    writable_partition(board, args.partition)  # refusals first: before building or powering
+    if args.set_bootcmd:
+        check_set_bootcmd(board)
+    bench = _bench(args)
+    if not args.dry_run:
+        if not (args.qemu or args.serial):
+            raise EmbedbuildError("flash needs --qemu or --serial DEV (or --dry-run)")
+        bench.check(board)
+    result = None if args.image else build_board(args, _store(args), _console()).result
+    image = Path(args.image) if args.image else session.flash_image(board, result)
+    with contextlib.ExitStack() as stack:
+        workdir = None if args.dry_run else stack.enter_context(session.bench_dir(board))
+        try:
+            session.flash(board, args.partition, image, bench, workdir, result=result,
+                          set_bootcmd=args.set_bootcmd, dry_run=args.dry_run)
+        except EmbedbuildError as e:
+            e.log_path = e.log_path or (str(workdir / "console.log") if workdir else None)
+            raise
     return 0
 
 
@@ -255,6 +285,8 @@ def cmd_test(args) -> int:
                  "--eb-device-ip", args.device_ip, "--eb-netmask", args.netmask]
         if args.baud:
             argv += ["--eb-baud", str(args.baud)]
+    if args.from_flash:
+        argv.append("--eb-from-flash")
     return subprocess.call(argv + [a for a in args.pytest_args if a != "--"])
 
 
@@ -356,7 +388,22 @@ def parser() -> argparse.ArgumentParser:
                    help="regex of the line that means the system is up")
     s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
     s.add_argument("--no-console", action="store_true", help="exit 0 once ready")
+    s.add_argument("--from-flash", action="store_true",
+                   help="boot the image in the firmware partition instead of TFTP")
     s.set_defaults(fn=cmd_boot)
+    s = sub.add_parser("flash", help="write an image to a flash partition through U-Boot, "
+                       "checked at every step", parents=[serial])
+    s.add_argument("board")
+    s.add_argument("--partition", required=True, help="the partition to write (e.g. firmware)")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
+    how.add_argument("--serial", metavar="DEV", help="a real board's console")
+    s.add_argument("--image", help="this file instead of the board's built flash image")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the U-Boot commands and their checks; touch nothing")
+    s.add_argument("--set-bootcmd", action="store_true",
+                   help="then saveenv a bootcmd that boots the partition (boards that allow it)")
+    s.set_defaults(fn=cmd_flash)
     s = sub.add_parser("console", help="an interactive serial console with logging")
     s.add_argument("--serial", required=True, metavar="DEV")
     s.add_argument("--baud", type=int, default=115200)
@@ -375,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
                        parents=[serial])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
+    s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
     s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments")
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])

@@ -22,15 +22,16 @@ def _strings(blob: bytes) -> list[str]:
     return [s.decode(errors="replace") for s in blob.rstrip(b"\0").split(b"\0") if s]
 
 
-def nodes(dtb: bytes) -> list[Node]:
-    """Every node of a DTB, depth first."""
+def tree(dtb: bytes) -> dict[str, dict[str, bytes]]:
+    """Every node of a DTB by full path ("/", "/images/kernel-1"), with its raw
+    properties."""
     magic, _total, off_struct, off_strings = struct.unpack_from(">IIII", dtb)
     if magic != FDT_MAGIC:
         raise ValueError("not a flattened device tree (bad magic)")
     pos = off_struct
     stack: list[str] = []
     props: list[dict[str, bytes]] = []
-    out: list[Node] = []
+    out: dict[str, dict[str, bytes]] = {}
     while True:
         (tok,) = struct.unpack_from(">I", dtb, pos)
         pos += 4
@@ -47,15 +48,31 @@ def nodes(dtb: bytes) -> list[Node]:
             props[-1][name] = dtb[pos : pos + length]
             pos = (pos + length + 3) & ~3
         elif tok == END_NODE:
-            p = props.pop()
-            path = "/" + "/".join(n for n in stack[1:])
+            out["/" + "/".join(stack[1:])] = props.pop()
             stack.pop()
-            status = _strings(p.get("status", b"okay"))
-            out.append(Node(path, tuple(_strings(p.get("compatible", b""))),
-                            status[0] if status else "okay"))
         elif tok == NOP:
             continue
         elif tok == END:
-            return sorted(out, key=lambda n: n.path)
+            return out
         else:
             raise ValueError(f"bad token 0x{tok:x} in device tree structure")
+
+
+def string(value: bytes) -> str:
+    """A string property's value."""
+    return value.rstrip(b"\0").decode(errors="replace")
+
+
+def cells(value: bytes) -> int:
+    """A one- or two-cell number property's value."""
+    return int.from_bytes(value, "big")
+
+
+def nodes(dtb: bytes) -> list[Node]:
+    """Every node of a DTB, sorted by path."""
+    out = []
+    for path, p in tree(dtb).items():
+        status = _strings(p.get("status", b"okay"))
+        out.append(Node(path, tuple(_strings(p.get("compatible", b""))),
+                        status[0] if status else "okay"))
+    return sorted(out, key=lambda n: n.path)

@@ -304,6 +304,9 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
         raise BoardError(
             f"uboot.build.source {board.uboot.build.source!r} is not a known source",
             where=_where(path, text, "uboot", "build", "source"), hint=hint)
+    if board.kernel.fit and (board.system is None or board.system.initramfs != "separate"):
+        raise BoardError("kernel.fit packs the kernel with a separate initramfs: the system "
+                         'needs initramfs = "separate"', where=_where(path, text, "kernel", "fit"))
     if board.system is None:
         return
     if board.userland is None:

@@ -66,6 +66,8 @@ class Manifest(_Model):
     kernel: KernelInfo
     uboot: UBootInfo
     initramfs: list[ComponentSize] = []
+    # The one file written to the firmware partition (a FIT or the uImage), if any.
+    flash_image: str | None = None
 
     @classmethod
     def read(cls, result: Path) -> Manifest:

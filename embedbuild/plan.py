@@ -20,6 +20,7 @@ from embedbuild.steps.busybox import busybox_steps
 from embedbuild.steps.dropbear import dropbear_step
 from embedbuild.steps.dtb import dtb_step
 from embedbuild.steps.dtbcheck import driver_index_step, dtb_check_step
+from embedbuild.steps.fit import fit_step
 from embedbuild.steps.kernel import kernel_step
 from embedbuild.steps.kernel_config import kernel_config_step
 from embedbuild.steps.patch import patched_step
@@ -59,6 +60,7 @@ class Planner:
             "dtb-check": self._dtb_check,
             "image": lambda: uimage_step(board, self.get("kernel"),
                                          self.get("dtb") if board.kernel.dts else None),
+            "fit": lambda: fit_step(board, self.get("kernel"), self.get("initramfs")),
             "initramfs": self._initramfs,
             "initramfs-check": lambda: ir.unpack_check_step(
                 f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),

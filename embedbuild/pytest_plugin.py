@@ -1,7 +1,9 @@
 """pytest plugin: a booted target for tests, on QEMU or on a real board.
 
 Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV,
---eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask, --eb-store. The
+--eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask, --eb-store, --eb-from-flash
+(boot the image in the firmware partition; a QEMU board's flash is the one in its
+bench folder, where `embedbuild flash` wrote it). The
 ``target`` fixture boots the board once per session (through embedbuild.session,
 as the command line does) and gives ``run(cmd) -> (status, output)``,
 ``succeed(cmd)`` and ``wait_for(regex)``; a failing test gets the console log.
@@ -31,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--eb-device-ip", help="address to give the board")
     g.addoption("--eb-netmask", default="255.255.255.0", help="the board network's netmask")
     g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
+    g.addoption("--eb-from-flash", action="store_true",
+                help="boot from the firmware partition instead of over TFTP")
 
 
 @dataclass
@@ -80,7 +84,10 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     built = session.build(board, Store(store_root or default_root()))
     with tempfile.TemporaryDirectory(prefix=f"embedbuild-test-{board.name}-") as d:
         workdir = Path(d)
-        with session.open_target(board, built.result, workdir, bench) as target:
+        from_flash = opt("--eb-from-flash")
+        with session.open_target(board, built.result, workdir, bench, from_flash=from_flash,
+                                 flash=session.flash_file(board) if from_flash else None
+                                 ) as target:
             booted = BootedTarget(target, ShellDriver(target.console), built.result, workdir)
             config.stash[_LAST] = booted
             yield booted

@@ -121,25 +121,112 @@ def bench_dir(board: Board) -> Iterator[Path]:
         os.close(fd)
 
 
+def flash_file(board: Board) -> Path:
+    """The file backing a QEMU board's flash, in its bench folder beside run/: it
+    persists across boots like the chip."""
+    from embedbuild.rig.boot import FLASH_FILE
+
+    return cache_dir("EMBEDBUILD_BENCH", "bench") / board.name / FLASH_FILE
+
+
 @contextlib.contextmanager
 def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
                 initrd: Path | None = None, ready: str = READY_LINE,
-                timeout: float = 60, on_wait: Callable[[float], None] | None = None
-                ) -> Iterator:
-    """Boot a built result on the bench until the ready line; yields the rig's Target.
-    ``on_wait(seconds)`` is called while a person is to power a real board on.
-    Everything started for it is stopped on exit, also after an error or Ctrl-C."""
+                timeout: float = 60, on_wait: Callable[[float], None] | None = None,
+                from_flash: bool = False, flash: Path | None = None) -> Iterator:
+    """Boot a built result on the bench until the ready line (over TFTP, or from the
+    image in its firmware partition); yields the rig's Target. A QEMU board's flash is
+    backed by ``flash`` (default: a new erased file in workdir). ``on_wait(seconds)`` is
+    called while a person is to power a real board on. Everything started for it is
+    stopped on exit, also after an error or Ctrl-C."""
     from embedbuild.rig.boot import qemu_target, serial_target
 
     bench.check(board)
     if bench.serial is None:
-        cm = qemu_target(board, result, workdir, initrd=initrd, ready=ready, timeout=timeout)
+        cm = qemu_target(board, result, workdir, initrd=initrd, ready=ready, timeout=timeout,
+                         from_flash=from_flash, flash=flash)
     else:
         assert bench.server_ip and bench.device_ip
         cm = serial_target(board, result, workdir, port=bench.serial,
                            baud=bench.baud or board.serial.baud, server_ip=bench.server_ip,
                            device_ip=bench.device_ip, netmask=bench.netmask, initrd=initrd,
                            ready=ready, timeout=timeout, power_timeout=bench.power_timeout,
-                           on_wait=on_wait)
+                           on_wait=on_wait, from_flash=from_flash)
     with cm as target:
         yield target
+
+
+def bench_addresses(board: Board, bench: Bench) -> tuple[str, str, str]:
+    """(server, device, netmask) the board's U-Boot is given on this bench; for a real
+    board without them, placeholders (what --dry-run prints)."""
+    if bench.serial is None and board.qemu is not None:
+        from embedbuild.rig.boot import bench_network
+
+        net = bench_network(board)
+        return net.server_ip, net.device_ip, net.netmask
+    return bench.server_ip or "<server-ip>", bench.device_ip or "<device-ip>", bench.netmask
+
+
+def flash_image(board: Board, result: Path) -> Path:
+    """The file of a build result that goes to the firmware partition."""
+    from embedbuild.manifest import Manifest
+
+    name = Manifest.read(result).flash_image
+    if name is None:
+        raise EmbedbuildError(f"board {board.name} builds no single-file flash image",
+                              hint="package it as a uImage or a FIT ([kernel.fit]), or give "
+                              "--image FILE")
+    return result / name
+
+
+def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path | None, *,
+          result: Path | None, set_bootcmd: bool = False, dry_run: bool = False,
+          say: Callable[[str], None] = print) -> None:
+    """Write ``image`` to a partition through the board's U-Boot (checked at every step,
+    see rig/flash.py), or with ``dry_run`` only print the command sequence. Refusals
+    come before anything is powered or sent."""
+    from embedbuild import bootcmd
+    from embedbuild.rig import flash as rig_flash
+    from embedbuild.rig.boot import qemu_powered, uboot_prompt
+
+    part = rig_flash.writable_partition(board, partition)
+    if set_bootcmd:
+        rig_flash.check_set_bootcmd(board)
+    data = rig_flash.check_image(part, image)
+    server, device, netmask = bench_addresses(board, bench)
+    if dry_run:
+        for cmd in rig_flash.sequence(board, part, image.name, data, server, device, netmask):
+            say(cmd.describe())
+        if set_bootcmd:
+            for text in bootcmd.set_bootcmd(board, part, len(data)):
+                say(text)
+        return
+    bench.check(board, [image])
+    assert workdir is not None
+    served = workdir / "tftp"
+    served.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(image, served / image.name)
+    report = rig_flash.FlashReport(part.name)
+    with contextlib.ExitStack() as stack:
+        if bench.serial is None:
+            net, port, powered_on = stack.enter_context(
+                qemu_powered(board, result, workdir, flash_file(board)))
+            baud, netns = board.serial.baud, net.path
+        else:
+            port, powered_on, netns = bench.serial, None, None
+            baud = bench.baud or board.serial.baud
+            say(f"power on (or reset) {board.name} now; waiting for U-Boot on {port} "
+                f"({bench.power_timeout:.0f} s at most)")
+        target = stack.enter_context(uboot_prompt(
+            board, served, workdir, port=port, baud=baud, server_ip=server, device_ip=device,
+            netmask=netmask, netns=netns, powered_on=powered_on,
+            power_timeout=bench.power_timeout))
+        try:
+            rig_flash.flash(target.uboot, board, part, image, data, filename=image.name,
+                            server_ip=server, device_ip=device, netmask=netmask,
+                            report=report)
+            if set_bootcmd:
+                rig_flash.set_bootcmd(target.uboot, board, part, len(data), report)
+        finally:
+            for line in report.lines():
+                say(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,26 @@ def test_ap_ac_lite_fits_and_size_shows_the_partition_share(ap_result: Path,
     r = cli("size", "ap-ac-lite", store=session_store)
     assert r.code == 0, r.err
     assert "share of the firmware partition (15,859,712 bytes)" in r.out
+
+
+def test_ap_ac_lite_flash_dry_run_writes_the_uimage_to_firmware_only(ap_result: Path,
+                                                                     session_store: Path):
+    from test_flash import _ranges
+
+    size = (ap_result / "uImage").stat().st_size
+    r = cli("flash", "ap-ac-lite", "--partition", "firmware", "--dry-run", store=session_store)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    crc = f"{zlib.crc32((ap_result / 'uImage').read_bytes()):08x}"
+    ops = [(c, a, b) for c, a, b in _ranges(lines) if a >= 0x9F000000]
+    assert ops and all(0x9F070000 <= a < b <= 0x9FF90000 for _, a, b in ops)
+    erase = next(i for i, line in enumerate(lines) if line.startswith("erase "))
+    write = next(i for i, line in enumerate(lines) if line.startswith("cp.b "))
+    assert any(f"crc32 0x81000000 0x{size:x}" in line and crc in line for line in lines[:erase])
+    assert any(f"crc32 0x9f070000 0x{size:x}" in line and crc in line for line in lines[write:])
+    for part in ("art", "u-boot", "u-boot-env", "cfg"):
+        r = cli("flash", "ap-ac-lite", "--partition", part, "--dry-run", store=session_store)
+        assert r.code == 1 and f"partition '{part}' of ap-ac-lite is read-only" in r.err
 
 
 def test_ap_ac_lite_initramfs_is_built_in(ap_result: Path):

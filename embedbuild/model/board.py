@@ -116,6 +116,25 @@ class UImage(Strict):
     append_dtb: bool = False
 
 
+class Fit(Strict):
+    """A FIT image (mkimage -f): the kernel and the separate initramfs in one file, each
+    with a hash U-Boot checks before booting; what a board that boots from flash writes
+    to its firmware partition.
+
+    Args:
+        load: where U-Boot copies the kernel before starting it (default
+            uboot.kernel_addr).
+        entry: the kernel's entry address (default: load).
+        ramdisk_load: where U-Boot copies the initramfs (default uboot.ramdisk_addr).
+        hash: the hash algorithm of each image node.
+    """
+
+    load: Address | None = None
+    entry: Address | None = None
+    ramdisk_load: Address | None = None
+    hash: Literal["sha256", "sha1", "crc32"] = "sha256"
+
+
 class Kernel(Strict):
     """How the board's kernel is configured, patched and packaged.
 
@@ -127,6 +146,7 @@ class Kernel(Strict):
         patches: applied in order with ``patch -p1``.
         image: the kernel make target that produces the image.
         uimage: wrap the image in a legacy uImage.
+        fit: also package the image and the separate initramfs as a FIT image.
         dts: a device tree source compiled with the kernel's dtc and include paths.
         dtb: or an in-tree DTB target, e.g. "rockchip/rk3326-odroid-go2.dtb".
         cmdline: kernel command line given by the bootloader.
@@ -138,6 +158,7 @@ class Kernel(Strict):
     patches: list[PatchFile] = []
     image: Literal["zImage", "Image", "Image.gz", "vmlinux.bin", "vmlinux"]
     uimage: UImage | None = None
+    fit: Fit | None = None
     dts: BoardFile | None = None
     dtb: TreePath | None = None
     cmdline: str = ""
@@ -285,6 +306,8 @@ class Qemu(Strict):
             omitted when [uboot.build] makes it.
         nic: the network device model on the tap.
         nodefaults: pass -nodefaults (no default devices).
+        pflash_unit: emulate the board's [flash] as this -drive if=pflash unit, backed by a
+            file of exactly flash.size bytes that persists across power cycles.
         extra: more QEMU arguments.
     """
 
@@ -295,6 +318,7 @@ class Qemu(Strict):
     firmware: Path | None = None
     nic: str = Field(default="virtio-net-device", pattern=QEMU_VALUE)
     nodefaults: bool = False
+    pflash_unit: int | None = Field(default=None, ge=0)
     extra: list[str] = []
 
 
@@ -316,9 +340,12 @@ class Partition(Strict):
 
     Args:
         name: its name (as in the device tree's partitions).
-        offset: start in bytes from the start of the flash.
-        size: length in bytes.
-        read_only: never written by embedbuild (bootloader, calibration data).
+        offset: start in bytes from the start of the flash; a multiple of the erase block.
+        size: length in bytes; a multiple of the erase block.
+        read_only: never written by embedbuild (bootloader, its environment, calibration
+            data).
+        saveenv: this partition holds U-Boot's environment and U-Boot's own ``saveenv``
+            may rewrite it; only then does ``flash --set-bootcmd`` store a bootcmd.
     """
 
     # It becomes a label string in the generated .dtsi and an MTD name on the device.
@@ -326,6 +353,12 @@ class Partition(Strict):
     offset: Address
     size: int = Field(gt=0)
     read_only: bool = False
+    saveenv: bool = False
+
+    @property
+    def end(self) -> int:
+        """The first byte after the partition."""
+        return self.offset + self.size
 
     @field_validator("offset", "size")
     @classmethod
@@ -338,10 +371,20 @@ class Partition(Strict):
 
 
 class Flash(Strict):
-    """The board's flash and how it is partitioned.
+    """The board's flash, how it is partitioned, and how its U-Boot writes it.
 
     Args:
         size: flash size in bytes.
+        erase_block: the flash's erase block in bytes (what one erase clears, whatever
+            the bootloader calls a sector); every partition is aligned to it.
+        mapped: the address where the flash appears in the CPU's memory map (NOR and
+            memory-mapped SPI NOR), or omitted when it is not mapped.
+        dialect: the command set of the board's U-Boot: "nor" (memory-mapped flash through
+            U-Boot's flash commands: protect, erase START +LEN, cp.b, cmp.b, crc32) or
+            "sf" (SPI NOR through ``sf probe/erase/write/read``). NAND and UBI come later.
+        sf_probe: arguments of ``sf probe`` (dialect "sf"), e.g. "0:0".
+        readback_addr: RAM address the "sf" dialect reads the flash back to; it must not
+            overlap the image loaded at uboot.kernel_addr.
         firmware: the partition the firmware image is written to.
         dt_label: label of the flash node in the board's .dts; embedbuild generates
             its partitions from this table (embedbuild-flash.dtsi).
@@ -349,12 +392,26 @@ class Flash(Strict):
     """
 
     size: int = Field(gt=0)
+    erase_block: int = Field(gt=0)
+    mapped: Address | None = None
+    dialect: Literal["nor", "sf"]
+    sf_probe: str = "0"
+    readback_addr: Address | None = None
     firmware: str
     dt_label: str = Field(default="flash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     partitions: list[Partition] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _layout(self) -> Self:
+        if self.erase_block & (self.erase_block - 1):
+            raise ValueError(f"erase_block 0x{self.erase_block:x} is not a power of two")
+        if self.size % self.erase_block:
+            raise ValueError(f"flash size 0x{self.size:x} is not a multiple of erase_block "
+                             f"0x{self.erase_block:x}")
+        if self.dialect == "nor" and self.mapped is None:
+            raise ValueError('dialect "nor" writes through the memory map: give mapped')
+        if self.dialect == "sf" and self.readback_addr is None:
+            raise ValueError('dialect "sf" reads the flash back into RAM: give readback_addr')
         end = 0
         names = set()
         for p in self.partitions:
@@ -364,7 +421,13 @@ class Flash(Strict):
             if p.offset < end:
                 raise ValueError(f"partition {p.name!r} at 0x{p.offset:x} overlaps the one "
                                  f"before it (which ends at 0x{end:x})")
-            end = p.offset + p.size
+            for what, value in (("offset", p.offset), ("size", p.size)):
+                if value % self.erase_block:
+                    raise ValueError(
+                        f"partition {p.name!r} {what} 0x{value:x} is not a multiple of the "
+                        f"erase block 0x{self.erase_block:x}: erasing it would clear bytes "
+                        "of its neighbour")
+            end = p.end
             if end > self.size:
                 raise ValueError(f"partition {p.name!r} ends at 0x{end:x}, past the end of "
                                  f"the flash (0x{self.size:x})")
@@ -378,6 +441,10 @@ class Flash(Strict):
     def partition(self, name: str) -> Partition:
         """The partition called name."""
         return next(p for p in self.partitions if p.name == name)
+
+    def env_partition(self) -> Partition | None:
+        """The partition U-Boot's saveenv may write, if the board declares one."""
+        return next((p for p in self.partitions if p.saveenv), None)
 
 
 class Board(Strict):
@@ -402,6 +469,11 @@ class Board(Strict):
         if self.qemu and self.qemu.firmware is None and self.uboot.build is None:
             raise ValueError("[qemu] needs a firmware (a U-Boot binary), or [uboot.build] "
                              "to build one")
+        if self.qemu and self.qemu.pflash_unit is not None and self.flash is None:
+            raise ValueError("qemu.pflash_unit emulates the board's flash: add [flash]")
+        if self.kernel.fit and self.kernel.fit.ramdisk_load is None \
+                and self.uboot.ramdisk_addr is None:
+            raise ValueError("kernel.fit needs ramdisk_load (or uboot.ramdisk_addr)")
         return self
 
     @property

@@ -50,17 +50,19 @@ def result_step(board: Board, outputs: list[str], published: list[Published],
             data = dest.read_bytes()
             infos[name] = FileInfo(role=role, size=len(data),
                                    sha256=hashlib.sha256(data).hexdigest())
-        check_fits(board, kernel_file, infos[kernel_file].size)
+        flash_image = extra.get("flash_image")
+        if flash_image:
+            check_fits(board, flash_image, infos[flash_image].size)
         h = json.loads(ctx.input("header", header[1]).read_text()) if header else {}
         components = (json.loads(ctx.input("sizes", "sizes").read_text())
                       if sizes is not None else [])
-        manifest(board, outputs, infos, kernel_file, h, components, extra["tftpboot"]).write(
-            ctx.out)
+        manifest(board, outputs, infos, kernel_file, h, components, extra["tftpboot"],
+                 flash_image).write(ctx.out)
 
     return Step(
         kind="result",
         name=f"{board.name}-result",
-        version=5,
+        version=6,
         # Exactly what the manifest is written from; file contents are covered by the deps.
         inputs={
             "board": board.name,
@@ -92,7 +94,8 @@ def check_fits(board: Board, name: str, size: int) -> None:
 
 
 def manifest(board: Board, outputs: list[str], files: dict[str, FileInfo], kernel_file: str,
-             header: dict, components: list[dict], tftpboot: list[str]) -> Manifest:
+             header: dict, components: list[dict], tftpboot: list[str],
+             flash_image: str | None = None) -> Manifest:
     """The manifest of a result."""
     u = board.uboot
 
@@ -112,4 +115,5 @@ def manifest(board: Board, outputs: list[str], files: dict[str, FileInfo], kerne
                         ramdisk_addr=addr(u.ramdisk_addr), fdt_addr=addr(u.fdt_addr),
                         tftpboot=tftpboot),
         initramfs=[ComponentSize(**c) for c in components],
+        flash_image=flash_image,
     )

@@ -14,19 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedbuild import bootcmd
+from embedbuild.errors import EmbedbuildError
 from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board
 from embedbuild.model.system import READY_LINE
 from embedbuild.rig.console import Console, ConsoleError
 from embedbuild.rig.netns import BenchNetwork
-from embedbuild.rig.qemu import QemuBoard
+from embedbuild.rig.qemu import QemuBoard, flash_file
 from embedbuild.rig.tftp import TftpServer, Transfer
 from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
 
+# The file backing a QEMU board's flash, in its bench folder.
+FLASH_FILE = "flash.img"
 # A person powers the board on: give them this long.
 POWER_ON_TIMEOUT = 300.0
 COMMON_BAUDS = (115200, 57600, 38400, 19200, 9600)
-
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Target:
     report: BootReport
     server_ip: str
     device_ip: str
+    netmask: str = "255.255.255.0"
     # The QEMU bench LAN (None for a real board): tests reach the board from inside it.
     network: BenchNetwork | None = None
 
@@ -116,8 +119,8 @@ def tftp_boot(
     report: BootReport,
     timeout: float = 60,
 ) -> None:
-    """From a U-Boot prompt: set up the network, run the TFTP boot commands, wait for
-    the ready line."""
+    """From a U-Boot prompt: set up the network, run the boot commands (TFTP or from
+    flash), wait for the ready line."""
     for cmd in bootcmd.network(board.uboot, server_ip, device_ip, netmask):
         uboot.check(cmd)
     for cmd in cmds[:-1]:
@@ -131,6 +134,38 @@ def tftp_boot(
         raise BootError(f"kernel: {m.match.group(0).strip()}", log_tail=uboot.console.tail())
     report.stages.append(("kernel to /init", time.monotonic() - t0))
     report.stages.append(("init to ready", wait_ready(uboot.console, ready, timeout)))
+
+
+def flash_boot_commands(board: Board, result: Path) -> list[str]:
+    """The U-Boot commands that boot the image flashed to the firmware partition."""
+    manifest = Manifest.read(result)
+    part = board.firmware_partition()
+    if part is None or manifest.flash_image is None:
+        raise EmbedbuildError(f"board {board.name} has no flash image to boot from",
+                              hint="give the board [flash] and a uImage or [kernel.fit]")
+    return bootcmd.flash_boot(board, part, manifest.files[manifest.flash_image].size)
+
+
+@contextlib.contextmanager
+def qemu_powered(board: Board, result: Path | None, workdir: Path,
+                 flash: Path | None = None) -> Iterator[tuple[BenchNetwork, str, float]]:
+    """A QEMU board powered on in its bench network: yields the network, the console's
+    pty and when the power came on. The board's flash (qemu.pflash_unit) is backed by
+    ``flash`` (default workdir/flash.img), created erased if missing. QEMU and the
+    namespace are gone on exit, also after an error or Ctrl-C."""
+    assert board.qemu is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    backing = None
+    if board.qemu.pflash_unit is not None and board.flash is not None:
+        backing = flash_file(flash or workdir / FLASH_FILE, board.flash.size)
+    with contextlib.ExitStack() as stack:
+        net = stack.enter_context(bench_network(board))
+        qemu = QemuBoard(board.qemu, net, workdir,
+                         firmware=built_firmware(result) if result else None, flash=backing)
+        # Registered before the start: an error or Ctrl-C while QEMU starts must stop it too.
+        stack.callback(qemu.power_off)
+        powered_on = time.monotonic()
+        yield net, qemu.power_on(), powered_on
 
 
 def wait_for_power_on(uboot: UBootDriver, port: str, baud: int, timeout: float,
@@ -183,28 +218,54 @@ def qemu_target(
     initrd: Path | None = None,
     ready: str = READY_LINE,
     timeout: float = 60,
+    from_flash: bool = False,
+    flash: Path | None = None,
 ) -> Iterator[Target]:
-    """Boot a QEMU board through its U-Boot over TFTP; yields the booted target.
-
-    Everything started here (QEMU, the TFTP server, the namespace) is gone on
-    exit, also after an error or Ctrl-C.
-    """
-    assert board.qemu is not None
-    workdir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        net = stack.enter_context(bench_network(board))
-        qemu = QemuBoard(board.qemu, net, workdir, firmware=built_firmware(result))
-        # Registered before the start: an error or Ctrl-C while QEMU starts must stop it too.
-        stack.callback(qemu.power_off)
-        powered_on = time.monotonic()
-        port = qemu.power_on()
-        target = stack.enter_context(serial_target(
+    """Boot a QEMU board through its U-Boot, over TFTP or from its flash (backed by
+    ``flash``, see qemu_powered); yields the booted target."""
+    with qemu_powered(board, result, workdir, flash) as (net, port, powered_on), serial_target(
             board, result, workdir, port=port, baud=board.serial.baud,
             server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
             netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
-            powered_on=powered_on))
+            powered_on=powered_on, from_flash=from_flash) as target:
         target.network = net
         yield target
+
+
+@contextlib.contextmanager
+def uboot_prompt(
+    board: Board,
+    served: Path,
+    workdir: Path,
+    *,
+    port: str,
+    baud: int,
+    server_ip: str,
+    device_ip: str,
+    netmask: str,
+    netns: str | None = None,
+    timeout: float = 60,
+    powered_on: float | None = None,
+    power_timeout: float = POWER_ON_TIMEOUT,
+    on_wait: Callable[[float], None] | None = None,
+) -> Iterator[Target]:
+    """A board at its U-Boot prompt, with a TFTP server serving the folder ``served``
+    (from inside ``netns`` when given). With ``powered_on`` the caller switched the power
+    (QEMU) and times from then; else a person powers the board on within
+    ``power_timeout`` seconds, and ``on_wait(elapsed)`` is called while we wait."""
+    report = BootReport()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append,
+                                       netns=netns))
+        console = stack.enter_context(board_console(board, port, baud, workdir))
+        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
+        if powered_on is None:
+            report.stages.append(("waiting for U-Boot", wait_for_power_on(
+                uboot, port, baud, power_timeout, on_wait)))
+        else:
+            uboot.interrupt(timeout)
+            report.stages.append(("power on to U-Boot prompt", time.monotonic() - powered_on))
+        yield Target(board, console, uboot, report, server_ip, device_ip, netmask)
 
 
 @contextlib.contextmanager
@@ -223,28 +284,22 @@ def serial_target(
     ready: str = READY_LINE,
     timeout: float = 60,
     powered_on: float | None = None,
+    from_flash: bool = False,
     power_timeout: float = POWER_ON_TIMEOUT,
     on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[Target]:
-    """TFTP-boot a board on a serial console: serve the result (from inside ``netns``
-    when given), catch U-Boot and boot it. With ``powered_on`` the caller switched the
-    power (QEMU) and times from then; else a person powers the board on within
-    ``power_timeout`` seconds, and ``on_wait(elapsed)`` is called while we wait."""
-    report = BootReport()
+    """Boot a board on a serial console, over TFTP or (``from_flash``) from the image in
+    its firmware partition; the result is served over TFTP either way, for the tests that
+    fetch it back. ``powered_on``, ``power_timeout`` and ``on_wait`` as for uboot_prompt."""
+    cmds = (flash_boot_commands(board, result) if from_flash
+            else boot_commands(board, result, initrd))
     served = stage_files(result, workdir / "tftp", [initrd] if initrd else [])
-    cmds = boot_commands(board, result, initrd)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append,
-                                       netns=netns))
-        console = stack.enter_context(board_console(board, port, baud, workdir))
-        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
-        if powered_on is None:
-            report.stages.append(("waiting for U-Boot", wait_for_power_on(
-                uboot, port, baud, power_timeout, on_wait)))
-        else:
-            uboot.interrupt(timeout)
-            report.stages.append(("power on to U-Boot prompt", time.monotonic() - powered_on))
-        tftp_boot(board, uboot, server_ip, device_ip, netmask, cmds, ready, report, timeout)
+    with uboot_prompt(board, served, workdir, port=port, baud=baud, server_ip=server_ip,
+                      device_ip=device_ip, netmask=netmask, netns=netns, timeout=timeout,
+                      powered_on=powered_on, power_timeout=power_timeout,
+                      on_wait=on_wait) as target:
+        tftp_boot(board, target.uboot, server_ip, device_ip, netmask, cmds, ready,
+                  target.report, timeout)
         if powered_on is not None:
-            report.stages.append(("power on to ready", time.monotonic() - powered_on))
-        yield Target(board, console, uboot, report, server_ip, device_ip)
+            target.report.stages.append(("power on to ready", time.monotonic() - powered_on))
+        yield target

@@ -21,6 +21,27 @@ from embedbuild.rig.netns import BenchNetwork, uninterrupted
 _serial = itertools.count()
 
 
+def flash_file(path: Path, size: int) -> Path:
+    """The file backing an emulated flash: kept as it is when it exists (it persists across
+    power cycles like a chip), else created erased (every byte 0xff) at exactly ``size``
+    bytes, the size QEMU requires of a pflash bank."""
+    if path.exists():
+        if path.stat().st_size != size:
+            raise EmbedbuildError(f"flash file is {path.stat().st_size:,} bytes, the board's "
+                                  f"flash is {size:,}", where=str(path),
+                                  hint="remove it: a new, erased one is made")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    block = b"\xff" * (1 << 20)
+    with open(tmp, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.write(block[: size % len(block)])
+    tmp.rename(path)
+    return path
+
+
 class QemuBoard:
     """One QEMU process emulating a board.
 
@@ -30,12 +51,14 @@ class QemuBoard:
         workdir: where the QMP socket and QEMU's own output go.
         firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
             by embedbuild.
+        flash: the file backing the board's flash (spec.pflash_unit), see flash_file().
     """
 
     def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
-                 firmware: Path | None = None) -> None:
+                 firmware: Path | None = None, flash: Path | None = None) -> None:
         self.spec = spec
         self.firmware = firmware or spec.firmware
+        self.flash = flash
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -69,6 +92,8 @@ class QemuBoard:
             argv += ["-cpu", s.cpu]
         if self.firmware:
             argv += ["-bios", str(self.firmware)]
+        if self.flash is not None and s.pflash_unit is not None:
+            argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={self.flash}"]
         argv += s.extra
         return [a for a in argv if a]
 
