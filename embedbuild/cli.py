@@ -287,7 +287,7 @@ def cmd_test(args) -> int:
             argv += ["--eb-baud", str(args.baud)]
     if args.from_flash:
         argv.append("--eb-from-flash")
-    return subprocess.call(argv + [a for a in args.pytest_args if a != "--"])
+    return subprocess.call(argv + args.pytest_args)
 
 
 def cmd_size(args) -> int:
@@ -423,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
     s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
-    s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments")
+    s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])
     s.add_argument("board")
@@ -468,7 +468,17 @@ def _stop(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after `--` is for pytest (`embedbuild test BOARD --serial X -- -k ssh`).
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
     args = parser().parse_args(argv)
+    if hasattr(args, "pytest_args"):
+        args.pytest_args = extra
+    elif extra:
+        parser().error("`--` passes arguments to pytest: only `embedbuild test` takes them")
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
