@@ -46,6 +46,7 @@ GAP_SETTLE = 0.2  # seconds during which repeated gap reports count as one
 DRAIN = 64  # packets read from one socket before the loop looks at the others
 MAX_PACKET = 65536
 REFUSALS_LOGGED_PER_SECOND = 10
+RESTART_AFTER = 1.0  # seconds without progress after which a repeated request starts over
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class TftpError(Exception):
 def error_packet(code: int, msg: str) -> bytes:
     """An ERROR packet (RFC 1350) with our own message."""
     return struct.pack("!HH", OP_ERROR, code) + msg.encode(errors="replace") + b"\0"
+
+
+TOO_MANY = error_packet(ERR_UNDEFINED, "too many transfers from your address")
+SERVER_ERROR = error_packet(ERR_UNDEFINED, "server error")
 
 
 def printable(name: str) -> str:
@@ -269,7 +274,7 @@ class _Session:
         # The client's timeout bounds how long we wait; the measured round trip decides
         # how soon we retransmit (a lost block should not cost a whole timeout).
         self.max_rto = timeout
-        self.rto = timeout
+        self.rto = min(timeout, 1.0)  # until a round trip is measured
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.idle_limit = min(timeout * (RETRIES + 1), server.limits.idle)
@@ -304,7 +309,7 @@ class _Session:
                 self.sock.sendto(view[: 4 + want], self.client)
         self.sent_at = now
         self.clean = not retransmit
-        self.deadline = now + self.rto
+        self.deadline = min(now + self.rto, self.progress_at + self.idle_limit)
 
     def on_packet(self, data: bytes, addr: tuple, now: float) -> None:
         """Handle one packet that reached this transfer's port."""
@@ -367,7 +372,7 @@ class _Session:
 
     def _base_rto(self) -> float:
         if self.srtt is None:
-            return self.max_rto
+            return min(self.max_rto, 1.0)
         return min(max(self.srtt + 4 * self.rttvar, MIN_RTO), self.max_rto)
 
     def finish(self, error: str = "") -> None:
@@ -542,6 +547,8 @@ class TftpServer:
                     handle(data, addr, now)
                 except Exception:
                     log.exception("tftp: request from %s failed", format_address(*addr[:2]))
+                    if data[:2] != struct.pack("!H", OP_ERROR):
+                        self._send_quietly(sock, SERVER_ERROR, addr)
             else:
                 self._guarded(session, handle, data, addr, now)
                 if session.done:
@@ -558,9 +565,7 @@ class TftpServer:
             session.finish(e.strerror or str(e))
         except Exception as e:
             log.exception("tftp: transfer to %s failed", format_address(*session.client[:2]))
-            self._send_quietly(
-                session.sock, error_packet(ERR_UNDEFINED, "server error"), session.client
-            )
+            self._send_quietly(session.sock, SERVER_ERROR, session.client)
             session.finish(f"server error: {e!r}")
 
     @staticmethod
@@ -573,6 +578,14 @@ class TftpServer:
         op = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
         if op == OP_ERROR:
             return  # RFC 1350: an ERROR is never answered
+        old = self.sessions.get(client)
+        if old and now - old.progress_at < RESTART_AFTER:
+            return  # a repeated request: the transfer under way answers it
+        if op == OP_RRQ and not old and self._per_address[client[0]] >= self.limits.per_client:
+            # Refused before parsing: a flood from one address must cost little.
+            self._send_quietly(self.sock, TOO_MANY, client)
+            self._count_refusal(client, "too many transfers from your address")
+            return
         try:
             if op not in (OP_RRQ, OP_WRQ):
                 raise TftpError(ERR_ILLEGAL, "expected a read request")
@@ -588,9 +601,8 @@ class TftpServer:
                 raise TftpError(ERR_UNDEFINED, f"{req.mode} mode is not supported: use octet")
             if req.mode != "octet":
                 raise TftpError(ERR_ILLEGAL, "unknown transfer mode")
-            old = self.sessions.get(client)
             if old:
-                # The same client port asks again: it gave up on the old transfer.
+                # The same client port asks again after a stall: it started over.
                 old.finish("the client restarted the request")
             if len(self.sessions) >= self.limits.sessions:
                 raise TftpError(ERR_UNDEFINED, "server busy, try again later")
@@ -622,6 +634,14 @@ class TftpServer:
         """Answer a refused request with an ERROR from the listening port, and log it
         (a few lines a second at most: a flood must not flood the log too)."""
         self._send_quietly(self.sock, error_packet(e.code, e.msg), client)
+        what = (
+            f"{'write' if req.opcode == OP_WRQ else 'read'} request for {printable(req.filename)}"
+            if req
+            else "packet"
+        )
+        self._count_refusal(client, e.msg, what)
+
+    def _count_refusal(self, client: tuple, why: str, what: str = "request") -> None:
         second, logged, suppressed = self._refusal_window
         now = int(time.monotonic())
         if now != second:
@@ -632,12 +652,7 @@ class TftpServer:
             self._refusal_window = (second, logged, suppressed + 1)
             return
         self._refusal_window = (second, logged + 1, suppressed)
-        what = (
-            f"{'write' if req.opcode == OP_WRQ else 'read'} request for {printable(req.filename)}"
-            if req
-            else "packet"
-        )
-        log.warning("%s %s refused: %s", format_address(*client[:2]), what, e.msg)
+        log.warning("%s %s refused: %s", format_address(*client[:2]), what, why)
 
     def _ended(self, session: _Session) -> None:
         """Free what a finished session held, and report it."""
