@@ -42,7 +42,7 @@ MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MAX_WINDOW = 64  # RFC 7440 allows up to 65535; the server may offer less
 RETRIES = 5  # timeouts in a row a session survives at the client's timeout (RFC 2349)
 MIN_RTO = 0.05  # seconds: below this, scheduling noise on a loaded host looks like loss
-GAP_SETTLE = 0.2  # seconds during which repeated gap reports count as one
+MIN_GAP = 0.002  # seconds: an ACK sooner than this after a block was sent predates it
 DRAIN = 64  # packets read from one socket before the loop looks at the others
 MAX_PACKET = 65536
 REFUSALS_LOGGED_PER_SECOND = 10
@@ -280,35 +280,51 @@ class _Session:
         self.idle_limit = min(timeout * (RETRIES + 1), server.limits.idle)
         # Block 0 is the OACK when there is one: the client acknowledges it with ACK 0.
         self.acked = -1 if self.oack else 0
-        self.end = self.acked
+        self.end = self.acked  # the last block of the window
+        self.high = self.acked  # the highest block sent so far
+        self.sent: dict[int, float] = {}  # when each unacknowledged block was last sent
         self.sent_at = 0.0
-        self.clean = False  # the window in flight was sent once: its ACK times the RTT
+        self.clean = False  # the window was sent once, whole: its ACK times the round trip
         self.deadline = 0.0
         self.progress_at = 0.0
-        self.gap_at = 0.0
+        # Blocks sent since the client's last ACK, and how many it may get. Debian's U-Boot
+        # has 32 virtio-net receive buffers and never refills the ring once it ran dry: a
+        # 33rd block queued behind them leaves it deaf for good. A window resent after a
+        # gap can land on up to window - 2 blocks of the old one, so on top of a window
+        # there is room for one probe of two blocks; then the client's timer speaks.
+        self.unanswered = 0
+        self.budget = self.window + (2 if self.window > 1 else RETRIES)
         self.started = 0.0
         self.done = False
 
     def start(self, now: float) -> None:
         self.started = self.progress_at = now
-        self._send_window(now, retransmit=False)
+        self._send(range(0 if self.oack else 1, 1 if self.oack else self.window + 1), now)
+        self.clean = True
 
-    def _send_window(self, now: float, retransmit: bool) -> None:
-        if self.acked < 0:
-            self.end = 0
-            self.sock.sendto(self.oack, self.client)
-        else:
-            self.end = min(self.acked + self.window, self.nblocks)
-            view = memoryview(self.buf)
-            for n in range(self.acked + 1, self.end + 1):
+    def _send(self, blocks, now: float) -> None:
+        """Send these blocks (0: the OACK), each read from the file into the one buffer.
+        Sending nothing leaves the timer alone: only what is sent gets a new deadline."""
+        blocks = [n for n in blocks if n <= self.nblocks]
+        if not blocks:
+            return
+        view = memoryview(self.buf)
+        for n in blocks:
+            if n == 0:
+                self.sock.sendto(self.oack, self.client)
+            else:
                 offset = (n - 1) * self.blksize
                 want = min(self.blksize, self.size - offset)
                 struct.pack_into("!HH", self.buf, 0, OP_DATA, n & 0xFFFF)
                 if os.preadv(self.fd, [view[4 : 4 + want]], offset) != want:
                     raise TftpError(ERR_UNDEFINED, "the file changed while being sent")
                 self.sock.sendto(view[: 4 + want], self.client)
+            self.sent[n] = now
+            self.unanswered += 1
+            self.high = max(self.high, n)
+        self.end = min(self.acked + self.window, self.nblocks) if self.acked >= 0 else 0
         self.sent_at = now
-        self.clean = not retransmit
+        self.clean = False
         self.deadline = min(now + self.rto, self.progress_at + self.idle_limit)
 
     def on_packet(self, data: bytes, addr: tuple, now: float) -> None:
@@ -326,41 +342,51 @@ class _Session:
         if op != OP_ACK or len(data) < 4:
             return  # junk: ignored, and it does not move any timer
         blk = struct.unpack("!H", data[2:4])[0]
-        # Block numbers wrap at 65536: map back to the first match above what is acked.
+        # Block numbers wrap at 65536: the first match at or above what is acked.
         got = self.acked + ((blk - self.acked) & 0xFFFF)
-        if got == self.acked + 0x10000:
-            got = self.acked
-        if self.acked < got <= self.end:
+        if got > self.high:
+            return  # stale: it neither resends nor moves the timer
+        self.unanswered = 0
+        if got > self.acked:
             if self.clean and got == self.end:
                 self._measure(now - self.sent_at)
             self.acked, self.progress_at = got, now
             self.rto = self._base_rto()
-            if self.acked == self.nblocks:
+            self.sent = {n: t for n, t in self.sent.items() if n > got}
+            if got == self.nblocks:
                 self.finish()
-            else:
-                self._send_window(now, retransmit=False)
-        elif (
-            got == self.acked
-            and self.window > 1
-            and self.acked >= 0
-            and now - self.gap_at >= min(GAP_SETTLE, self.rto)
-        ):
-            # A repeated ACK inside a window means its first block was lost: resend now
-            # (RFC 7440 section 4). Repeats from the same burst are ignored. With window 1
-            # it is a stale duplicate: answering would double the traffic (Sorcerer's
-            # Apprentice), so the timer handles it.
-            self.gap_at = now
-            self._send_window(now, retransmit=True)
-        # Anything else is stale: it neither resends nor moves the timer.
+                return
+        elif self.window == 1 or got < 0:
+            # With window 1 a repeated ACK is a stale duplicate: answering it would double
+            # the traffic (Sorcerer's Apprentice), so the timer handles it.
+            return
+        # The client holds everything up to ``got`` and wants what follows. Blocks it was
+        # sent a moment ago are still on their way (this ACK predates them): send only
+        # what follows them. Older ones were lost: it dropped the rest of the window, so
+        # resend from there (RFC 7440 section 4), at once rather than after a timeout.
+        nxt = got + 1
+        fresh = self.sent.get(nxt, -1.0) > now - max((self.srtt or 0.0) / 2, MIN_GAP)
+        if fresh:
+            nxt = self.high + 1
+        whole = nxt == got + 1 and got == self.high
+        self._send(range(nxt, got + self.window + 1), now)
+        self.clean = whole
 
     def on_timeout(self, now: float) -> None:
-        """The deadline passed without progress: resend, or give up."""
+        """The deadline passed without progress: probe, or give up."""
         if now - self.progress_at >= self.idle_limit:
             self.sock.sendto(error_packet(ERR_UNDEFINED, "timed out"), self.client)
             self.finish(f"no progress for {now - self.progress_at:.0f} s")
             return
         self.rto = min(self.rto * 2, self.max_rto)
-        self._send_window(now, retransmit=True)
+        # Probe with the first and last blocks of the window, not all of it: a lost first
+        # block is resent, a lost last one brings the window's ACK, and anything else
+        # brings an ACK that says where the client is. Within the budget only: the window
+        # may still sit in a slow client's ring.
+        probe = sorted({self.acked + 1, self.end} if self.acked >= 0 else {0})
+        if self.unanswered + len(probe) <= self.budget:
+            self._send(probe, now)
+        self.deadline = min(now + self.rto, self.progress_at + self.idle_limit)
 
     def _measure(self, rtt: float) -> None:
         """Round-trip estimate as TCP keeps it (RFC 6298)."""
