@@ -7,6 +7,7 @@ Each test is bounded: loops stop by themselves, waits have generous limits. Figu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -391,8 +392,10 @@ def test_fifty_parallel_downloads_memory_bounded_and_byte_exact(lan_server, root
                     break
     seconds = time.monotonic() - t0
     growth = (proc.status("VmHWM") - before) / 1024
-    print(f"\n50 parallel 16 MiB downloads: server RSS +{growth:.1f} MiB (goal < 64), "
-          f"{50 * 16 / seconds:.0f} MiB/s in total")
+    print(
+        f"\n50 parallel 16 MiB downloads: server RSS +{growth:.1f} MiB (goal < 64), "
+        f"{50 * 16 / seconds:.0f} MiB/s in total"
+    )
     assert growth < 64
     assert all(rx.size == BIG and rx.digest.hexdigest() == want for rx in rxs.values())
     for s in rxs:
@@ -442,15 +445,25 @@ def test_flood_holds_few_sessions_and_others_are_served(lan_server, root: Path):
         times = []
         for _ in range(5):
             t0 = time.monotonic()
-            rx = fetch(proc.port, "small.bin", lan.server_ip, src=lan.client_ip(1),
-                       netns=lan.path, blksize=1468, windowsize=16, limit=20)
+            rx = fetch(
+                proc.port,
+                "small.bin",
+                lan.server_ip,
+                src=lan.client_ip(1),
+                netns=lan.path,
+                blksize=1468,
+                windowsize=16,
+                limit=20,
+            )
             times.append(time.monotonic() - t0)
             assert rx.digest.hexdigest() == sha(root / "small.bin")
     finally:
         stop.set()
         flooder.join()
-    print(f"normal client during a flood of {next(sent)} requests: served in "
-          f"{max(times):.3f} s at worst (goal < 1)")
+    print(
+        f"normal client during a flood of {next(sent)} requests: served in "
+        f"{max(times):.3f} s at worst (goal < 1)"
+    )
     assert max(times) < 10
     assert proc.alive()
     for s in flood:
@@ -488,8 +501,10 @@ def test_few_file_descriptors_every_request_is_answered(root: Path, tmp_path: Pa
             answers.append(s.recvfrom(70000))
         granted = sum(opcode(a) == 6 for a, _ in answers)
         busy = [a for a, _ in answers if error_code(a) == 0 and b"busy" in a]
-        print(f"\n{PER_CLIENT} stalled requests with 32 file descriptors: "
-              f"{granted} served, {len(busy)} told 'server busy'")
+        print(
+            f"\n{PER_CLIENT} stalled requests with 32 file descriptors: "
+            f"{granted} served, {len(busy)} told 'server busy'"
+        )
         assert busy and granted + len(busy) == len(answers)
         for s, (a, peer) in zip(socks, answers, strict=True):
             if opcode(a) == 6:
@@ -549,7 +564,7 @@ def test_stale_acks_do_not_keep_a_session(quick: TftpServer):
     while time.monotonic() < end:
         s.sendto(ack(0), peer)  # stale: block 1 is never acknowledged
         time.sleep(0.3)
-        with __import__("contextlib").suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError):
             while True:
                 packet = s.recvfrom(70000)[0]
                 if opcode(packet) == 5:
@@ -594,8 +609,12 @@ def test_receive_loop_survives_any_exception(root: Path, monkeypatch):
 
 
 def test_second_server_on_the_same_port_is_refused(server: Proc, root: Path):
-    r = subprocess.run([EMBEDBUILD, "tftp", str(root), "--listen", f"127.0.0.1:{server.port}"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [EMBEDBUILD, "tftp", str(root), "--listen", f"127.0.0.1:{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1
     assert f"another TFTP server is listening on 127.0.0.1:{server.port}" in r.stderr
     assert "Traceback" not in r.stderr
@@ -633,8 +652,12 @@ def test_parse_listen_refuses(text: str):
 
 @pytest.mark.parametrize("text", ["127.0.0.1:abc", ":70000", "[::1]:-1", "::1:x:"])
 def test_cli_listen_errors_are_one_line(root: Path, text: str):
-    r = subprocess.run([EMBEDBUILD, "tftp", str(root), "--listen", text],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [EMBEDBUILD, "tftp", str(root), "--listen", text],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.startswith("error: --listen")
 
@@ -765,8 +788,9 @@ def test_lost_blocks_cost_round_trips_not_timeouts(server: Proc, root: Path):
     Each would cost the client's 5 s timeout without evidence-based resends."""
     lost = {16 * k for k in range(1, 11)} | {5 * 16 + 3, 9 * 16 + 1}  # tails, and mid-window
     t0 = time.monotonic()
-    rx = fetch(server.port, "small.bin", blksize=1468, windowsize=16, timeout=5,
-               drop=lambda n: n in lost)
+    rx = fetch(
+        server.port, "small.bin", blksize=1468, windowsize=16, timeout=5, drop=lambda n: n in lost
+    )
     seconds = time.monotonic() - t0
     print(f"\n{len(lost)} lost blocks in a 300 kB load (timeout 5 s): {seconds:.2f} s")
     assert rx.digest.hexdigest() == sha(root / "small.bin") and rx.dropped == lost

@@ -304,13 +304,13 @@ class _Session:
         self._send(range(0 if self.oack else 1, 1 if self.oack else self.window + 1), now)
         self.clean = True
 
-    def _send(self, blocks, now: float) -> None:
+    def _send(self, blocks, now: float) -> int:
         """Send these blocks (0: the OACK), each read from the file into the one buffer.
         Sending nothing leaves the timer alone: only what is sent gets a new deadline."""
         room = self.budget - (self.seq - self.read)
         blocks = [n for n in blocks if n <= self.nblocks][: max(room, 0)]
         if not blocks:
-            return
+            return 0
         view = memoryview(self.buf)
         for n in blocks:
             if n == 0:
@@ -329,6 +329,7 @@ class _Session:
         self.sent_at = now
         self.clean = False
         self.deadline = min(now + self.rto, self.progress_at + self.idle_limit)
+        return len(blocks)
 
     def on_packet(self, data: bytes, addr: tuple, now: float) -> None:
         """Handle one packet that reached this transfer's port."""
@@ -378,8 +379,8 @@ class _Session:
         # resend at once rather than after a timeout (RFC 7440 section 4), as much as
         # the client's queue can take.
         whole = got == self.high
-        self._send(range(got + 1, got + self.window + 1), now)
-        self.clean = whole and self.end == self.high
+        sent = self._send(range(got + 1, got + self.window + 1), now)
+        self.clean = sent > 0 and whole and self.end == self.high
 
     def on_timeout(self, now: float) -> None:
         """The deadline passed without progress: probe, or give up."""
