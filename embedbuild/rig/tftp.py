@@ -42,6 +42,7 @@ MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MAX_WINDOW = 64  # RFC 7440 allows up to 65535; the server may offer less
 RETRIES = 5  # timeouts in a row a session survives at the client's timeout (RFC 2349)
 MIN_RTO = 0.05  # seconds: below this, scheduling noise on a loaded host looks like loss
+MIN_GAP = 0.002  # seconds: an ACK sooner than this after a block was sent predates it
 DRAIN = 64  # packets read from one socket before the loop looks at the others
 MAX_PACKET = 65536
 REFUSALS_LOGGED_PER_SECOND = 10
@@ -281,21 +282,18 @@ class _Session:
         self.acked = -1 if self.oack else 0
         self.end = self.acked  # the last block of the window
         self.high = self.acked  # the highest block sent so far
+        self.sent: dict[int, float] = {}  # when each unacknowledged block was last sent
         self.sent_at = 0.0
         self.clean = False  # the window was sent once, whole: its ACK times the round trip
         self.deadline = 0.0
         self.progress_at = 0.0
-        # Packets the client may not have read yet. Debian's U-Boot has 32 virtio-net
-        # receive buffers and never refills the ring once it ran dry: a 33rd packet queued
-        # behind them leaves it deaf for good. The client reads in order, so its ACK of a
-        # block says it read at least the first copy of that block still counted, and all
-        # that was sent before; an ACK from its own timer says it read everything. The
-        # count is a guess off by one at worst: the budget leaves one buffer spare.
-        self.seq = 0  # packets sent
-        self.read = 0  # packets the client surely read (or lost)
-        self.first_copy: dict[int, int] = {}  # block: seq of its first copy not surely read
-        self.budget = max(2 * self.window - 1, self.window + RETRIES)
-        self.timeout = timeout
+        # Blocks sent since the client's last ACK, and how many it may get. Debian's U-Boot
+        # has 32 virtio-net receive buffers and never refills the ring once it ran dry: a
+        # 33rd block queued behind them leaves it deaf for good. A window resent after a
+        # gap can land on up to window - 2 blocks of the old one, so on top of a window
+        # there is room for one probe of two blocks; then the client's timer speaks.
+        self.unanswered = 0
+        self.budget = self.window + (2 if self.window > 1 else RETRIES)
         self.started = 0.0
         self.done = False
 
@@ -307,8 +305,7 @@ class _Session:
     def _send(self, blocks, now: float) -> int:
         """Send these blocks (0: the OACK), each read from the file into the one buffer.
         Sending nothing leaves the timer alone: only what is sent gets a new deadline."""
-        room = self.budget - (self.seq - self.read)
-        blocks = [n for n in blocks if n <= self.nblocks][: max(room, 0)]
+        blocks = [n for n in blocks if n <= self.nblocks]
         if not blocks:
             return 0
         view = memoryview(self.buf)
@@ -322,8 +319,8 @@ class _Session:
                 if os.preadv(self.fd, [view[4 : 4 + want]], offset) != want:
                     raise TftpError(ERR_UNDEFINED, "the file changed while being sent")
                 self.sock.sendto(view[: 4 + want], self.client)
-            self.seq += 1
-            self.first_copy.setdefault(n, self.seq)
+            self.sent[n] = now
+            self.unanswered += 1
             self.high = max(self.high, n)
         self.end = min(self.acked + self.window, self.nblocks) if self.acked >= 0 else 0
         self.sent_at = now
@@ -350,37 +347,30 @@ class _Session:
         got = self.acked + ((blk - self.acked) & 0xFFFF)
         if got > self.high:
             return  # stale: it neither resends nor moves the timer
-        dup = got == self.acked
-        if not dup:
+        self.unanswered = 0
+        if got > self.acked:
             if self.clean and got == self.end:
                 self._measure(now - self.sent_at)
             self.acked, self.progress_at = got, now
             self.rto = self._base_rto()
-            # Short of what was sent, the ACK is (mostly) a gap report, sent on reading
-            # a packet after that copy.
-            after = 1 if got < self.high else 0
-            self.read = max(self.read, self.first_copy.get(got, self.read - after) + after)
-            self.first_copy = {n: q for n, q in self.first_copy.items() if q > self.read}
+            self.sent = {n: t for n, t in self.sent.items() if n > got}
             if got == self.nblocks:
                 self.finish()
                 return
-        elif now - self.sent_at >= 0.9 * self.timeout:
-            # Nothing sent for about its timeout: this is the client's timer, and it
-            # drains its queue before its timer runs.
-            self.read, self.first_copy = self.seq, {}
-        else:
-            self.read = min(self.read + 1, self.seq)  # a gap report: it read one more
-        if dup and (self.window == 1 or got < 0):
+        elif self.window == 1 or got < 0:
             # With window 1 a repeated ACK is a stale duplicate: answering it would double
             # the traffic (Sorcerer's Apprentice), so the timer handles it.
             return
-        # The client holds everything up to ``got`` and wants the window that follows. An
-        # ACK short of what was sent says the next block was lost and the rest dropped:
-        # resend at once rather than after a timeout (RFC 7440 section 4), as much as
-        # the client's queue can take.
-        whole = got == self.high
-        sent = self._send(range(got + 1, got + self.window + 1), now)
-        self.clean = sent > 0 and whole and self.end == self.high
+        # The client holds everything up to ``got`` and wants what follows. Blocks it was
+        # sent a moment ago are still on their way (this ACK predates them): send only
+        # what follows them. Older ones were lost: it dropped the rest of the window, so
+        # resend from there (RFC 7440 section 4), at once rather than after a timeout.
+        nxt = got + 1
+        fresh = self.sent.get(nxt, -1.0) > now - max((self.srtt or 0.0) / 2, MIN_GAP)
+        if fresh:
+            nxt = self.high + 1
+        whole = nxt == got + 1 and got == self.high
+        self.clean = self._send(range(nxt, got + self.window + 1), now) > 0 and whole
 
     def on_timeout(self, now: float) -> None:
         """The deadline passed without progress: probe, or give up."""
@@ -393,7 +383,9 @@ class _Session:
         # block is resent, a lost last one brings the window's ACK, and anything else
         # brings an ACK that says where the client is. Within the budget only: the window
         # may still sit in a slow client's ring.
-        self._send(sorted({self.acked + 1, self.end} if self.acked >= 0 else {0}), now)
+        probe = sorted({self.acked + 1, self.end} if self.acked >= 0 else {0})
+        if self.unanswered + len(probe) <= self.budget:
+            self._send(probe, now)
         self.deadline = min(now + self.rto, self.progress_at + self.idle_limit)
 
     def _measure(self, rtt: float) -> None:
