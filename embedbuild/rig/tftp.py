@@ -288,10 +288,10 @@ class _Session:
         self.deadline = 0.0
         self.progress_at = 0.0
         # Blocks sent since the client's last ACK, and how many it may get. Debian's U-Boot
-        # has 32 virtio-net receive buffers and never refills the ring once it ran dry: a
-        # 33rd block queued behind them leaves it deaf for good. A window resent after a
-        # gap can land on up to window - 2 blocks of the old one, so on top of a window
-        # there is room for one probe of two blocks; then the client's timer speaks.
+        # posts 32 virtio-net receive buffers and does not notify QEMU when it gives them
+        # back: once QEMU finds none free, that U-Boot hears nothing more. A window resent
+        # after a gap can land on up to window - 2 blocks of the old one, so on top of a
+        # window there is room for one probe of two blocks; then the client's timer speaks.
         self.unanswered = 0
         self.budget = self.window + (2 if self.window > 1 else RETRIES)
         self.started = 0.0
