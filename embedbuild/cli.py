@@ -251,16 +251,16 @@ def cmd_doctor(args) -> int:
 def cmd_tftp(args) -> int:
     import logging
 
-    from embedbuild.rig.tftp import TftpServer
+    from embedbuild.rig.tftp import TftpServer, parse_listen
 
     root = Path(args.root)
     if not root.is_dir():
         raise EmbedbuildError(f"not a folder: {root}", hint="give a build result or a folder")
-    host, _, port = args.listen.partition(":")
+    host, port = parse_listen(args.listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with TftpServer(root.resolve(), host, int(port or 69)) as server:
+    with TftpServer(root.resolve(), host, port) as server:
         _console().print(
-            f"serving {root.resolve()} on {host}:{server.port}/udp (read-only); Ctrl-C stops",
+            f"serving {root.resolve()} on {server.address}/udp (read-only); Ctrl-C stops",
             markup=False,
         )
         try:
