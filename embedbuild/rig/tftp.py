@@ -208,21 +208,30 @@ class Request:
 
 
 def parse_request(data: bytes) -> Request:
-    """An RRQ/WRQ packet, or TftpError(illegal operation) if it is malformed."""
-    opcode = struct.unpack("!H", data[:2])[0]
+    """An RRQ/WRQ packet, decoded with tftpy's packet codec, or TftpError(illegal
+    operation) if it is malformed."""
+    from tftpy.TftpPacketFactory import TftpPacketFactory
+
     if data[-1:] != b"\0":
         raise TftpError(ERR_ILLEGAL, "malformed request")
-    # Some old clients pad requests with NULs: they end nothing.
-    fields = data[2:].rstrip(b"\0").split(b"\0")
-    if len(fields) < 2 or len(fields) % 2:
+    try:
+        # Some old clients pad requests with NULs: they end nothing.
+        pkt = TftpPacketFactory().parse(data.rstrip(b"\0") + b"\0")
+    except Exception:  # tftpy raises bare TftpException, struct.error, UnicodeError...
+        raise TftpError(ERR_ILLEGAL, "malformed request") from None
+    if pkt.opcode not in (OP_RRQ, OP_WRQ):
         raise TftpError(ERR_ILLEGAL, "malformed request")
     options: dict[str, str] = {}
-    for k, v in zip(fields[2::2], fields[3::2], strict=True):
+    for k, v in pkt.options.items():
         # The first of repeated options counts, like the first of anything.
-        options.setdefault(k.decode(errors="replace").lower(), v.decode(errors="replace"))
-    return Request(
-        opcode, os.fsdecode(fields[0]), fields[1].decode(errors="replace").lower(), options
-    )
+        key = k.decode(errors="replace") if isinstance(k, bytes) else str(k)
+        val = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+        options.setdefault(key.lower(), val)
+    name = pkt.filename
+    mode = pkt.mode
+    return Request(pkt.opcode, os.fsdecode(name) if isinstance(name, bytes) else name,
+                   (mode.decode(errors="replace") if isinstance(mode, bytes) else mode).lower(),
+                   options)
 
 
 def _int_option(options: dict[str, str], key: str, lo: int, hi: int) -> int | None:
