@@ -311,7 +311,8 @@ class Qemu(Strict):
         extra: more QEMU arguments.
     """
 
-    system: str = Field(pattern=r"^qemu-system-[a-z0-9_]+$")
+    # A name looked up on PATH, or the path of a QEMU built elsewhere.
+    system: str = Field(pattern=r"^(/[^\s]*/)?qemu-system-[a-z0-9_]+$")
     machine: str = Field(pattern=QEMU_VALUE)
     cpu: str | None = Field(default=None, pattern=QEMU_VALUE)
     memory: str = Field(default="256M", pattern=r"^[1-9][0-9]*[MG]?$")
@@ -508,12 +509,12 @@ class Board(Strict):
                 out.append((("uboot", key),
                             f"0x{addr:x} is beyond the {self.word_bits}-bit address space of "
                             f"arch {self.arch.value!r}"))
-        if self.qemu and self.qemu.system not in ARCH_QEMU[self.arch]:
+        if self.qemu and Path(self.qemu.system).name not in ARCH_QEMU[self.arch]:
             out.append((("qemu", "system"),
                         f"{self.qemu.system!r} does not emulate arch {self.arch.value!r}: use "
                         f"{' or '.join(ARCH_QEMU[self.arch])}"))
         elif self.qemu and self.arch == Arch.mips and toolchain_fits and \
-                self.qemu.system.endswith("el") == self.big_endian:
+                Path(self.qemu.system).name.endswith("el") == self.big_endian:
             endian = "big" if self.big_endian else "little"
             out.append((("qemu", "system"),
                         f"{self.qemu.system!r} emulates the other byte order than the "
