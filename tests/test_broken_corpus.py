@@ -46,6 +46,8 @@ from conftest import ROOT, Run, cli, snapshot
 from embedbuild.cli import main
 
 CORPUS = ROOT / "tests" / "data" / "broken"
+# Every tenth case runs as a real process (exit status, stderr); the rest in-process.
+IN_A_PROCESS = 10
 CASES = sorted(d.name for d in CORPUS.iterdir() if (d / "case.toml").is_file())
 KEYS = {"about", "board", "target", "system", "expect", "where", "line", "replace", "write",
         "remove", "folder"}
@@ -93,19 +95,23 @@ def _system(case: dict, work: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def built(request, tmp_path_factory) -> dict[str, tuple[Path, Run] | Exception]:
-    """`embedbuild build` run on every selected case, as many at once as there are cores:
-    each is one short process that must fail at load."""
+    """Every selected case prepared; every IN_A_PROCESS-th one also run as `embedbuild
+    build` in a process of its own (as many at once as there are cores), which must fail
+    at load: exit status 1, no traceback. The others are built in the test's process:
+    the same code without another interpreter's start-up."""
     root = tmp_path_factory.mktemp("broken")
     selected = [item.callspec.params["name"] for item in request.session.items
                 if item.originalname == "test_refused_at_load"]
 
-    def run(name: str) -> tuple[Path, Run] | Exception:
+    def run(name: str) -> tuple[Path, Run | None] | Exception:
         work = root / name
         try:
             case = _case(name)
             _prepare(case, work)
         except (AssertionError, OSError) as e:  # a stale case: reported by its own test
             return e
+        if selected.index(name) % IN_A_PROCESS:
+            return work, None  # built in the test's own process
         argv = ["build", _board(case, work), *_system(case, work),
                 "--out-link", str(work / "result")]
         try:
@@ -115,6 +121,10 @@ def built(request, tmp_path_factory) -> dict[str, tuple[Path, Run] | Exception]:
 
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         return dict(zip(selected, pool.map(run, selected), strict=True))
+
+
+def _not_refused(*args, **kwargs):
+    raise AssertionError("the build was not refused at load: it started realising steps")
 
 
 def _error_line(err: str) -> str:
@@ -130,6 +140,14 @@ def test_refused_at_load(name: str, built, monkeypatch, capsys):
         raise built[name]
     work, r = built[name]
     board = _board(case, work)
+    for k, v in _env(work).items():
+        monkeypatch.setenv(k, v)
+    if r is None:
+        monkeypatch.setattr("embedbuild.session.realise", _not_refused)
+        code = main(["--store", str(work / "store"), "build", board, *_system(case, work),
+                     "--out-link", str(work / "result")])
+        out = capsys.readouterr()
+        r = Run(code, out.out, out.err)
     assert r.code == 1, (r.code, r.out, r.err)
     assert "Traceback" not in r.err + r.out
     for needle in case["expect"]:
@@ -146,8 +164,6 @@ def test_refused_at_load(name: str, built, monkeypatch, capsys):
     assert not (work / "result").exists()
 
     # `show` says the same (in this process: it is the same code, without another start-up).
-    for k, v in _env(work).items():
-        monkeypatch.setenv(k, v)
     assert main(["show", board, *_system(case, work)]) == 1
     shown = capsys.readouterr()
     assert shown.out == ""
