@@ -12,16 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import BOARDS, cli
 
 from embedbuild.kconfig import read_config
-from embedbuild.load import PROJECT_BOARDS, load_board
+from embedbuild.load import load_board
 from embedbuild.plan import plan_board
 from embedbuild.store import Store
 
 pytestmark = pytest.mark.slow
-
-BOARDS = sorted(d.name for d in PROJECT_BOARDS.iterdir() if (d / "board.toml").is_file())
 
 
 @pytest.mark.parametrize("name", BOARDS)
