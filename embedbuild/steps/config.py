@@ -25,8 +25,8 @@ from embedbuild.toolchain import REPRODUCIBLE_ENV
 # make(srctree, builddir, target, jobs) -> argv
 MakeArgv = Callable[[Path, Path, str, int], list[str]]
 
-# Kconfig targets that read KCONFIG_ALLCONFIG (the kernel's, busybox's and U-Boot's
-# conf all do) and answer every other symbol alike.
+# Targets that take the request as KCONFIG_ALLCONFIG and give every other symbol the
+# same answer: the kernel's all*config (U-Boot's Kconfig is a copy of the kernel's).
 ALLCONFIG_TARGETS = frozenset({"allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig"})
 
 
