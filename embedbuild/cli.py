@@ -117,6 +117,7 @@ def cmd_build(args) -> int:
 
 def cmd_config(args) -> int:
     from embedbuild.kconfig import read_config
+    from embedbuild.steps.config import ALLCONFIG_TARGETS
 
     built = build_board(args, _store(args), _console(), role="kconfig")
     step = built.plan.steps["kconfig"]
@@ -127,10 +128,9 @@ def cmd_config(args) -> int:
     print(f"# requested by the fragments of {built.board.name} ({len(request)} symbols)")
     print(request_file.read_text(), end="")
     added = {s: v for s, v in final.items() if s not in request and v != "n"}
-    print(
-        f"\n# added by {built.board.kernel.base} and olddefconfig beyond the request "
-        f"({len(added)} symbols)"
-    )
+    base = built.board.kernel.base
+    by = base if base in ALLCONFIG_TARGETS else f"{base} and olddefconfig"
+    print(f"\n# added by {by} beyond the request ({len(added)} symbols)")
     for s, v in added.items():
         print(f"CONFIG_{s}={v}")
     return 0

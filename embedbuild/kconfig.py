@@ -180,8 +180,11 @@ def apply_requests(kconf, base: Path, requests: Mapping[str, Request], out: Path
         kconf.write_config(str(out), save_old=False)
 
 
-def verify(kconf, final: Path, requests: Mapping[str, Request]) -> None:
-    """Every requested value must be in the final .config; explain each one that is not."""
+def verify(kconf, final: Path, requests: Mapping[str, Request], after: str) -> None:
+    """Every requested value must be in the final .config; explain each one that is not.
+
+    ``after`` names what wrote the final .config (e.g. "make allnoconfig"), for the message.
+    """
     got = read_config(final)
     lost = []
     with _KCONFIGLIB_LOCK:
@@ -195,7 +198,7 @@ def verify(kconf, final: Path, requests: Mapping[str, Request]) -> None:
             lost.append(f"{r.where}: {r.config_line()} requested, got {have or 'n'}: {why}")
     if lost:
         raise ConfigError(
-            f"{len(lost)} requested value(s) did not survive olddefconfig:\n  " + "\n  ".join(lost),
+            f"{len(lost)} requested value(s) did not survive {after}:\n  " + "\n  ".join(lost),
             hint="enable what they depend on in a fragment, or drop the request",
         )
 

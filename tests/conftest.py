@@ -15,6 +15,8 @@ from embedbuild.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDBUILD = str(Path(sys.executable).parent / "embedbuild")
+# Every board of the project, for the tests that cover each one.
+BOARDS = sorted(d.name for d in (ROOT / "boards").iterdir() if (d / "board.toml").is_file())
 
 
 @dataclass

@@ -131,6 +131,22 @@ def test_value_lost_to_unmet_dependency(boards: Path, session_store: Path, arm_r
     assert "kernel.config:" in err
 
 
+def test_what_allnoconfig_turns_off_is_named(boards: Path, session_store: Path,
+                                             arm_result: Path):
+    # Under allnoconfig a symbol the request makes visible stays off unless asked for:
+    # SHMEM (default y, but only under EXPERT's prompt), which TMPFS depends on.
+    def edit(b: Path):
+        base = b.parent / "common" / "kernel-base.config"
+        base.write_text(base.read_text().replace("CONFIG_SHMEM=y\n", ""))
+
+    _fails(
+        _board_in(boards, edit),
+        session_store,
+        "1 requested value(s) did not survive make allnoconfig",
+        "CONFIG_TMPFS=y requested, got n: depends on SHMEM [=n]",
+    )
+
+
 def test_patch_that_does_not_apply(boards: Path, session_store: Path, arm_result: Path):
     def edit(b: Path):
         (b / "patches").mkdir()

@@ -140,7 +140,9 @@ class Kernel(Strict):
 
     Args:
         source: name of a source in boards/common/sources.toml or the board's [sources].
-        base: the kernel make target the config starts from (allnoconfig or a defconfig).
+        base: the kernel make target the config starts from: allnoconfig (which takes
+            the fragments as KCONFIG_ALLCONFIG: what they do not ask for is off) or a
+            defconfig (the fragments over it, then olddefconfig).
         fragments: Kconfig fragments, merged in order; a symbol set differently in
             two fragments is an error.
         patches: applied in order with ``patch -p1``.

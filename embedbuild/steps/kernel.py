@@ -40,8 +40,8 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         if initramfs is not None:
             _build_in(ctx, tc, src, b)
         targets = [image] + ([dtb] if dtb else [])
-        ctx.run.run(tc.make(src, b, *targets, jobs=ctx.jobs), env=REPRODUCIBLE_ENV,
-                    what=f"make {' '.join(targets)}")
+        ctx.run.run(tc.make(src, b, path_independent(src, b), *targets, jobs=ctx.jobs),
+                    env=REPRODUCIBLE_ENV, what=f"make {' '.join(targets)}")
         boot = b / BOOT_DIR[board.arch.value]
         shutil.copyfile(b / image if image == "vmlinux" else boot / image, ctx.output("image"))
         if image != "vmlinux":
@@ -55,7 +55,7 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
     return Step(
         kind="kernel",
         name=f"{board.name}-kernel",
-        version=1,
+        version=2,
         inputs={"image": image, "dtb": dtb, "arch": board.arch.value,
                 "toolchain": tc.identity()},
         deps={"tree": tree, "config": config} | ({"initramfs": initramfs} if initramfs else {}),
@@ -63,6 +63,19 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         outputs=outputs,
         jobs=jobs,
     )
+
+
+def path_independent(src: Path, build: Path) -> str:
+    """A make variable that keeps the source and build folders out of the kernel's bytes.
+
+    Some objects carry debug info whatever the config says (the MIPS vDSO is built
+    with -g): its DW_AT_name and DW_AT_comp_dir hold these folders, which differ per
+    store (and the build folder per process), and the vDSO's and vmlinux's GNU build
+    IDs hash them. KCPPFLAGS is the one user flag variable that reaches every C and
+    assembler compile, the vDSO's included (KCFLAGS and KAFLAGS are filtered out
+    there); gcc passes the map on to the assembler as --debug-prefix-map.
+    """
+    return f"KCPPFLAGS=-ffile-prefix-map={src}=. -ffile-prefix-map={build}=."
 
 
 def _build_in(ctx: Context, tc: Toolchain, src: Path, b: Path) -> None:

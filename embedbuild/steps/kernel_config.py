@@ -10,8 +10,9 @@ from embedbuild.toolchain import Toolchain
 
 
 def kernel_config_step(board: Board, tree: Step, tc: Toolchain) -> Step:
-    """The kernel .config (output ``config``): base target + merged fragments,
-    olddefconfig, then verified."""
+    """The kernel .config (output ``config``): the base target with the merged
+    fragments (for allnoconfig, exactly what the kernel's ``merge_config.sh -n``
+    gives), then verified."""
     return checked_config_step(
         kind="kconfig",
         name=f"{board.name}-kconfig",
