@@ -25,7 +25,7 @@ def _verify(tmp_path: Path, fragment: str, arch: str = "arm") -> str:
     final = tmp_path / ".config"
     kconfig.apply_requests(kconf, base, requests, final)
     try:
-        kconfig.verify(kconf, final, requests)
+        kconfig.verify(kconf, final, requests, after="applying the request")
     except ConfigError as e:
         return str(e)
     return ""
