@@ -583,8 +583,8 @@ def test_stop_ends_transfers_at_once(root: Path):
     t0 = time.monotonic()
     server.stop()
     print(f"\nstop() with 5 transfers in flight: {time.monotonic() - t0:.3f} s")
+    # Its own loop thread is gone (other tests' servers may still run theirs).
     assert not server._thread.is_alive() and not server.sessions
-    assert not [t for t in threading.enumerate() if t.name == "tftp"]
     assert [t.error for t in server.transfers] == ["server stopped"] * 5
     for s in socks:
         s.close()

@@ -115,7 +115,8 @@ def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
         return {role for role, s in plan.steps.items() if base.steps[role].key != s.key}
 
     service = changed(text.replace("sleep 60", "sleep 61"))
-    assert service == {"segment0", "initramfs", "result"}  # the generated files only
+    # The generated files only, and what holds the initramfs (the FIT flash image).
+    assert service == {"segment0", "initramfs", "fit", "result"}
     overlay_dir = tmp_path / "ov"
     (overlay_dir / "bench").mkdir(parents=True)
     toml.write_text(text)
@@ -129,7 +130,7 @@ def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
         overlay = changed(text)
     finally:
         del os.environ["EMBEDBUILD_OVERLAYS"]
-    assert overlay == {"segment3", "initramfs", "result"}
+    assert overlay == {"segment3", "initramfs", "fit", "result"}
 
 
 FAILING = """\
