@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli, snapshot
+from conftest import Run, cli, snapshot
+
+from embedbuild.cli import main
 
 
 def _replace(path: Path, old: str, new: str) -> None:
@@ -103,17 +105,27 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str]]] = {
 }
 
 
+def _not_refused(*args, **kwargs):
+    raise AssertionError("the build was not refused at load: it started realising steps")
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_show_refuses_what_build_refuses(case: str, boards: Path, tmp_path: Path):
+def test_show_refuses_what_build_refuses(case: str, boards: Path, tmp_path: Path,
+                                         monkeypatch, capsys):
     overlays = tmp_path / "overlays"
     overlays.mkdir()
     env = {"EMBEDBUILD_OVERLAYS": str(overlays)}
     make, needles = CASES[case]
     board = make(boards, overlays)
     store = tmp_path / "store"
-    shown = cli("show", str(board), store=store, env=env)
-    built = cli("build", str(board), "--out-link", str(tmp_path / "result"), store=store,
-                env=env)
+    shown = cli("show", str(board), store=store, env=env)  # the real command, exit status
+    # build in this process: the same code without another interpreter's start-up.
+    monkeypatch.setenv("EMBEDBUILD_OVERLAYS", str(overlays))
+    monkeypatch.setattr("embedbuild.session.realise", _not_refused)
+    code = main(["--store", str(store), "build", str(board), "--out-link",
+                 str(tmp_path / "result")])
+    out = capsys.readouterr()
+    built = Run(code, out.out, out.err)
     for r in (shown, built):
         assert r.code == 1 and "Traceback" not in r.err, r.err
         for n in needles:
