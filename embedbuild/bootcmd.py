@@ -29,6 +29,12 @@ def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[
     ]
 
 
+def tftp_patience(timeout_ms: int, retries: int) -> list[str]:
+    """Commands that set how long U-Boot waits for a TFTP block and how often it retries
+    before giving up ("Retry count exceeded")."""
+    return [f"setenv tftptimeout {timeout_ms}", f"setenv tftptimeoutcountmax {retries}"]
+
+
 def tftp_load(address: int, filename: str) -> str:
     """Load a file from the TFTP server into RAM (U-Boot sets ${filesize})."""
     return f"tftpboot 0x{address:x} {filename}"

@@ -14,6 +14,7 @@ rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -172,22 +173,16 @@ def _hpa_load(uboot, net, served: Path, in_tftpd: str, command: str, timeout: fl
         hpa.wait()
 
 
-def bench_rig(work: Path) -> None:
-    from embedbuild import bootcmd, session
-    from embedbuild.load import load_board
+@contextlib.contextmanager
+def _uboot_on_bench(board, work: Path):
+    """qemu-arm-virt's U-Boot at its prompt on a bench network, its network set up with
+    the board's TFTP settings; yields (uboot, net)."""
+    from embedbuild import bootcmd
     from embedbuild.rig.console import Console
     from embedbuild.rig.netns import BenchNetwork
     from embedbuild.rig.qemu import QemuBoard
-    from embedbuild.rig.tftp import TftpServer
-    from embedbuild.rig.uboot import BootError, UBootDriver
-    from embedbuild.store import Store, default_root
+    from embedbuild.rig.uboot import UBootDriver
 
-    board = load_board(BOARD)
-    served = work / "served"
-    served.mkdir()
-    (served / "big.bin").write_bytes(os.urandom(16 * 2**20))
-    in_tftpd, why = _tftpd_hpa()
-    rates: dict[str, list[float]] = {"embedbuild": [], "tftpd-hpa": []}
     with BenchNetwork() as net:
         qemu = QemuBoard(board.qemu, net, work)
         try:
@@ -197,20 +192,37 @@ def bench_rig(work: Path) -> None:
                 for cmd in bootcmd.network(board.uboot, net.server_ip, net.device_ip,
                                            net.netmask):
                     uboot.check(cmd)
-                load = bootcmd.tftp_load(0x42000000, "big.bin")
-                for _ in range(3):
-                    # Both measured the same way: the time of U-Boot's tftpboot command.
-                    with TftpServer(served, net.server_ip, 69, netns=net.path):
-                        r = uboot.check(load, timeout=120)
-                        rates["embedbuild"].append(16 / r.seconds)
-                    if in_tftpd:
-                        try:
-                            rates["tftpd-hpa"].append(16 / _hpa_load(
-                                uboot, net, served, in_tftpd, load, 120))
-                        except BootError as e:
-                            in_tftpd, why = None, f"its load failed: {e.message}"
+                yield uboot, net
         finally:
             qemu.power_off()
+
+
+def bench_rig(work: Path) -> None:
+    from embedbuild import bootcmd, session
+    from embedbuild.load import load_board
+    from embedbuild.rig.tftp import TftpServer
+    from embedbuild.rig.uboot import BootError
+    from embedbuild.store import Store, default_root
+
+    board = load_board(BOARD)
+    served = work / "served"
+    served.mkdir()
+    (served / "big.bin").write_bytes(os.urandom(16 * 2**20))
+    in_tftpd, why = _tftpd_hpa()
+    rates: dict[str, list[float]] = {"embedbuild": [], "tftpd-hpa": []}
+    with _uboot_on_bench(board, work) as (uboot, net):
+        load = bootcmd.tftp_load(0x42000000, "big.bin")
+        for _ in range(3):
+            # Both measured the same way: the time of U-Boot's tftpboot command.
+            with TftpServer(served, net.server_ip, 69, netns=net.path):
+                r = uboot.check(load, timeout=120)
+                rates["embedbuild"].append(16 / r.seconds)
+            if in_tftpd:
+                try:
+                    rates["tftpd-hpa"].append(16 / _hpa_load(
+                        uboot, net, served, in_tftpd, load, 120))
+                except BootError as e:
+                    in_tftpd, why = None, f"its load failed: {e.message}"
     ours = statistics.median(rates["embedbuild"])
     print(f"16 MiB TFTP into U-Boot, embedbuild: {ours:6.1f} MiB/s (median of 3)")
     if rates["tftpd-hpa"] and in_tftpd:
@@ -262,57 +274,46 @@ def _set_loss(net, percent: int) -> str:
 def bench_rig_loss(work: Path) -> None:
     """A 2 MiB load into QEMU's U-Boot through a tap that loses 1% and 5% of the packets
     to the board: embedbuild against tftpd-hpa in the same run (goal: ratio >= 1.0)."""
+    from embedbuild import bootcmd
     from embedbuild.load import load_board
-    from embedbuild.rig.console import Console, ConsoleError
-    from embedbuild.rig.netns import BenchNetwork
-    from embedbuild.rig.qemu import QemuBoard
+    from embedbuild.rig.console import ConsoleError
     from embedbuild.rig.tftp import TftpServer
-    from embedbuild.rig.uboot import UBootDriver
 
     board = load_board(BOARD)
     served = work / "served"
     served.mkdir(parents=True)
     (served / "loss.bin").write_bytes(os.urandom(LOSS_MIB * 2**20))
     in_tftpd, why = _tftpd_hpa()
-    load = "tftpboot 0x42000000 loss.bin"
-    with BenchNetwork() as net:
-        qemu = QemuBoard(board.qemu, net, work)
-        try:
-            with Console(qemu.power_on(), log=work / "console.log") as console:
-                uboot = UBootDriver(console, board.uboot.prompt)
-                uboot.interrupt()
-                uboot.check(f"setenv ipaddr {net.device_ip}; setenv serverip {net.server_ip}")
-                uboot.check(f"setenv tftpblocksize {board.uboot.tftp_blocksize}")
-                uboot.check(f"setenv tftpwindowsize {board.uboot.tftp_windowsize}")
-                # The same U-Boot for both: its shortest timeout, and enough retries that
-                # a lossy load goes on instead of starting over ("Retry count exceeded").
-                uboot.check("setenv tftptimeout 1000; setenv tftptimeoutcountmax 10000")
-                for percent in LOSSES:
-                    try:
-                        how = _set_loss(net, percent)
-                    except NoLoss as e:
-                        print(f"{percent}% loss: not measured, no way to drop packets here ({e})")
-                        continue
-                    try:
-                        with TftpServer(served, net.server_ip, 69, netns=net.path):
-                            ours = LOSS_MIB / uboot.check(load, timeout=300).seconds
-                    except ConsoleError as e:  # BootError included
-                        print(f"{percent}% loss: embedbuild's load failed, the rest not "
-                              f"measured: {e.message}  [loss: {how}]")
-                        return
-                    line = f"{LOSS_MIB} MiB at {percent}% loss, embedbuild: {ours:6.2f} MiB/s"
-                    if in_tftpd:
-                        try:
-                            theirs = LOSS_MIB / _hpa_load(uboot, net, served, in_tftpd, load, 900)
-                            line += (f", tftpd-hpa: {theirs:6.2f} MiB/s, ratio {ours / theirs:6.2f}"
-                                     "  (goal >= 1.0)")
-                        except ConsoleError as e:
-                            line += f"; no comparison with tftpd-hpa: its load failed: {e.message}"
-                    else:
-                        line += f"; no comparison with tftpd-hpa: {why}"
-                    print(f"{line}  [loss: {how}]", flush=True)
-        finally:
-            qemu.power_off()
+    load = bootcmd.tftp_load(0x42000000, "loss.bin")
+    with _uboot_on_bench(board, work) as (uboot, net):
+        # The same U-Boot for both: its shortest timeout, and enough retries that
+        # a lossy load goes on instead of starting over ("Retry count exceeded").
+        for cmd in bootcmd.tftp_patience(timeout_ms=1000, retries=10000):
+            uboot.check(cmd)
+        for percent in LOSSES:
+            try:
+                how = _set_loss(net, percent)
+            except NoLoss as e:
+                print(f"{percent}% loss: not measured, no way to drop packets here ({e})")
+                continue
+            try:
+                with TftpServer(served, net.server_ip, 69, netns=net.path):
+                    ours = LOSS_MIB / uboot.check(load, timeout=300).seconds
+            except ConsoleError as e:  # BootError included
+                print(f"{percent}% loss: embedbuild's load failed, the rest not "
+                      f"measured: {e.message}  [loss: {how}]")
+                return
+            line = f"{LOSS_MIB} MiB at {percent}% loss, embedbuild: {ours:6.2f} MiB/s"
+            if in_tftpd:
+                try:
+                    theirs = LOSS_MIB / _hpa_load(uboot, net, served, in_tftpd, load, 900)
+                    line += (f", tftpd-hpa: {theirs:6.2f} MiB/s, ratio {ours / theirs:6.2f}"
+                             "  (goal >= 1.0)")
+                except ConsoleError as e:
+                    line += f"; no comparison with tftpd-hpa: its load failed: {e.message}"
+            else:
+                line += f"; no comparison with tftpd-hpa: {why}"
+            print(f"{line}  [loss: {how}]", flush=True)
 
 
 BENCHES = {"build": bench_build, "userland": bench_userland, "rig": bench_rig,
