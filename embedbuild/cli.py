@@ -27,6 +27,10 @@ example:
   embedbuild boot qemu-arm-virt --qemu           # build, boot in QEMU, attach the console
 """
 
+SERIAL_HELP = ("a real board's console: a device path, or a serial server's URL "
+               "(rfc2217://HOST:PORT, socket://HOST:PORT); with --qemu, the URL that serves "
+               "the QEMU board's console")
+
 
 def _console():
     from rich.console import Console
@@ -139,10 +143,10 @@ def cmd_config(args) -> int:
 def _bench(args):
     from embedbuild.session import Bench
 
-    if getattr(args, "qemu", False) or not args.serial:
+    if not args.serial:
         return Bench()
-    return Bench(serial=args.serial, baud=args.baud, server_ip=args.server_ip,
-                 device_ip=args.device_ip, netmask=args.netmask,
+    return Bench(serial=args.serial, qemu=getattr(args, "qemu", False), baud=args.baud,
+                 server_ip=args.server_ip, device_ip=args.device_ip, netmask=args.netmask,
                  power_timeout=args.power_timeout)
 
 
@@ -152,6 +156,8 @@ def cmd_boot(args) -> int:
     from embedbuild import session
     from embedbuild.load import load_board
 
+    if not (args.qemu or args.serial):
+        raise EmbedbuildError("boot needs --qemu or --serial DEV")
     console = _console()
     bench = _bench(args)
     initrd = Path(args.initrd).resolve() if args.initrd else None
@@ -163,7 +169,7 @@ def cmd_boot(args) -> int:
         # Kept after the run (console.log, QEMU's output, the files served).
         workdir = stack.enter_context(session.bench_dir(board))
         on_wait = None
-        if bench.serial:
+        if bench.real:
             console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
                           f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
             waiting = stack.enter_context(console.status("listening", spinner="dots"))
@@ -180,7 +186,7 @@ def cmd_boot(args) -> int:
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
-        if bench.serial:
+        if bench.real:
             waiting.stop()
         for line in target.report.lines():
             console.print(line, markup=False)
@@ -280,7 +286,9 @@ def cmd_test(args) -> int:
     _bench(args).check()
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
             "--eb-board", args.board, "--eb-store", str(_store(args).root)]
-    if args.serial:
+    if args.qemu and args.serial:
+        argv += ["--eb-qemu", "--eb-serial", args.serial]
+    elif args.serial:
         argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip,
                  "--eb-device-ip", args.device_ip, "--eb-netmask", args.netmask]
         if args.baud:
@@ -350,7 +358,8 @@ def parser() -> argparse.ArgumentParser:
     # What reaching a real board over its serial console takes: shared by boot and test.
     serial = argparse.ArgumentParser(add_help=False)
     serial.add_argument("--baud", type=int, help="line speed (default: the board's)")
-    serial.add_argument("--server-ip", help="this machine's address on the board's network")
+    serial.add_argument("--server-ip", help="this machine's address on the board's network "
+                        "(where the board reaches the TFTP server, also for a remote rig)")
     serial.add_argument("--device-ip", help="address to give the board")
     serial.add_argument("--netmask", default="255.255.255.0")
     serial.add_argument("--power-timeout", type=float, default=300, metavar="SECONDS",
@@ -380,9 +389,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
                        parents=[system, serial])
     s.add_argument("board")
-    how = s.add_mutually_exclusive_group(required=True)
-    how.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
-    how.add_argument("--serial", metavar="DEV", help="a real board's console (or pyserial URL)")
+    s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
     s.add_argument("--initrd", help="an extra initramfs file to load and boot")
     s.add_argument("--ready", default=READY_LINE,
                    help="regex of the line that means the system is up")
@@ -395,9 +403,8 @@ def parser() -> argparse.ArgumentParser:
                        "checked at every step", parents=[serial])
     s.add_argument("board")
     s.add_argument("--partition", required=True, help="the partition to write (e.g. firmware)")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
-    how.add_argument("--serial", metavar="DEV", help="a real board's console")
+    s.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
     s.add_argument("--image", help="this file instead of the board's built flash image")
     s.add_argument("--dry-run", action="store_true",
                    help="print the U-Boot commands and their checks; touch nothing")
@@ -405,14 +412,16 @@ def parser() -> argparse.ArgumentParser:
                    help="then saveenv a bootcmd that boots the partition (boards that allow it)")
     s.set_defaults(fn=cmd_flash)
     s = sub.add_parser("console", help="an interactive serial console with logging")
-    s.add_argument("--serial", required=True, metavar="DEV")
+    s.add_argument("--serial", required=True, metavar="DEV",
+                   help="device path or rfc2217://HOST:PORT, socket://HOST:PORT")
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
     s.set_defaults(fn=cmd_console)
     s = sub.add_parser("doctor", help="check this machine (and a board's line) for what "
                        "building and booting need", parents=[serial])
     s.add_argument("board", nargs="?")
-    s.add_argument("--serial", metavar="DEV", help="a real board's console to check")
+    s.add_argument("--serial", metavar="DEV", help="a real board's console to check "
+                   "(device path or URL)")
     s.set_defaults(fn=cmd_doctor)
     s = sub.add_parser("tftp", help="serve a build result (or folder) over TFTP, read-only")
     s.add_argument("root", metavar="RESULT_OR_DIR")
@@ -421,7 +430,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
                        parents=[serial])
     s.add_argument("board")
-    s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
+    s.add_argument("--qemu", action="store_true",
+                   help="the board's QEMU model, also with --serial URL (root)")
     s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
