@@ -79,6 +79,7 @@ class Receiver:
     size: int = 0
     done: bool = False
     dropped: set[int] = field(default_factory=set)
+    request_resent: int = 0  # times the client timed out before any answer came
 
     def feed(self, packet: bytes) -> bytes | None:
         """The reply to one packet from the server (None: nothing to send)."""
@@ -151,6 +152,7 @@ def fetch(
             except TimeoutError:
                 # Like U-Boot: on its own timeout, the client repeats its last packet.
                 s.sendto(ack(rx.expect - 1) if peer else rrq(name, **opts), peer or (host, port))
+                rx.request_resent += peer is None
                 continue
             if (reply := rx.feed(packet)) is not None:
                 s.sendto(reply, peer)
@@ -442,8 +444,9 @@ def test_flood_holds_few_sessions_and_others_are_served(lan_server, root: Path):
     flooder = threading.Thread(target=keep_flooding)
     flooder.start()
     try:
-        times = []
+        times, resent = [], []
         for _ in range(5):
+            time.sleep(0.3)  # the flood has filled whatever queue it can fill
             t0 = time.monotonic()
             rx = fetch(
                 proc.port,
@@ -456,14 +459,20 @@ def test_flood_holds_few_sessions_and_others_are_served(lan_server, root: Path):
                 limit=20,
             )
             times.append(time.monotonic() - t0)
+            resent.append(rx.request_resent)
             assert rx.digest.hexdigest() == sha(root / "small.bin")
     finally:
         stop.set()
         flooder.join()
     print(
         f"normal client during a flood of {next(sent)} requests: served in "
-        f"{max(times):.3f} s at worst (goal < 1)"
+        f"{', '.join(f'{t:.3f}' for t in times)} s (goal < 1), request resent {sum(resent)} "
+        "times"
     )
+    # The time is a speed figure (printed; tools/bench measures speed): what holds on any
+    # machine is that the flood never costs a newcomer its request, which is answered the
+    # first time, not after the client's own 1 s timeout.
+    assert resent == [0] * len(times), resent
     assert max(times) < 10
     assert proc.alive()
     for s in flood:
