@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 from conftest import EMBEDBUILD, cli
 
+from embedbuild.load import load_board
+from embedbuild.rig.boot import board_console
 from embedbuild.rig.console import Console
-from embedbuild.rig.preflight import URL_TIMEOUT
+from embedbuild.rig.preflight import URL_TIMEOUT, PreflightError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -125,6 +127,15 @@ def test_server_that_cannot_open_its_device_is_named(tmp_path):
         r = cli("console", "--serial", s.url, store=tmp_path / "s")
     _one_line_refusal(r, f"serial server 127.0.0.1:{s.port} hung up at once: Device open "
                       "failure")
+
+
+def test_board_console_checks_the_server_keeps_the_line(tmp_path):
+    """Also when the console opens (after preflight, e.g. once QEMU linked its pty): a
+    server configured with the wrong device is one line, not a failed negotiation."""
+    board = load_board("qemu-arm-virt")
+    with ser2net(tmp_path / "wrong-link", tmp_path) as s, \
+            pytest.raises(PreflightError, match="hung up at once: Device open failure"):
+        board_console(board, s.url, 115200, tmp_path)
 
 
 def test_port_held_by_another_client_is_named(tmp_path, board_line):

@@ -20,6 +20,7 @@ from embedbuild.model.board import Board
 from embedbuild.model.system import READY_LINE
 from embedbuild.rig.console import Console, ConsoleError
 from embedbuild.rig.netns import BenchNetwork
+from embedbuild.rig.preflight import check_serial_url, is_url
 from embedbuild.rig.qemu import QemuBoard, flash_file
 from embedbuild.rig.tftp import TftpServer, Transfer
 from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
@@ -98,7 +99,11 @@ def built_firmware(result: Path) -> Path | None:
 
 
 def board_console(board: Board, port: str, baud: int, workdir: Path) -> Console:
-    """The board's console, paced as the board needs, logged to workdir/console.log."""
+    """The board's console, paced as the board needs, logged to workdir/console.log. A
+    serial server is first checked to keep the connection (a wrong device in its
+    configuration is then one line, not pyserial's negotiation failure)."""
+    if is_url(port):
+        check_serial_url(port)
     return Console(port, baud, workdir / "console.log", board.serial.write_chunk,
                    board.serial.write_delay)
 
