@@ -497,6 +497,43 @@ def test_excess_requests_from_one_address_get_an_error(own_server: Proc):
         s.close()
 
 
+def test_a_port_over_the_limit_gets_one_error_a_second(own_server: Proc):
+    """Requests over the per-address limit are refused before any parsing, and a port
+    that keeps asking is not answered each time: a flood is not echoed back."""
+    server = own_server
+    holders = [udp() for _ in range(PER_CLIENT)]
+    for s in holders:
+        s.settimeout(5)
+        s.sendto(rrq("big.bin"), ("127.0.0.1", server.port))
+        assert opcode(s.recvfrom(70000)[0]) == 3
+    s = udp()
+    t0 = time.monotonic()
+    for _ in range(200):
+        s.sendto(rrq("big.bin"), ("127.0.0.1", server.port))
+    errors = 0
+    while not silent(s, 0.3):
+        errors += 1
+    seconds = time.monotonic() - t0
+    # One ERROR, two if the requests straddled a second (or a slow machine took longer).
+    assert 1 <= errors <= 1 + int(seconds) + 1, errors
+    for h in [*holders, s]:
+        h.close()
+
+
+def test_listening_queue_is_deep(root: Path):
+    """Room for a burst of requests: 8 MiB as root (past net.core.rmem_max), else as
+    much as the system allows."""
+    server = TftpServer(root, "127.0.0.1", 0)
+    try:
+        got = server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        server.stop()
+    if os.geteuid() == 0:
+        assert got >= tftp.LISTEN_RCVBUF  # Linux reports twice what was set
+    else:
+        assert got > 0
+
+
 def test_few_file_descriptors_every_request_is_answered(root: Path, tmp_path: Path):
     proc = start_server(root, "127.0.0.1:0", tmp_path, nofile=32)
     try:
