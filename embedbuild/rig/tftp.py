@@ -45,9 +45,10 @@ RETRIES = 5  # timeouts in a row a session survives at the client's timeout (RFC
 MIN_RTO = 0.05  # seconds: below this, scheduling noise on a loaded host looks like loss
 MIN_GAP = 0.002  # seconds: an ACK sooner than this after a block was sent predates it
 DRAIN = 64  # packets read from one transfer's socket before the loop looks at the others
-# Requests read from the listening port in one turn: enough to empty its queue under a
-# flood (each costs a few microseconds), few enough that transfers still get their turn.
-LISTEN_BATCH = 1024
+# Requests read from the listening port in one turn (each costs a few microseconds):
+# a flood holds the loop about a millisecond before transfers get their turn, and the
+# deep queue below absorbs what arrives meanwhile.
+LISTEN_BATCH = 256
 LISTEN_RCVBUF = 8 << 20  # bytes queued on the listening port: a burst of requests waits
 # SO_RCVBUFFORCE lets root pass net.core.rmem_max (which caps SO_RCVBUF at about 200 KiB
 # by default); Python's socket module lacks the constant, Linux's value is 33.
@@ -581,9 +582,11 @@ class TftpServer:
             log.exception("tftp: select failed")
             time.sleep(0.1)
             return
-        for key, _ in events:
-            if key.data == "wake":
-                return
+        if any(key.data == "wake" for key, _ in events):
+            return
+        # Transfers under way first, new requests after: a flood on the listening port
+        # delays no transfer by more than the requests of one turn.
+        for key, _ in sorted(events, key=lambda e: e[0].data is None):
             if key.data is None:
                 self._drain_requests()
             elif not key.data.done:
