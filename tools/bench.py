@@ -374,9 +374,13 @@ def bench_tftp_flood(work: Path) -> None:
         port = int(m.group(1))
 
         def download() -> float:
+            """Seconds one download took; infinite if the client gave up (3 tries)."""
             t0 = time.monotonic()
             client = tftpy.TftpClient("127.0.0.1", port, {"blksize": 1468}, localip="127.0.0.3")
-            client.download("small.bin", str(work / "got"), timeout=1)
+            try:
+                client.download("small.bin", str(work / "got"), timeout=1)
+            except tftpy.TftpException:
+                return float("inf")
             return time.monotonic() - t0
 
         idle = [download() for _ in range(5)]
@@ -397,7 +401,8 @@ def bench_tftp_flood(work: Path) -> None:
         server.wait()
     print(f"normal client, 300 KB: idle median {statistics.median(idle):.3f} s; during a "
           f"flood of {rate} requests/s from 300 ports: median "
-          f"{statistics.median(flood):.3f} s, worst {max(flood):.3f} s  (goal < 1 s); "
+          f"{statistics.median(flood):.3f} s, worst {max(flood):.3f} s  (goal < 1 s; inf: "
+          f"not served); "
           f"requests the listening port's full queue dropped: {dropped}")
 
 
