@@ -7,6 +7,7 @@ that is down or never answers costs seconds, not a hang."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import socket
@@ -18,6 +19,9 @@ from pathlib import Path
 # A description lists every file of an item: a kernel source tree's runs to megabytes.
 MAX_DESCRIPTION = 64 << 20
 CHUNK = 1 << 16
+# What talking to a server can raise: refused, reset, timed out, a malformed answer
+# (http.client.HTTPException) or a URL it cannot even send (InvalidURL, a ValueError).
+_NET = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
 
 
 class Unreachable(Exception):
@@ -35,6 +39,8 @@ def _why(e: BaseException) -> str:
         return "connection refused (is it down?)"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
+    if isinstance(e, http.client.HTTPException | ValueError):
+        return f"{e.__class__.__name__}: {e}"
     return str(e) or e.__class__.__name__
 
 
@@ -68,7 +74,7 @@ class Remote:
             if e.code == 404:
                 return False
             raise Unreachable(_why(e)) from None
-        except (urllib.error.URLError, OSError) as e:
+        except _NET as e:
             raise Unreachable(_why(e)) from None
 
     def get_json(self, rel: str) -> object | None:
@@ -90,7 +96,7 @@ class Remote:
             if e.code in (404, 410):
                 return None
             raise Unreachable(_why(e)) from None
-        except (urllib.error.URLError, OSError) as e:
+        except _NET as e:
             raise Unreachable(_why(e)) from None
         if len(data) > MAX_DESCRIPTION:
             raise ValueError("description too large")
@@ -113,7 +119,7 @@ class Remote:
             raise Unreachable(_why(e)) from None
         except FileNotFoundError:
             raise
-        except (urllib.error.URLError, OSError) as e:
+        except _NET as e:
             raise Unreachable(_why(e)) from None
 
     def put(self, rel: str, src: Path | bytes) -> None:
@@ -143,5 +149,5 @@ class Remote:
                     return
             with open(src, "rb") as f, self._open(rel, "PUT", f, headers):
                 return
-        except (urllib.error.URLError, OSError) as e:
+        except _NET as e:
             raise Unreachable(_why(e)) from None
