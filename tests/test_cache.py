@@ -62,12 +62,14 @@ def cache(request, server, keys, store_a) -> tuple[str, Path]:
 
 
 def build_b(tmp: Path, caches: str, keys: Path, *extra: str, trust: str = "ci",
-            env: dict | None = None):
+            step: str = STEP, link: str = "seg-b"):
+    """Build the step into store B (in tmp) with these substituters and trusted key:
+    (the run, its seconds)."""
     env = {"EMBEDBUILD_SUBSTITUTERS": caches,
            "EMBEDBUILD_TRUSTED_KEYS": str(keys / f"{trust}.public"),
-           "XDG_CONFIG_HOME": str(tmp / "config"), **(env or {})}
+           "XDG_CONFIG_HOME": str(tmp / "config")}
     t0 = time.monotonic()
-    r = cli("build", BOARD, "--step", STEP, "--out-link", str(tmp / "seg-b"), *extra,
+    r = cli("build", BOARD, "--step", step, "--out-link", str(tmp / link), *extra,
             store=tmp / "store-b", env=env)
     return r, time.monotonic() - t0
 
@@ -243,3 +245,34 @@ def test_bad_key_files_are_refused(keys, store_a, tmp_path: Path):
     assert r.code == 1 and f"{bad}: not a secret key file" in r.err
     again = cli("cache", "keygen", "ci", store=tmp_path, cwd=keys)
     assert again.code == 1 and "never overwritten" in again.err
+
+
+@pytest.mark.slow
+def test_whole_board_comes_from_the_cache(arm_result: Path, session_store: Path, server, keys,
+                                          tmp_path: Path):
+    """qemu-arm-virt built into store A (the session's), its whole closure pushed to
+    nginx, then built into an empty store B: nothing is built, the result is the same
+    bytes, and the kernel alone can be fetched too (the closure was pushed)."""
+    from embedbuild.load import load_board
+    from embedbuild.plan import plan_board
+
+    url = f"{server[0]}/board"
+    r = cli("cache", "push", url, str(arm_result), "--key", str(keys / "ci.secret"),
+            store=session_store)
+    assert r.code == 0, r.err
+    graph = {s.key for s in plan_board(load_board(BOARD)).result.walk()}
+    assert f"{len(graph)} item(s) pushed, 0 already" in r.out, r.out
+
+    r, _ = build_b(tmp_path, url, keys, step="result", link="result")
+    assert r.code == 0, r.err
+    assert "built " not in r.err and not warnings(r), r.err
+    assert f"fetched {BOARD}-result from {url}" in r.err
+    got = (tmp_path / "result").resolve()
+    assert got.name == arm_result.name
+    assert tree_bytes(got) == tree_bytes(arm_result)
+
+    r, _ = build_b(tmp_path, url, keys, step="kernel", link="kernel")
+    assert r.code == 0 and "built " not in r.err and f"fetched {BOARD}-kernel" in r.err, r.err
+    kernel = (tmp_path / "kernel").resolve()
+    assert tree_bytes(kernel) == tree_bytes(session_store / kernel.name)
+    assert cli("verify", store=tmp_path / "store-b").code == 0
