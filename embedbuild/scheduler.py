@@ -38,14 +38,18 @@ def realise(
 ) -> dict[str, Path]:
     """Make target's item, building what is missing; independent steps run at once.
 
-    From the target down: a step whose item is in the store, or that a substituter
-    supplies, needs none of its dependencies (as in Nix: a present output is all a
-    later step reads); the others are built after theirs. Returns step key -> store
-    path for the steps reached. On the first failure, running steps are cancelled and
-    the error is raised; nothing half-built is kept.
+    Every item of the graph that is in the store is looked up first (so an item
+    `verify` found damaged is refused wherever it sits). Then from the target down: a
+    step whose item is present, or that a substituter supplies, needs none of its
+    dependencies (as in Nix: a present output is all a later step reads); the others
+    are built after theirs. Returns step key -> store path for the steps reached. On
+    the first failure, running steps are cancelled and the error is raised; nothing
+    half-built is kept.
     """
     events = events or Events()
     run = _Realisation(store, events, max_jobs or cores())
+    present = {s.key: item for s in target.walk()
+               if (item := store.lookup(s.key, s.name)) is not None}
     pending: list[Step] = []
     seen: set[str] = set()
 
@@ -53,7 +57,7 @@ def realise(
         if s.key in seen:
             return
         seen.add(s.key)
-        item = store.lookup(s.key, s.name)
+        item = present.get(s.key)
         if item is None and substituters is not None:
             got = substituters.substitute(store, s)
             if got is not None:
