@@ -276,3 +276,15 @@ def test_whole_board_comes_from_the_cache(arm_result: Path, session_store: Path,
     kernel = (tmp_path / "kernel").resolve()
     assert tree_bytes(kernel) == tree_bytes(session_store / kernel.name)
     assert cli("verify", store=tmp_path / "store-b").code == 0
+
+
+def test_damaged_item_is_not_pushed(keys, tmp_path: Path):
+    store = tmp_path / "store"
+    r = cli("build", BOARD, "--step", STEP, "--out-link", str(tmp_path / "seg"), store=store)
+    assert r.code == 0, r.err
+    item = (tmp_path / "seg").resolve()
+    (store / ".meta" / item.name / "damage").write_text("modified segment.cpio.z\n")
+    r = cli("cache", "push", str(tmp_path / "c"), str(item), "--key", str(keys / "ci.secret"),
+            store=store)
+    assert r.code == 1 and "found damage" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "c" / "items").exists()

@@ -37,6 +37,10 @@ def closure(store: Store, results: list[Path]) -> list[Path]:
             raise EmbedbuildError(
                 f"{item.name} is not in the store", where=wanted_by,
                 hint="build the board again (gc may have removed it), then push")
+        if (store.meta_path(item) / "damage").exists():
+            raise EmbedbuildError(
+                "`embedbuild verify` found damage in this item: it is not pushed",
+                where=str(item), hint="repair it (embedbuild build BOARD --repair), then push")
         info = json.loads((store.meta_path(item) / "info.json").read_text())
         for dep in info.get("deps", []):
             visit(store.root / dep, item.name)
