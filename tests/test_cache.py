@@ -79,7 +79,7 @@ def warnings(r) -> list[str]:
 
 
 def test_push_then_substitute_builds_nothing(cache, keys, store_a, tmp_path: Path):
-    url, _ = cache
+    url, folder = cache
     r, _ = build_b(tmp_path, url, keys)
     assert r.code == 0, r.err
     assert f"fetched {NAME} from {url}" in r.err
@@ -96,6 +96,12 @@ def test_push_then_substitute_builds_nothing(cache, keys, store_a, tmp_path: Pat
     again = cli("cache", "push", url, str(store_a[1]), "--key", str(keys / "ci.secret"),
                 store=store_a[0])
     assert again.code == 0 and "0 item(s) pushed, 1 already" in again.out
+    # Archives are reproducible: the substituted copy packs to the very same bytes.
+    b = cli("cache", "push", str(tmp_path / "from-b"), str(got), "--key",
+            str(keys / "ci.secret"), store=tmp_path / "store-b")
+    assert b.code == 0, b.err
+    assert [p.name for p in (tmp_path / "from-b" / "archives").iterdir()] == [
+        p.name for p in (folder / "archives").iterdir()]
 
 
 def test_offline_asks_no_cache(cache, keys, tmp_path: Path):
@@ -210,7 +216,7 @@ def test_cache_that_is_down_is_skipped(keys, store_a, tmp_path: Path):
     assert f"built {NAME}" in r.err and "Traceback" not in r.err
 
 
-def test_folder_cache_round_trip(keys, store_a, tmp_path: Path):
+def testfolder_cache_round_trip(keys, store_a, tmp_path: Path):
     folder = tmp_path / "shared-cache"
     r = cli("cache", "push", str(folder), str(store_a[1]), "--key", str(keys / "ci.secret"),
             store=store_a[0])
