@@ -216,7 +216,7 @@ def test_cache_that_is_down_is_skipped(keys, store_a, tmp_path: Path):
     assert f"built {NAME}" in r.err and "Traceback" not in r.err
 
 
-def testfolder_cache_round_trip(keys, store_a, tmp_path: Path):
+def test_folder_cache_round_trip(keys, store_a, tmp_path: Path):
     folder = tmp_path / "shared-cache"
     r = cli("cache", "push", str(folder), str(store_a[1]), "--key", str(keys / "ci.secret"),
             store=store_a[0])
