@@ -51,8 +51,8 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
           substituters: Substituters | None = None) -> Built:
     """Load (unless given a Board) and plan a board, and realise the step of ``role``.
     With ``repair``, the graph's damaged items are first removed (each problem is passed
-    to it), and rebuilt wherever the target needs them. ``substituters`` are asked for missing items before any is
-    built."""
+    to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
+    missing items before any is built."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)

@@ -294,3 +294,51 @@ def test_damaged_item_is_not_pushed(keys, tmp_path: Path):
             store=store)
     assert r.code == 1 and "found damage" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "c" / "items").exists()
+
+
+def test_cache_that_stalls_mid_download_times_out(cache, keys, tmp_path: Path):
+    """The description arrives, the archive's first bytes too, then nothing: the download
+    gives up after the timeout and the item is built, nothing half-fetched kept."""
+    import http.server
+    import threading
+
+    folder = cache[1]
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            f = folder / self.path.lstrip("/")
+            if not f.is_file():
+                self.send_error(404)
+                return
+            data = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if "/archives/" in self.path:
+                self.wfile.write(data[:100])
+                self.wfile.flush()
+                release.wait(30)
+                return
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    config = tmp_path / "config" / "embedbuild" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[cache]\ntimeout = 1.5\n")
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        r, seconds = build_b(tmp_path, url, keys)
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.code == 0, r.err
+    assert warnings(r) == [f"warning: cache {url}: no answer (timed out); not using it in "
+                           "this build"], r.err
+    assert f"built {NAME}" in r.err and seconds < 15
+    assert not list((tmp_path / "store-b" / ".tmp").iterdir())
