@@ -72,15 +72,38 @@ class _Progress:
 
         self.console = console
         self.running: dict[str, float] = {}
+        self.fetching: dict[str, tuple[str, float, int, int]] = {}
         # Live re-renders this object 4 times a second, so the clocks tick.
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
     def __rich__(self):
+        from rich.filesize import decimal
         from rich.text import Text
 
         now = time.monotonic()
         lines = [f"  building {n} ({now - t0:.0f}s)" for n, t0 in list(self.running.items())]
+        for name, (cache, t0, done, total) in list(self.fetching.items()):
+            rate = done / max(now - t0, 1e-3)
+            lines.append(f"  fetching {name} from {cache}: {decimal(done)} of "
+                         f"{decimal(total)}, {decimal(int(rate))}/s")
         return Text("\n".join(lines))
+
+    def fetching_bytes(self, step, cache: str, done: int, total: int) -> None:
+        """A substituter's download progress (bytes so far of total)."""
+        t0 = self.fetching.get(step.name, (cache, time.monotonic(), 0, 0))[1]
+        self.fetching[step.name] = (cache, t0, done, total)
+
+    def substituted(self, step, seconds: float, cache: str) -> None:
+        from rich.filesize import decimal
+
+        got = self.fetching.pop(step.name, None)
+        size = f", {decimal(got[2])}" if got else ""
+        self.console.print(f"  fetched {step.name} from {cache} in {seconds:.1f}s{size}",
+                           markup=False)
+
+    def warn(self, line: str) -> None:
+        """One warning line (a cache refused or unreachable)."""
+        self.console.print(f"warning: {line}", markup=False, soft_wrap=True)
 
     def started(self, step) -> None:
         self.running[step.name] = time.monotonic()
@@ -106,8 +129,14 @@ def build_board(args, store, console, role: str = "result"):
         console.print(f"repairing {problem}", markup=False, soft_wrap=True)
 
     with _Progress(console) as progress:
+        caches = None
+        if not getattr(args, "offline", False):
+            from embedbuild.cache.config import substituters
+
+            caches = substituters(progress.warn, progress.fetching_bytes)
         return session.build(args.board, store, system=system, role=role, events=progress,
-                             repair=repairing if getattr(args, "repair", False) else None)
+                             repair=repairing if getattr(args, "repair", False) else None,
+                             substituters=caches)
 
 
 def cmd_build(args) -> int:
@@ -349,6 +378,40 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_cache_keygen(args) -> int:
+    from embedbuild.cache.keys import keygen
+
+    secret, public = keygen(args.name)
+    print(f"wrote {secret} (keep it secret: it signs what you push) and {public} "
+          "(give it to whoever substitutes from your cache)")
+    return 0
+
+
+def cmd_cache_push(args) -> int:
+    from embedbuild.cache.keys import load_secret
+    from embedbuild.cache.push import push
+    from embedbuild.cache.remote import Remote, Unreachable
+
+    store = _store(args)
+    key = load_secret(Path(args.key))
+    items = []
+    for r in args.results:
+        p = Path(r)
+        if not p.exists():
+            raise EmbedbuildError("no such result link or store item", where=r,
+                                  hint="build first (embedbuild build BOARD), or name the link")
+        items.append(p.resolve())
+    dest = args.dest if "://" in args.dest else str(Path(args.dest).absolute())
+    remote = Remote(dest, timeout=30)
+    try:
+        pushed, skipped = push(store, remote, items, key, print)
+    except Unreachable as e:
+        raise EmbedbuildError(f"cannot push: {e}", where=args.dest,
+                              hint="check the URL and that the server takes PUT") from None
+    print(f"{pushed} item(s) pushed, {skipped} already in {args.dest}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -380,6 +443,8 @@ def parser() -> argparse.ArgumentParser:
                    help="build only up to this step (e.g. kernel, kconfig, initramfs)")
     s.add_argument("--repair", action="store_true",
                    help="check the board's store items first and rebuild damaged ones")
+    s.add_argument("--offline", action="store_true",
+                   help="ask no binary cache (substituter); build what the store lacks")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
         "config", help="print the merged Kconfig request and what the final config added"
@@ -440,6 +505,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
+    s = sub.add_parser("cache", help="share built items: signing keys, pushing to a cache")
+    cache = s.add_subparsers(dest="cache_command", required=True)
+    s = cache.add_parser("keygen", help="write NAME.secret and NAME.public (ed25519)")
+    s.add_argument("name", help="the key's name, e.g. ci.example.org-1")
+    s.set_defaults(fn=cmd_cache_keygen)
+    s = cache.add_parser("push", help="upload results and all they were built from, signed")
+    s.add_argument("dest", help="a folder, or an http(s) URL that takes PUT")
+    s.add_argument("results", nargs="*", default=["result"], metavar="RESULT",
+                   help="result links or store items (default: result)")
+    s.add_argument("--key", required=True, metavar="NAME.secret", help="the signing key")
+    s.set_defaults(fn=cmd_cache_push)
     s = sub.add_parser("verify", help="re-hash the store and report damage")
     s.add_argument("--repair", action="store_true",
                    help="remove damaged items (the next build rebuilds them)")

@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
@@ -18,6 +19,9 @@ from embedbuild.model.system import READY_LINE
 from embedbuild.plan import Plan, plan_board
 from embedbuild.scheduler import Events, realise
 from embedbuild.store import Store, cache_dir
+
+if TYPE_CHECKING:
+    from embedbuild.cache.substitute import Substituters
 
 
 @dataclass
@@ -43,10 +47,12 @@ class Built:
 
 def build(board: str | Board, store: Store, *, system: Path | None = None,
           role: str = "result", events: Events | None = None,
-          repair: Callable[[str], None] | None = None) -> Built:
+          repair: Callable[[str], None] | None = None,
+          substituters: Substituters | None = None) -> Built:
     """Load (unless given a Board) and plan a board, and realise the step of ``role``.
     With ``repair``, the graph's damaged items are first removed (each problem is passed
-    to it) and so rebuilt."""
+    to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
+    missing items before any is built."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)
@@ -59,7 +65,7 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
         graph = [store.item_path(s.key, s.name) for s in plan.steps[role].walk()]
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
-    return Built(plan, realise(store, plan.steps[role], events))
+    return Built(plan, realise(store, plan.steps[role], events, substituters=substituters))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
 tftp-flood: a normal client's 300 KB download from `embedbuild tftp` on loopback, idle and
            while another address floods the server with requests from 300 ports
            (goal: < 1 s during the flood).
+cache:     cold build of qemu-arm-virt into an empty store against the same build
+           substituted from a binary cache served by nginx on 127.0.0.1, measured in one
+           run (goal: substituted / cold <= 0.10); the push between them is shown too.
 """
 
 from __future__ import annotations
@@ -416,8 +419,45 @@ def _udp_drops(port: int) -> int:
     return -1
 
 
+def bench_cache(work: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cache_server import nginx
+
+    # No user's config: the cold build asks no cache, the substituted one only ours.
+    base = {**_env(work), "XDG_CONFIG_HOME": str(work / "config")}
+    cold_env = {**base, "EMBEDBUILD_STORE": str(work / "cold")}
+    subst_env = {**base, "EMBEDBUILD_STORE": str(work / "substituted")}
+    result = str(work / "result")
+    settle(work)
+    cold = timed([EMBEDBUILD, "build", BOARD, "--offline", "--out-link", result],
+                 env=cold_env)
+    print(f"cold build into an empty store:        {cold:7.1f} s", flush=True)
+    subprocess.run([EMBEDBUILD, "cache", "keygen", "bench"], cwd=work, check=True,
+                   capture_output=True)
+    with nginx(work / "www", work / "nginx") as url:
+        push = timed([EMBEDBUILD, "cache", "push", url, result, "--key",
+                      str(work / "bench.secret")], env=cold_env)
+        size = sum(f.stat().st_size for f in (work / "www").rglob("*") if f.is_file())
+        print(f"push of its closure to nginx:          {push:7.1f} s   "
+              f"({size / 1e6:.0f} MB in the cache)", flush=True)
+        settle(work)
+        subst_env |= {"EMBEDBUILD_SUBSTITUTERS": url,
+                      "EMBEDBUILD_TRUSTED_KEYS": str(work / "bench.public")}
+        t0 = time.monotonic()
+        p = subprocess.run([EMBEDBUILD, "build", BOARD, "--out-link", str(work / "fetched")],
+                           env=subst_env, check=True, capture_output=True, text=True)
+        fetched = time.monotonic() - t0
+    built = re.findall(r"built (\S+) in", p.stderr)
+    same = subprocess.run(["diff", "-r", result, str(work / "fetched")],
+                          capture_output=True).returncode == 0
+    print(f"substituted build into an empty store: {fetched:7.2f} s   "
+          f"(steps built: {len(built)}; result {'identical' if same else 'DIFFERENT'})")
+    print(f"substituted / cold: {fetched / cold:.4f}   (goal <= 0.10)")
+
+
 BENCHES = {"build": bench_build, "userland": bench_userland, "rig": bench_rig,
-           "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood}
+           "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood,
+           "cache": bench_cache}
 
 
 def main() -> None:
