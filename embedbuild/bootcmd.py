@@ -197,3 +197,27 @@ def set_bootcmd(board: Board, part: Partition, size: int) -> list[str]:
     cmds = [c for c in boot if c.startswith("setenv bootargs")]
     rest = "; ".join(c for c in boot if not c.startswith("setenv bootargs"))
     return [*cmds, f"setenv bootcmd '{rest}'", "saveenv"]
+
+
+# -- SD card -----------------------------------------------------------------------------
+
+
+EXTLINUX_CONF = "extlinux/extlinux.conf"
+# The label U-Boot's extlinux support boots (pxe_utils: the default label, no menu).
+EXTLINUX_LABEL = "embedbuild"
+
+
+def extlinux_conf(board: Board, kernel: str, fdt: str | None, initrd: str | None) -> str:
+    """extlinux/extlinux.conf for the boot partition: what U-Boot's distro (standard)
+    boot finds on the card and boots with no key pressed. Paths are from the partition's
+    root; without ``fdt`` U-Boot passes the DTB it has itself (QEMU's)."""
+    lines = [f"# embedbuild {board.name}: read by U-Boot's distro boot",
+             f"default {EXTLINUX_LABEL}", "prompt 0", "timeout 0", "",
+             f"label {EXTLINUX_LABEL}", f"\tkernel /{kernel}"]
+    if fdt:
+        lines.append(f"\tfdt /{fdt}")
+    if initrd:
+        lines.append(f"\tinitrd /{initrd}")
+    if board.kernel.cmdline:
+        lines.append(f"\tappend {board.kernel.cmdline}")
+    return "\n".join(lines) + "\n"

@@ -203,7 +203,7 @@ def load_sources(path: Path) -> dict[str, Source]:
     return _sources(data, path, text, ())
 
 
-def _where(path: Path, text: str, *key: str) -> str:
+def _where(path: Path, text: str, *key: str | int) -> str:
     line = key_line(text, key)
     return f"{path}:{line}" if line else str(path)
 
@@ -242,14 +242,44 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
         board = board.model_copy(update={"system": load_system(system)})
     check_references(board, path, text, common)
     check_fragments(board, path, text)
-    return board
+    return resolve_raw_blobs(board, path, text)
 
 
-def _problems(problems: list[tuple[Path, str, tuple[str, ...], str]]) -> BoardError:
+def resolve_raw_blobs(board: Board, path: Path, text: str) -> Board:
+    """The SD card's raw blobs named by an environment variable, resolved to the file it
+    names now (unset: the blob is left out); each must fit the space reserved for it."""
+    if board.sdcard is None:
+        return board
+    raw = []
+    for i, r in enumerate(board.sdcard.raw):
+        if r.env is not None and os.environ.get(r.env):
+            file = Path(os.environ[r.env]).expanduser()
+            if not file.is_file():
+                raise BoardError(f"sdcard.raw[{i}].env: ${r.env} names {file}, which is not a "
+                                 "file", where=_where(path, text, "sdcard", "raw", i, "env"),
+                                 hint=f"point ${r.env} at the {r.name} blob, or unset it to "
+                                 "build the image without it")
+            r = r.model_copy(update={"file": file.resolve()})
+        if r.file is not None and (size := r.file.stat().st_size) > r.size:
+            raise BoardError(f"sdcard.raw[{i}]: {r.file} is {size:,} bytes, more than the "
+                             f"{r.size:,} reserved for {r.name}",
+                             where=_where(path, text, "sdcard", "raw", i, "size"),
+                             hint="give the right file, or reserve more (without overlapping "
+                             "what follows)")
+        raw.append(r)
+    return board.model_copy(update={"sdcard": board.sdcard.model_copy(update={"raw": raw})})
+
+
+def _key(loc: tuple[str | int, ...]) -> str:
+    """A key path as the user writes it: sdcard.raw[1].offset."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
+
+
+def _problems(problems: list[tuple[Path, str, tuple[str | int, ...], str]]) -> BoardError:
     """One error for (file, its text, key path, message) problems, each at its line."""
     lines = []
     for file, text, loc, msg in problems:
-        lines.append(f"{_where(file, text, *loc)}: {'.'.join(loc)}: {msg}")
+        lines.append(f"{_where(file, text, *loc)}: {_key(loc)}: {msg}")
     if len(lines) == 1:
         where, rest = lines[0].split(": ", 1)
         return BoardError(rest, where=where)

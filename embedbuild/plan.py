@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from embedbuild.model.board import Board
 from embedbuild.rootfs import elf_identity, generated_entries, overlay_entries
@@ -24,6 +25,7 @@ from embedbuild.steps.fit import fit_step
 from embedbuild.steps.kernel import kernel_step
 from embedbuild.steps.kernel_config import kernel_config_step
 from embedbuild.steps.patch import patched_step
+from embedbuild.steps.sdimage import sdimage_step
 from embedbuild.steps.source import unpack_step
 from embedbuild.steps.uboot import uboot_steps
 from embedbuild.steps.uimage import uimage_step
@@ -65,6 +67,7 @@ class Planner:
             "initramfs-check": lambda: ir.unpack_check_step(
                 f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),
             "uboot": self._uboot,
+            "sdimage": self._sdimage,
         }
 
     def get(self, role: str) -> Step:
@@ -121,6 +124,26 @@ class Planner:
         self.steps["uboot-config"], step = uboot_steps(self.board, self.steps["uboot-src"],
                                                        self.tc, cores())
         return step
+
+    def _sdimage(self) -> Step:
+        """The SD-card image: the file U-Boot boots, the DTB and the separate initramfs
+        (by their names in the result) and the extlinux.conf that names them."""
+        from embedbuild.bootcmd import extlinux_conf
+
+        files: dict[str, tuple[Step, str]] = {}
+
+        def add(step: Step, out: str) -> str:
+            name = Path(step.output_path(out)).name
+            files[name] = (step, out)
+            return name
+
+        kernel = add(*self.boot_image())
+        dtb = self.dtb()
+        fdt = add(*dtb) if dtb else None
+        initrd = None
+        if self.board.system is not None and self._system.initramfs == "separate":
+            initrd = add(self.get("initramfs"), "image")
+        return sdimage_step(self.board, files, extlinux_conf(self.board, kernel, fdt, initrd))
 
     def _initramfs(self) -> Step:
         """busybox, packages, the generated files and overlays as segments, and their

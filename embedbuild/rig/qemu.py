@@ -52,13 +52,16 @@ class QemuBoard:
         firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
             by embedbuild.
         flash: the file backing the board's flash (spec.pflash_unit), see flash_file().
+        disk: an SD-card image attached as spec.sd_device (a copy QEMU may write to).
     """
 
     def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
-                 firmware: Path | None = None, flash: Path | None = None) -> None:
+                 firmware: Path | None = None, flash: Path | None = None,
+                 disk: Path | None = None) -> None:
         self.spec = spec
         self.firmware = firmware or spec.firmware
         self.flash = flash
+        self.disk = disk
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -94,6 +97,9 @@ class QemuBoard:
             argv += ["-bios", str(self.firmware)]
         if self.flash is not None and s.pflash_unit is not None:
             argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={self.flash}"]
+        if self.disk is not None:
+            argv += ["-drive", f"if=none,format=raw,id=sd0,file={self.disk}",
+                     "-device", f"{s.sd_device},drive=sd0"]
         argv += s.extra
         return [a for a in argv if a]
 
