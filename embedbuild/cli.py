@@ -246,7 +246,7 @@ def cmd_write_sd(args) -> int:
 
     def confirm(lines: list[str]) -> bool:
         for line in lines:
-            console.print(line, markup=False)
+            console.print(line, markup=False, soft_wrap=True)
         if not sys.stdin.isatty():
             raise EmbedbuildError("not written: confirmation needs a terminal",
                                   hint="add --yes to write without asking")
@@ -255,7 +255,7 @@ def cmd_write_sd(args) -> int:
     report = write_sd(image, device, max_size=args.max_size,
                       confirm=None if args.yes else confirm)
     for line in report.lines():
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
     return 0
 
 
