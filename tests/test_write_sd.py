@@ -6,6 +6,7 @@ device that is mounted. Never a real device."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -94,7 +95,7 @@ def test_device_over_the_limit_is_refused_untouched(tmp_path: Path):
     backing = tmp_path / "big"
     with open(backing, "wb") as f:
         f.truncate(128 * MIB)
-    with _loop(backing) as dev, pytest.raises(EmbedbuildError, match="larger than the 64.0 MiB"):
+    with _loop(backing) as dev, pytest.raises(EmbedbuildError, match=r"larger than the 64\.0 MiB"):
         write_sd(image, dev, max_size=64 * MIB)
     with open(backing, "rb") as f:
         assert f.read(MIB) == bytes(MIB)
@@ -137,7 +138,7 @@ def test_cli_without_yes_needs_a_terminal(tmp_path: Path, capsys, monkeypatch):
     image = _image(tmp_path)
     target = tmp_path / "target"
     target.write_bytes(b"keep")
-    monkeypatch.setattr("sys.stdin", open(os.devnull))
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))  # not a terminal, even saying yes
     code = main(["write-sd", "qemu-arm-virt", str(target), "--image", str(image)])
     err = capsys.readouterr().err
     assert code == 1 and "confirmation needs a terminal" in err and "--yes" in err

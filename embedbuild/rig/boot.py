@@ -292,7 +292,7 @@ def autoboot_target(
                                        on_transfer=report.transfers.append, netns=netns))
         console = stack.enter_context(board_console(board, port, baud, workdir))
         uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
-        uboot.autoboot(timeout)
+        uboot.wait_autoboot(timeout)
         report.stages.append(("power on to kernel (autoboot)", time.monotonic() - powered_on))
         follow_kernel(uboot, ready, report, timeout)
         report.stages.append(("power on to ready", time.monotonic() - powered_on))

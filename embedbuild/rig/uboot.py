@@ -126,7 +126,7 @@ class UBootDriver:
             raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
         return time.monotonic() - t0
 
-    def autoboot(self, timeout: float = 60) -> float:
+    def wait_autoboot(self, timeout: float = 60) -> float:
         """Press no key: let U-Boot's own boot command (distro boot) find and start the
         kernel; its errors, a return to the prompt, or giving up on the card and going to
         the network fail at once. Returns the seconds until the kernel started."""
