@@ -19,8 +19,10 @@ FIT_CONFIG = "conf-1"
 
 
 def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[str]:
-    """Commands that put U-Boot on the bench's network with the board's TFTP settings."""
+    """Commands that put U-Boot on the bench's network with the board's TFTP settings
+    (after the board's own commands that bring the network device up)."""
     return [
+        *uboot.net_start,
         f"setenv ipaddr {device_ip}",
         f"setenv serverip {server_ip}",
         f"setenv netmask {netmask}",

@@ -3,7 +3,9 @@ the next build succeeds. Builds are reproducible: every board built into that se
 store, at a path unlike the session store's, gives byte-identical outputs.
 
 CI cost: one more build of every board (the arm one is the killed-then-finished
-build; the MIPS boards share their source, busybox and dropbear in that store)."""
+build; the MIPS boards share their source, busybox and dropbear in that store; the
+arm64 boards share one kernel, so it is compiled once per store, by odroid-go2, and
+qemu-aarch64-virt adds only its initramfs segments and result)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from embedbuild.model.base import Strict
 from embedbuild.model.source import Source
@@ -151,6 +158,9 @@ class Kernel(Strict):
         fit: also package the image and the separate initramfs as a FIT image.
         dts: a device tree source compiled with the kernel's dtc and include paths.
         dtb: or an in-tree DTB target, e.g. "rockchip/rk3326-odroid-go2.dtb".
+        unserved: DTB node path -> why: enabled nodes this kernel leaves without a driver
+            on purpose (the DTB check fails on any other, and on a listed node that is
+            served or not there).
         cmdline: kernel command line given by the bootloader.
     """
 
@@ -163,6 +173,8 @@ class Kernel(Strict):
     fit: Fit | None = None
     dts: BoardFile | None = None
     dtb: TreePath | None = None
+    unserved: dict[Annotated[str, Field(pattern=r"^/[^\s]*$")],
+                   Annotated[str, Field(min_length=1)]] = {}
     cmdline: str = ""
 
     @field_validator("dtb")
@@ -189,6 +201,8 @@ class Kernel(Strict):
             raise ValueError("give either dts or dtb, not both")
         if self.uimage is not None and self.uimage.append_dtb and self.dts is None and not self.dtb:
             raise ValueError("uimage.append_dtb needs a dts or dtb")
+        if self.unserved and self.dts is None and self.dtb is None:
+            raise ValueError("unserved names nodes of the board's DTB: give a dts or dtb")
         return self
 
 
@@ -220,6 +234,8 @@ class UBoot(Strict):
             the image carries its own.
         tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
+        net_start: commands that bring up the network device before the first TFTP
+            transfer, e.g. ``usb start`` for a USB Ethernet adapter.
         build: build U-Boot from source (else the board's own U-Boot is used).
     """
 
@@ -230,6 +246,7 @@ class UBoot(Strict):
     fdt_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
     tftp_windowsize: int = Field(default=1, ge=1, le=64)
+    net_start: list[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]] = []
     build: UBootBuild | None = None
 
     @field_validator("prompt")
@@ -549,7 +566,10 @@ class SdCard(Strict):
 
 
 class Board(Strict):
-    """A board folder, validated. ``name`` and ``dir`` come from the folder."""
+    """A board folder, validated. ``name`` and ``dir`` come from the folder;
+    ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
+    loaded by the loader: ``kernel`` then holds that board's kernel build keys and this
+    board's own cmdline, DTB and packaging."""
 
     name: str
     dir: Path
@@ -565,6 +585,18 @@ class Board(Strict):
     system: System | None = None
     flash: Flash | None = None
     sdcard: SdCard | None = None
+    kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kernel_from(self) -> str | None:
+        """The board whose kernel build (one store item) this board boots, if not its own."""
+        return self.kernel_owner.name if self.kernel_owner else None
+
+    @property
+    def kernel_board(self) -> Board:
+        """The board whose kernel definition builds this board's kernel."""
+        return self.kernel_owner or self
 
     @model_validator(mode="after")
     def _qemu_firmware(self) -> Self:
