@@ -338,6 +338,8 @@ def cmd_test(args) -> int:
             argv += ["--eb-baud", str(args.baud)]
     if args.from_flash:
         argv.append("--eb-from-flash")
+    if args.from_sd:
+        argv.append("--eb-from-sd")
     return subprocess.call(argv + args.pytest_args)
 
 
@@ -494,7 +496,10 @@ def parser() -> argparse.ArgumentParser:
                        parents=[serial])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
-    s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
+    how.add_argument("--from-sd", action="store_true",
+                     help="QEMU: boot the SD-card image, no key pressed")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])
