@@ -160,6 +160,7 @@ def sd_image(board: Board, result: Path, workdir: Path) -> Path:
     if manifest.sdcard is None:
         raise EmbedbuildError(f"board {board.name} builds no SD-card image",
                               hint="give the board an [sdcard] table (see README.md)")
+    workdir.mkdir(parents=True, exist_ok=True)
     copy = workdir / SD_FILE
     shutil.copyfile(result / manifest.sdcard.image, copy)
     copy.chmod(0o644)
