@@ -82,3 +82,6 @@ def test_two_stores_at_different_paths_give_identical_outputs(
     assert manifest(a).files == manifest(b).files
     for name in [*manifest(a).files, "manifest.json"]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    # The SD-card image (fixed disk id, FAT serial and times) is one of those files.
+    if sd := manifest(a).sdcard:
+        assert sd.image in manifest(a).files and sd == manifest(b).sdcard

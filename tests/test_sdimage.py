@@ -120,11 +120,15 @@ def test_a_changed_blob_makes_a_new_image(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_built_image_matches_manifest(arm_result: Path, tmp_path: Path):
-    m = manifest(arm_result)
+@pytest.mark.parametrize("board", ["qemu-arm-virt", "odroid-go2"])
+def test_built_image_matches_manifest(board: str, session_store: Path, tmp_path: Path):
+    r = cli("build", board, "--out-link", str(tmp_path / "result"), store=session_store)
+    assert r.code == 0, r.err
+    result = (tmp_path / "result").resolve()
+    m = manifest(result)
     sd = m.sdcard
     assert sd is not None and "sdimage" in m.outputs
-    image = arm_result / sd.image
+    image = result / sd.image
     assert m.files[sd.image].role == "sdcard"
     assert m.files[sd.image].size == image.stat().st_size == sd.size
     table = json.loads(subprocess.run(["sfdisk", "--json", image], capture_output=True,
@@ -133,21 +137,29 @@ def test_built_image_matches_manifest(arm_result: Path, tmp_path: Path):
     [want] = sd.partitions
     assert (part["start"] * 512, part["size"] * 512) == (want.start, want.size)
     assert table["id"] == sd.disk_id and part.get("bootable")
-    # Every file of the boot partition is the result's file of the same name.
+    assert want.start == load_board(board).sdcard.partition_offset
+    # Every file of the boot partition, and only those, is the result's file of that name.
     listing = subprocess.run(["mdir", "-b", "-/", "-i", f"{image}@@{want.start}", "::/"],
                              capture_output=True, check=True, text=True, env=MTOOLS).stdout
     names = sorted(line.removeprefix("::/") for line in listing.split()
                    if not line.endswith("/"))
     assert names == sorted(want.files)
-    kernel, initrd = m.kernel.file, m.with_role("initramfs")[0]
-    for name in (kernel, initrd):
-        assert _mcopy_out(image, want.start, name, tmp_path) == (arm_result / name).read_bytes()
+    kernel, [initrd] = m.kernel.file, m.with_role("initramfs")
+    dtbs = m.with_role("dtb")
+    for name in (kernel, initrd, *dtbs):
+        assert _mcopy_out(image, want.start, name, tmp_path) == (result / name).read_bytes()
         assert want.files[name].sha256 == m.files[name].sha256
     conf = _mcopy_out(image, want.start, "extlinux/extlinux.conf", tmp_path).decode()
-    assert conf == sd.extlinux == (arm_result / "extlinux.conf").read_text()
+    assert conf == sd.extlinux == (result / "extlinux.conf").read_text()
     assert f"\tkernel /{kernel}\n" in conf and f"\tinitrd /{initrd}\n" in conf
     assert f"\tappend {m.kernel.cmdline}\n" in conf
-    assert "fdt" not in conf  # QEMU's own DTB: the board has none
-    r = cli("size", "qemu-arm-virt", store=arm_result.parent)
+    # The board's own DTB when it has one; else U-Boot passes QEMU's.
+    assert ("\tfdt /" + dtbs[0] + "\n" in conf) if dtbs else ("fdt" not in conf)
+    # Blobs nobody supplied: their space is left zero, and the manifest says so.
+    data = image.read_bytes()
+    for raw in sd.raw:
+        assert raw.file is None and raw.env
+        assert data[raw.offset:raw.offset + raw.size] == bytes(raw.size)
+    r = cli("size", board, store=session_store)
     assert r.code == 0, r.err
     assert f"SD-card image ({sd.image})" in r.out and f"{sd.size:,}" in r.out
