@@ -12,6 +12,7 @@ import pytest
 from conftest import cli, manifest
 
 from embedbuild.bootcmd import extlinux_conf
+from embedbuild.errors import BoardError
 from embedbuild.load import load_board
 from embedbuild.manifest import SdCardInfo
 from embedbuild.model.board import SdCard, SdRaw
@@ -163,3 +164,25 @@ def test_built_image_matches_manifest(board: str, session_store: Path, tmp_path:
     r = cli("size", board, store=session_store)
     assert r.code == 0, r.err
     assert f"SD-card image ({sd.image})" in r.out and f"{sd.size:,}" in r.out
+
+
+def test_blob_named_by_env_is_resolved_at_load(boards: Path, tmp_path: Path, monkeypatch):
+    toml = boards / "odroid-go2" / "board.toml"
+    env_line = next(n for n, t in enumerate(toml.read_text().splitlines(), 1)
+                    if "EMBEDBUILD_ODROID_GO2_IDBLOADER" in t)
+    monkeypatch.delenv("EMBEDBUILD_ODROID_GO2_IDBLOADER", raising=False)
+    assert load_board(str(boards / "odroid-go2")).sdcard.raw[0].file is None
+    blob = tmp_path / "idbloader.img"
+    blob.write_bytes(b"x" * 1000)
+    monkeypatch.setenv("EMBEDBUILD_ODROID_GO2_IDBLOADER", str(blob))
+    assert load_board(str(boards / "odroid-go2")).sdcard.raw[0].file == blob
+    monkeypatch.setenv("EMBEDBUILD_ODROID_GO2_IDBLOADER", str(tmp_path / "missing.img"))
+    with pytest.raises(BoardError, match=r"\$EMBEDBUILD_ODROID_GO2_IDBLOADER names .*missing"
+                       r"\.img, which is not a file") as e:
+        load_board(str(boards / "odroid-go2"))
+    assert e.value.where == f"{toml}:{env_line}"
+    with open(blob, "wb") as f:
+        f.truncate(0x3f8000 + 1)
+    monkeypatch.setenv("EMBEDBUILD_ODROID_GO2_IDBLOADER", str(blob))
+    with pytest.raises(BoardError, match="more than the 4,161,536 reserved for idbloader"):
+        load_board(str(boards / "odroid-go2"))
