@@ -5,6 +5,7 @@ stores; and the image of a real build checked against its manifest.json (slow)."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import cli, manifest
 
 from embedbuild.bootcmd import extlinux_conf
+from embedbuild.cli import main
 from embedbuild.errors import BoardError
 from embedbuild.load import load_board
 from embedbuild.manifest import SdCardInfo
@@ -186,3 +188,12 @@ def test_blob_named_by_env_is_resolved_at_load(boards: Path, tmp_path: Path, mon
     monkeypatch.setenv("EMBEDBUILD_ODROID_GO2_IDBLOADER", str(blob))
     with pytest.raises(BoardError, match="more than the 4,161,536 reserved for idbloader"):
         load_board(str(boards / "odroid-go2"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="boot --qemu checks for root first")
+def test_from_sd_is_refused_for_a_board_without_sdcard(tmp_path: Path, capsys):
+    code = main(["--store", str(tmp_path / "store"), "boot", "qemu-malta-be", "--qemu",
+                 "--from-sd", "--no-console"])
+    err = capsys.readouterr().err
+    assert code == 1 and "qemu-malta-be has no [sdcard]" in err
+    assert not (tmp_path / "store").exists()  # refused before building
