@@ -176,7 +176,14 @@ def write(image: Path, dev: Device) -> WriteReport:
     back past the page cache and compare."""
     want = hashlib.sha256()
     t0 = time.monotonic()
-    fd = os.open(dev.path, os.O_WRONLY | os.O_CLOEXEC)
+    # O_EXCL on a block device: the kernel itself refuses (EBUSY) one that is mounted or
+    # held, closing the gap between the checks above and the write.
+    excl = os.O_EXCL if dev.kind == "block device" else 0
+    try:
+        fd = os.open(dev.path, os.O_WRONLY | os.O_CLOEXEC | excl)
+    except OSError as e:
+        raise EmbedbuildError(f"{dev.path} cannot be opened for writing: {e.strerror}",
+                              hint="unmount it and stop what uses it") from None
     try:
         with open(image, "rb") as src:
             while chunk := src.read(CHUNK):

@@ -1,5 +1,5 @@
 """Outputs: what a build result holds, one module per output (the kernel, the uImage,
-the TFTP boot bundle; flash and SD-card images next).
+the TFTP boot bundle, the FIT flash image, the SD-card image).
 
 Each module registers itself with ``@output``: its name, when it applies to a
 board, and a function that asks the planner for the steps it needs and says
