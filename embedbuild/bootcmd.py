@@ -42,14 +42,18 @@ def tftp_load(address: int, filename: str) -> str:
     return f"tftpboot 0x{address:x} {filename}"
 
 
-def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None) -> list[str]:
+def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None,
+              dtb_file: str | None = None) -> list[str]:
     """Commands that TFTP-load and boot a result, once the network is set up; the last
-    one boots."""
+    one boots. ``dtb_file``: the board's DTB, loaded to uboot.fdt_addr (before the
+    initramfs, whose ${filesize} the boot command reads)."""
     u = board.uboot
     cmds = []
     if board.kernel.cmdline:
         cmds.append(f"setenv bootargs '{board.kernel.cmdline}'")
     cmds.append(tftp_load(u.kernel_addr, kernel_file))
+    if dtb_file and u.fdt_addr is not None:
+        cmds.append(tftp_load(u.fdt_addr, dtb_file))
     rd = "-"
     if initrd_file and u.ramdisk_addr is not None:
         cmds.append(tftp_load(u.ramdisk_addr, initrd_file))

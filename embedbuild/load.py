@@ -237,7 +237,7 @@ def load_board(name_or_path: str, system: Path | None = None,
     data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
     kernel = data.get("kernel")
     if isinstance(kernel, dict) and "from" in kernel:
-        owner = _kernel_owner(bdir, path, text, kernel, data, _chain)
+        owner = _kernel_owner(bdir, path, text, kernel, _chain)
         data["kernel_owner"] = owner
         data["kernel"] = {**{k: getattr(owner.kernel, k) for k in KERNEL_BUILD_KEYS},
                           **{k: v for k, v in kernel.items() if k != "from"}}
@@ -293,7 +293,7 @@ KERNEL_BUILD_KEYS = ("source", "base", "fragments", "patches", "image")
 
 
 def _kernel_owner(bdir: Path, path: Path, text: str, kernel: dict[str, Any],
-                  data: dict[str, Any], chain: tuple[str, ...]) -> Board:
+                  chain: tuple[str, ...]) -> Board:
     """The board named by kernel.from, loaded: a sibling folder of this board, else a
     board of the search path. Refuses build keys beside ``from``, itself and cycles."""
     name = kernel["from"]
@@ -312,7 +312,7 @@ def _kernel_owner(bdir: Path, path: Path, text: str, kernel: dict[str, Any],
     if name == bdir.name:
         raise BoardError("kernel.from names this board itself", where=where,
                          hint="name the board whose kernel this one boots")
-    if name in chain or bdir.name in chain:
+    if name in chain:
         cycle = " -> ".join([*chain, bdir.name, name])
         raise BoardError(f"kernel.from makes a cycle: {cycle}", where=where,
                          hint="one board of the cycle must build its own kernel")

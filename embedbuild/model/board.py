@@ -145,6 +145,10 @@ class Fit(Strict):
 class Kernel(Strict):
     """How the board's kernel is configured, patched and packaged.
 
+    A board's [kernel] may say ``from = "BOARD"`` instead of source, base, fragments,
+    patches and image: the loader (load.py) then fills those in from that board, whose
+    kernel build this board shares (Board.kernel_owner).
+
     Args:
         source: name of a source in boards/common/sources.toml or the board's [sources].
         base: the kernel make target the config starts from: allnoconfig (which takes

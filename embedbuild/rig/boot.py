@@ -107,7 +107,9 @@ def boot_commands(board: Board, result: Path, initrd: Path | None) -> list[str]:
     manifest = Manifest.read(result)
     if initrd is None:
         return manifest.uboot.tftpboot
-    return bootcmd.tftp_boot(board, manifest.kernel.file, initrd.name)
+    dtb = next(iter(manifest.with_role("dtb")), None) if board.uboot.fdt_addr is not None \
+        and not (board.kernel.uimage and board.kernel.uimage.append_dtb) else None
+    return bootcmd.tftp_boot(board, manifest.kernel.file, initrd.name, dtb)
 
 
 def tftp_boot(
