@@ -19,8 +19,10 @@ FIT_CONFIG = "conf-1"
 
 
 def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[str]:
-    """Commands that put U-Boot on the bench's network with the board's TFTP settings."""
+    """Commands that put U-Boot on the bench's network with the board's TFTP settings
+    (after the board's own commands that bring the network device up)."""
     return [
+        *uboot.net_start,
         f"setenv ipaddr {device_ip}",
         f"setenv serverip {server_ip}",
         f"setenv netmask {netmask}",
@@ -40,14 +42,18 @@ def tftp_load(address: int, filename: str) -> str:
     return f"tftpboot 0x{address:x} {filename}"
 
 
-def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None) -> list[str]:
+def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None,
+              dtb_file: str | None = None) -> list[str]:
     """Commands that TFTP-load and boot a result, once the network is set up; the last
-    one boots."""
+    one boots. ``dtb_file``: the board's DTB, loaded to uboot.fdt_addr (before the
+    initramfs, whose ${filesize} the boot command reads)."""
     u = board.uboot
     cmds = []
     if board.kernel.cmdline:
         cmds.append(f"setenv bootargs '{board.kernel.cmdline}'")
     cmds.append(tftp_load(u.kernel_addr, kernel_file))
+    if dtb_file and u.fdt_addr is not None:
+        cmds.append(tftp_load(u.fdt_addr, dtb_file))
     rd = "-"
     if initrd_file and u.ramdisk_addr is not None:
         cmds.append(tftp_load(u.ramdisk_addr, initrd_file))
@@ -197,3 +203,27 @@ def set_bootcmd(board: Board, part: Partition, size: int) -> list[str]:
     cmds = [c for c in boot if c.startswith("setenv bootargs")]
     rest = "; ".join(c for c in boot if not c.startswith("setenv bootargs"))
     return [*cmds, f"setenv bootcmd '{rest}'", "saveenv"]
+
+
+# -- SD card -----------------------------------------------------------------------------
+
+
+EXTLINUX_CONF = "extlinux/extlinux.conf"
+# The label U-Boot's extlinux support boots (pxe_utils: the default label, no menu).
+EXTLINUX_LABEL = "embedbuild"
+
+
+def extlinux_conf(board: Board, kernel: str, fdt: str | None, initrd: str | None) -> str:
+    """extlinux/extlinux.conf for the boot partition: what U-Boot's distro (standard)
+    boot finds on the card and boots with no key pressed. Paths are from the partition's
+    root; without ``fdt`` U-Boot passes the DTB it has itself (QEMU's)."""
+    lines = [f"# embedbuild {board.name}: read by U-Boot's distro boot",
+             f"default {EXTLINUX_LABEL}", "prompt 0", "timeout 0", "",
+             f"label {EXTLINUX_LABEL}", f"\tkernel /{kernel}"]
+    if fdt:
+        lines.append(f"\tfdt /{fdt}")
+    if initrd:
+        lines.append(f"\tinitrd /{initrd}")
+    if board.kernel.cmdline:
+        lines.append(f"\tappend {board.kernel.cmdline}")
+    return "\n".join(lines) + "\n"

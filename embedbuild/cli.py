@@ -192,6 +192,9 @@ def cmd_boot(args) -> int:
     initrd = Path(args.initrd).resolve() if args.initrd else None
     board = load_board(args.board, Path(args.system) if args.system else None)
     bench.check(board, [initrd] if initrd else [])  # before building: never fail half-way
+    if args.from_sd and board.sdcard is None:
+        raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image",
+                              hint="boot it over TFTP, or give it an [sdcard] table")
     args.board = board
     result = build_board(args, _store(args), console).result
     with contextlib.ExitStack() as stack:
@@ -211,7 +214,7 @@ def cmd_boot(args) -> int:
             target = stack.enter_context(session.open_target(
                 board, result, workdir, bench, initrd=initrd, ready=args.ready,
                 timeout=args.timeout, on_wait=on_wait, from_flash=args.from_flash,
-                flash=session.flash_file(board)))
+                flash=session.flash_file(board), from_sd=args.from_sd))
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
@@ -254,6 +257,54 @@ def cmd_flash(args) -> int:
             e.log_path = e.log_path or (str(workdir / "console.log") if workdir else None)
             raise
     return 0
+
+
+def cmd_write_sd(args) -> int:
+    from embedbuild.load import load_board
+    from embedbuild.manifest import Manifest
+    from embedbuild.sdwrite import check_device, write_sd
+
+    board = load_board(args.board)
+    if board.sdcard is None:
+        raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image")
+    device = Path(args.device)
+    # Refusals that need no build come first: a wrong device fails in a second.
+    check_device(device, args.max_size)
+    if args.image:
+        image = Path(args.image)
+    else:
+        result = build_board(args, _store(args), _console()).result
+        sd = Manifest.read(result).sdcard
+        assert sd is not None
+        image = result / sd.image
+    console = _console()
+
+    def confirm(lines: list[str]) -> bool:
+        for line in lines:
+            console.print(line, markup=False, soft_wrap=True)
+        if not sys.stdin.isatty():
+            raise EmbedbuildError("not written: confirmation needs a terminal",
+                                  hint="add --yes to write without asking")
+        return input("type yes to write: ").strip() == "yes"
+
+    report = write_sd(image, device, max_size=args.max_size,
+                      confirm=None if args.yes else confirm)
+    for line in report.lines():
+        console.print(line, markup=False, soft_wrap=True)
+    return 0
+
+
+def _size(text: str) -> int:
+    """A byte count: 68719476736, 0x1000000000, 64G, 512M."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 64G, 512M, "
+                                         "68719476736)") from None
 
 
 def cmd_console(args) -> int:
@@ -324,6 +375,8 @@ def cmd_test(args) -> int:
             argv += ["--eb-baud", str(args.baud)]
     if args.from_flash:
         argv.append("--eb-from-flash")
+    if args.from_sd:
+        argv.append("--eb-from-sd")
     return subprocess.call(argv + args.pytest_args)
 
 
@@ -344,6 +397,16 @@ def cmd_size(args) -> int:
         print(f"{where:40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
     print(f"{'kernel (' + m.kernel.file + ')':40} {'':10} {kbytes:11,}")
     print(f"{'total loaded':40} {'':10} {total:11,}")
+    if m.sdcard is not None:
+        sd = m.sdcard
+        print(f"{'SD-card image (' + sd.image + ')':40} {'':10} {sd.size:11,}")
+        for p in sd.partitions:
+            print(f"  partition {p.number} ({p.filesystem}, {p.size:,} bytes): "
+                  f"{len(p.files)} files, {sum(f.size for f in p.files.values()):,} bytes")
+        for r in sd.raw:
+            what = (f"{r.length:,} of {r.size:,} bytes" if r.file
+                    else f"not written (${r.env} unset)")
+            print(f"  raw {r.name} at 0x{r.offset:x}: {what}")
     part = built.board.firmware_partition()
     if part is not None:
         print(f"share of the {part.name} partition ({part.size:,} bytes): "
@@ -463,7 +526,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-console", action="store_true", help="exit 0 once ready")
     s.add_argument("--from-flash", action="store_true",
                    help="boot the image in the firmware partition instead of TFTP")
+    s.add_argument("--from-sd", action="store_true",
+                   help="attach the SD-card image (QEMU) and let U-Boot boot it, no key pressed")
     s.set_defaults(fn=cmd_boot)
+    s = sub.add_parser("write-sd", help="write the board's SD-card image to a card, "
+                       "checked before and read back after")
+    s.add_argument("board")
+    s.add_argument("device", help="the whole card, e.g. /dev/sdX or /dev/mmcblk0 (or a file)")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    s.add_argument("--max-size", type=_size, default="64G", metavar="SIZE",
+                   help="refuse devices larger than this (default 64G): never a system disk")
+    s.add_argument("--image", help="write this file instead of the board's built image")
+    s.set_defaults(fn=cmd_write_sd)
     s = sub.add_parser("flash", help="write an image to a flash partition through U-Boot, "
                        "checked at every step", parents=[serial])
     s.add_argument("board")
@@ -498,7 +572,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
     s.add_argument("--qemu", action="store_true",
                    help="the board's QEMU model, also with --serial URL (root)")
-    s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
+    how.add_argument("--from-sd", action="store_true",
+                     help="QEMU: boot the SD-card image, no key pressed")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])

@@ -204,23 +204,27 @@ def load_sources(path: Path) -> dict[str, Source]:
     return _sources(data, path, text, ())
 
 
-def _where(path: Path, text: str, *key: str) -> str:
+def _where(path: Path, text: str, *key: str | int) -> str:
     line = key_line(text, key)
     return f"{path}:{line}" if line else str(path)
 
 
-def load_board(name_or_path: str, system: Path | None = None) -> Board:
+def load_board(name_or_path: str, system: Path | None = None,
+               _chain: tuple[str, ...] = ()) -> Board:
     """Load, validate and resolve a board folder by name or path; ``system`` replaces
-    its [system]."""
+    its [system]. A board whose kernel comes from another (kernel.from) gets that
+    board, loaded and checked, as its kernel_owner (``_chain``: the boards whose
+    kernel.from led here, to refuse a cycle)."""
     bdir = find_board(name_or_path)
     path = bdir / "board.toml"
     if not re.fullmatch(BOARD_NAME, bdir.name):
         raise BoardError(f"{bdir.name!r} is not a board name (letters, digits, . _ + -)",
                          where=str(bdir), hint="rename the board's folder")
     data, text = read_toml(path)
-    for injected in ("name", "dir"):
+    for injected in ("name", "dir", "kernel_owner"):
         if injected in data:
-            raise BoardError(f"{injected}: unknown key (the board's {injected} is its folder)",
+            what = "kernel.from" if injected == "kernel_owner" else "its folder"
+            raise BoardError(f"{injected}: unknown key (the board's {injected} is {what})",
                              where=_where(path, text, injected))
     sources: dict[str, Source] = {}
     common = bdir.parent / COMMON / "sources.toml"
@@ -232,6 +236,12 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
                          where=_where(path, text, "sources"))
     sources.update(_sources(own, path, text, ("sources",)))
     data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
+    kernel = data.get("kernel")
+    if isinstance(kernel, dict) and "from" in kernel:
+        owner = _kernel_owner(bdir, path, text, kernel, _chain)
+        data["kernel_owner"] = owner
+        data["kernel"] = {**{k: getattr(owner.kernel, k) for k in KERNEL_BUILD_KEYS},
+                          **{k: v for k, v in kernel.items() if k != "from"}}
     sys_where = str(system) if system is not None else str(path)
     context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
     if system is not None:
@@ -241,16 +251,122 @@ def load_board(name_or_path: str, system: Path | None = None) -> Board:
         raise _problems([(path, text, loc, msg) for loc, msg in problems])
     if system is not None:
         board = board.model_copy(update={"system": load_system(system)})
+    if board.kernel_owner is not None:
+        check_shared_kernel(board, path, text)
     check_references(board, path, text, common)
     check_fragments(board, path, text)
-    return board
+    return resolve_raw_blobs(board, path, text)
 
 
-def _problems(problems: list[tuple[Path, str, tuple[str, ...], str]]) -> BoardError:
+def resolve_raw_blobs(board: Board, path: Path, text: str) -> Board:
+    """The SD card's raw blobs named by an environment variable, resolved to the file it
+    names now (unset: the blob is left out); each must fit the space reserved for it."""
+    if board.sdcard is None:
+        return board
+    raw = []
+    for i, r in enumerate(board.sdcard.raw):
+        if r.env is not None and os.environ.get(r.env):
+            file = Path(os.environ[r.env]).expanduser()
+            if not file.is_file():
+                raise BoardError(f"sdcard.raw[{i}].env: ${r.env} names {file}, which is not a "
+                                 "file", where=_where(path, text, "sdcard", "raw", i, "env"),
+                                 hint=f"point ${r.env} at the {r.name} blob, or unset it to "
+                                 "build the image without it")
+            r = r.model_copy(update={"file": file.resolve()})
+        if r.file is not None and (size := r.file.stat().st_size) > r.size:
+            raise BoardError(f"sdcard.raw[{i}]: {r.file} is {size:,} bytes, more than the "
+                             f"{r.size:,} reserved for {r.name}",
+                             where=_where(path, text, "sdcard", "raw", i, "size"),
+                             hint="give the right file, or reserve more (without overlapping "
+                             "what follows)")
+        raw.append(r)
+    return board.model_copy(update={"sdcard": board.sdcard.model_copy(update={"raw": raw})})
+
+
+def _key(loc: tuple[str | int, ...]) -> str:
+    """A key path as the user writes it: sdcard.raw[1].offset."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
+
+
+# What makes a kernel (its store item): a board with kernel.from takes these from the
+# board named there. The rest of [kernel] (cmdline, the DTB, packaging) stays its own.
+KERNEL_BUILD_KEYS = ("source", "base", "fragments", "patches", "image")
+
+
+def _kernel_owner(bdir: Path, path: Path, text: str, kernel: dict[str, Any],
+                  chain: tuple[str, ...]) -> Board:
+    """The board named by kernel.from, loaded: a sibling folder of this board, else a
+    board of the search path. Refuses build keys beside ``from``, itself and cycles."""
+    name = kernel["from"]
+    where = _where(path, text, "kernel", "from")
+    if not isinstance(name, str) or not re.fullmatch(BOARD_NAME, name):
+        raise BoardError(f"kernel.from: {name!r} is not a board name (letters, digits, . _ + -)",
+                         where=where)
+    for key in KERNEL_BUILD_KEYS:
+        if key in kernel:
+            raise BoardError(
+                f"kernel.{key}: this board takes its kernel from {name} (kernel.from), whose "
+                f"board.toml sets {key}",
+                where=_where(path, text, "kernel", key),
+                hint=f"change it in {name}'s board.toml (it changes both boards' kernel), or "
+                "drop kernel.from to build a kernel of this board's own")
+    if name == bdir.name:
+        raise BoardError("kernel.from names this board itself", where=where,
+                         hint="name the board whose kernel this one boots")
+    if name in chain:
+        cycle = " -> ".join([*chain, bdir.name, name])
+        raise BoardError(f"kernel.from makes a cycle: {cycle}", where=where,
+                         hint="one board of the cycle must build its own kernel")
+    sibling = bdir.parent / name
+    if (sibling / "board.toml").is_file():
+        found = str(sibling)
+    elif name in (known := known_boards()):
+        found = str(known[name])
+    else:
+        names = sorted({*known, *(d.name for d in bdir.parent.iterdir()
+                                  if (d / "board.toml").is_file())} - {bdir.name})
+        raise BoardError(f"kernel.from: no board {name!r}", where=where,
+                         hint=f"boards: {', '.join(names) or 'none'}")
+    owner = load_board(found, _chain=(*chain, bdir.name))
+    # A chain ends at the board that builds the kernel: that is the one store item.
+    return owner.kernel_owner or owner
+
+
+def check_shared_kernel(board: Board, path: Path, text: str) -> None:
+    """A kernel taken from another board must run this board's userland: same arch and
+    toolchain, and no board's initramfs built into it."""
+    owner = board.kernel_owner
+    assert owner is not None
+    from_key = ("kernel", "from")
+    if board.arch != owner.arch:
+        raise BoardError(f"arch {board.arch.value!r}, but the kernel of {owner.name} "
+                         f"(kernel.from) is built for {owner.arch.value!r}",
+                         where=_where(path, text, "arch"),
+                         hint="take the kernel of a board of the same arch")
+    if board.cross_compile != owner.cross_compile:
+        raise BoardError(f"cross_compile {board.cross_compile!r}, but the kernel of "
+                         f"{owner.name} (kernel.from) is built with {owner.cross_compile!r}",
+                         where=_where(path, text, "cross_compile"),
+                         hint="the userland and the kernel it runs on need the same "
+                         f"toolchain: use {owner.cross_compile!r}")
+    if owner.system is not None and owner.system.initramfs == "builtin":
+        raise BoardError(f"the kernel of {owner.name} holds {owner.name}'s own initramfs "
+                         '(initramfs = "builtin"): it cannot boot another board\'s system',
+                         where=_where(path, text, *from_key),
+                         hint=f'give {owner.name} initramfs = "separate", or build a kernel '
+                         "of this board's own")
+    if board.system is not None and board.system.initramfs == "builtin":
+        raise BoardError(f'initramfs = "builtin" needs a kernel of this board\'s own, not '
+                         f"the one of {owner.name} (kernel.from)",
+                         where=_where(path, text, "system", "initramfs"),
+                         hint='use initramfs = "separate" (U-Boot loads it beside the kernel)')
+
+
+def _problems(problems: list[tuple[Path, str, tuple[str | int, ...], str]]) -> BoardError:
     """One error for (file, its text, key path, message) problems, each at its line."""
     lines = []
     for file, text, loc, msg in problems:
-        lines.append(f"{_where(file, text, *loc)}: {'.'.join(loc)}: {msg}")
+        lines.append(f"{_where(file, text, *loc)}: {_key(loc)}: {msg}")
     if len(lines) == 1:
         where, rest = lines[0].split(": ", 1)
         return BoardError(rest, where=where)
@@ -298,7 +414,8 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
 
     known = ", ".join(sorted(board.sources)) or "none"
     hint = f"define it under [sources] or in {common}; known: {known}"
-    if board.kernel.source not in board.sources:
+    # A shared kernel's source is its owner's (checked when the owner loaded).
+    if board.kernel_owner is None and board.kernel.source not in board.sources:
         raise BoardError(f"kernel.source {board.kernel.source!r} is not a known source",
                          where=_where(path, text, "kernel", "source"), hint=hint)
     if board.uboot.build and board.uboot.build.source not in board.sources:

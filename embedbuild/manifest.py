@@ -55,6 +55,52 @@ class ComponentSize(_Model):
     compressed: int
 
 
+class SdFile(_Model):
+    """A file in the SD card's boot partition, as read back from the image."""
+
+    size: int
+    sha256: str
+
+
+class SdPartition(_Model):
+    """A partition of the SD-card image, as read back from its table and file system."""
+
+    number: int
+    bootable: bool
+    type: int
+    start: int
+    size: int
+    filesystem: str
+    label: str
+    serial: str
+    files: dict[str, SdFile]
+
+
+class SdRaw(_Model):
+    """A raw blob of the SD-card image: where it is, and what was written there (file,
+    sha256, length), or None when the board's env variable was not set."""
+
+    name: str
+    offset: int
+    size: int
+    file: str | None
+    sha256: str | None
+    length: int | None
+    env: str | None
+
+
+class SdCardInfo(_Model):
+    """The SD-card image: its table, partitions and raw blobs, and the extlinux.conf."""
+
+    image: str
+    size: int
+    table: str
+    disk_id: str
+    partitions: list[SdPartition]
+    raw: list[SdRaw]
+    extlinux: str
+
+
 class Manifest(_Model):
     """A build result's manifest.json."""
 
@@ -68,6 +114,8 @@ class Manifest(_Model):
     initramfs: list[ComponentSize] = []
     # The one file written to the firmware partition (a FIT or the uImage), if any.
     flash_image: str | None = None
+    # The SD-card image, for boards with [sdcard].
+    sdcard: SdCardInfo | None = None
 
     @classmethod
     def read(cls, result: Path) -> Manifest:

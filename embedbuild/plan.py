@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from embedbuild.model.board import Board
 from embedbuild.rootfs import elf_identity, generated_entries, overlay_entries
@@ -24,6 +25,7 @@ from embedbuild.steps.fit import fit_step
 from embedbuild.steps.kernel import kernel_step
 from embedbuild.steps.kernel_config import kernel_config_step
 from embedbuild.steps.patch import patched_step
+from embedbuild.steps.sdimage import sdimage_step
 from embedbuild.steps.source import unpack_step
 from embedbuild.steps.uboot import uboot_steps
 from embedbuild.steps.uimage import uimage_step
@@ -44,27 +46,34 @@ class Plan:
 
 
 class Planner:
-    """Makes a board's steps on demand, each once, by role (``--step`` names a role)."""
+    """Makes a board's steps on demand, each once, by role (``--step`` names a role).
+
+    The kernel's steps (source, tree, kconfig, kernel) are made from the board that
+    defines the kernel (``board.kernel_board``): a board that takes its kernel from
+    another gets the very steps, hence store items, of that board's build.
+    """
 
     def __init__(self, board: Board) -> None:
         self.board = board
+        self.kb = board.kernel_board
         self.tc = Toolchain(board.cross_compile, board.arch)
         self.steps: dict[str, Step] = {}
         self._makers: dict[str, Callable[[], Step]] = {
             "source": self._source,
             "tree": self._tree,
-            "kconfig": lambda: kernel_config_step(board, self.get("tree"), self.tc),
+            "kconfig": lambda: kernel_config_step(self.kb, self.get("tree"), self.tc),
             "kernel": self._kernel,
             "dtb": lambda: dtb_step(board, self.get("tree"), self.get("kconfig"), self.tc),
             "driver-index": lambda: driver_index_step(self.get("tree"), board.arch.value),
             "dtb-check": self._dtb_check,
             "image": lambda: uimage_step(board, self.get("kernel"),
-                                         self.get("dtb") if board.kernel.dts else None),
+                                         self.get("dtb") if self.has_dtb else None),
             "fit": lambda: fit_step(board, self.get("kernel"), self.get("initramfs")),
             "initramfs": self._initramfs,
             "initramfs-check": lambda: ir.unpack_check_step(
                 f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),
             "uboot": self._uboot,
+            "sdimage": self._sdimage,
         }
 
     def get(self, role: str) -> Step:
@@ -83,13 +92,10 @@ class Planner:
             return self.get("image"), "image"
         return self.get("kernel"), "image"
 
-    def dtb(self) -> tuple[Step, str] | None:
-        """(step, output) of the board's DTB, when it has one."""
-        if self.board.kernel.dts:
-            return self.get("dtb"), "dtb"
-        if self.board.kernel.dtb:
-            return self.get("kernel"), "dtb"
-        return None
+    @property
+    def has_dtb(self) -> bool:
+        """Whether the board has a DTB of its own (its .dts or an in-tree target)."""
+        return self.board.kernel.dts is not None or self.board.kernel.dtb is not None
 
     @property
     def _system(self):
@@ -99,20 +105,22 @@ class Planner:
     # -- core steps -------------------------------------------------------------
 
     def _source(self) -> Step:
-        return unpack_step(f"{self.board.kernel.source}-src", self.board.kernel_source)
+        return unpack_step(f"{self.kb.kernel.source}-src", self.kb.kernel_source)
 
     def _tree(self) -> Step:
-        return patched_step(f"{self.board.kernel.source}-patched", self.get("source"),
-                            self.board.kernel.patches)
+        return patched_step(f"{self.kb.kernel.source}-patched", self.get("source"),
+                            self.kb.kernel.patches)
 
     def _kernel(self) -> Step:
+        # The loader refuses a built-in initramfs in a kernel that boards share.
         builtin = self.board.system is not None and self._system.initramfs == "builtin"
-        return kernel_step(self.board, self.get("tree"), self.get("kconfig"), self.tc, cores(),
+        return kernel_step(self.kb, self.get("tree"), self.get("kconfig"), self.tc, cores(),
                            self.get("initramfs") if builtin else None)
 
     def _dtb_check(self) -> Step:
         return dtb_check_step(f"{self.board.name}-dtb-check", self.get("tree"),
-                              self.get("driver-index"), self.get("kconfig"), self.get("dtb"))
+                              self.get("driver-index"), self.get("kconfig"), self.get("dtb"),
+                              self.board.kernel.unserved)
 
     def _uboot(self) -> Step:
         spec = self.board.uboot.build
@@ -121,6 +129,25 @@ class Planner:
         self.steps["uboot-config"], step = uboot_steps(self.board, self.steps["uboot-src"],
                                                        self.tc, cores())
         return step
+
+    def _sdimage(self) -> Step:
+        """The SD-card image: the file U-Boot boots, the DTB and the separate initramfs
+        (by their names in the result) and the extlinux.conf that names them."""
+        from embedbuild.bootcmd import extlinux_conf
+
+        files: dict[str, tuple[Step, str]] = {}
+
+        def add(step: Step, out: str) -> str:
+            name = Path(step.output_path(out)).name
+            files[name] = (step, out)
+            return name
+
+        kernel = add(*self.boot_image())
+        fdt = add(self.get("dtb"), "dtb") if self.has_dtb else None
+        initrd = None
+        if self.board.system is not None and self._system.initramfs == "separate":
+            initrd = add(self.get("initramfs"), "image")
+        return sdimage_step(self.board, files, extlinux_conf(self.board, kernel, fdt, initrd))
 
     def _initramfs(self) -> Step:
         """busybox, packages, the generated files and overlays as segments, and their

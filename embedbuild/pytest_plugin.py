@@ -5,7 +5,8 @@ path or a serial server's URL), --eb-qemu (the QEMU model, its console through t
 --eb-serial URL),
 --eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask, --eb-store, --eb-from-flash
 (boot the image in the firmware partition; a QEMU board's flash is the one in its
-bench folder, where `embedbuild flash` wrote it). The
+bench folder, where `embedbuild flash` wrote it), --eb-from-sd (QEMU: boot the SD-card
+image with no key pressed). The
 ``target`` fixture boots the board once per session (through embedbuild.session,
 as the command line does) and gives ``run(cmd) -> (status, output)``,
 ``succeed(cmd)`` and ``wait_for(regex)``; a failing test gets the console log.
@@ -39,6 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
     g.addoption("--eb-from-flash", action="store_true",
                 help="boot from the firmware partition instead of over TFTP")
+    g.addoption("--eb-from-sd", action="store_true",
+                help="QEMU: boot the SD-card image (U-Boot's distro boot) instead of over TFTP")
 
 
 @dataclass
@@ -90,8 +93,8 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
         workdir = Path(d)
         from_flash = opt("--eb-from-flash")
         with session.open_target(board, built.result, workdir, bench, from_flash=from_flash,
-                                 flash=session.flash_file(board) if from_flash else None
-                                 ) as target:
+                                 flash=session.flash_file(board) if from_flash else None,
+                                 from_sd=opt("--eb-from-sd")) as target:
             booted = BootedTarget(target, ShellDriver(target.console), built.result, workdir)
             config.stash[_LAST] = booted
             yield booted

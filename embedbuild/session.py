@@ -172,19 +172,28 @@ def flash_file(board: Board) -> Path:
 def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
                 initrd: Path | None = None, ready: str = READY_LINE,
                 timeout: float = 60, on_wait: Callable[[float], None] | None = None,
-                from_flash: bool = False, flash: Path | None = None) -> Iterator:
-    """Boot a built result on the bench until the ready line (over TFTP, or from the
-    image in its firmware partition); yields the rig's Target. A QEMU board's flash is
+                from_flash: bool = False, flash: Path | None = None,
+                from_sd: bool = False) -> Iterator:
+    """Boot a built result on the bench until the ready line (over TFTP, from the
+    image in its firmware partition, or in QEMU from its SD-card image with no key
+    pressed); yields the rig's Target. A QEMU board's flash is
     backed by ``flash`` (default: a new erased file in workdir). ``on_wait(seconds)`` is
     called while a person is to power a real board on. Everything started for it is
     stopped on exit, also after an error or Ctrl-C."""
     from embedbuild.rig.boot import qemu_target, serial_target
 
     bench.check(board)
+    if from_sd and (from_flash or initrd is not None):
+        raise EmbedbuildError("booting from the SD card takes neither an extra initrd nor "
+                              "--from-flash: the card holds what boots")
     if not bench.real:
         cm = qemu_target(board, result, workdir, initrd=initrd, ready=ready, timeout=timeout,
                          from_flash=from_flash, flash=flash,
-                         remote=remote_console(board, bench))
+                         remote=remote_console(board, bench), from_sd=from_sd)
+    elif from_sd:
+        raise EmbedbuildError("--from-sd boots the board's QEMU model from its SD-card image",
+                              hint="on the real board: `embedbuild write-sd BOARD DEVICE`, put "
+                              "the card in and power it on")
     else:
         assert bench.server_ip and bench.device_ip
         cm = serial_target(board, result, workdir, port=bench.serial,

@@ -37,7 +37,7 @@ def test_network_commands_carry_the_boards_tftp_settings():
 
 def test_outputs_per_board():
     assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == ["fit", "kernel",
-                                                                          "tftpboot"]
+                                                                          "sdimage", "tftpboot"]
     assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {"kernel", "tftpboot",
                                                                       "uimage"}
 

@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from embedbuild.model.base import Strict
 from embedbuild.model.source import Source
@@ -138,6 +145,10 @@ class Fit(Strict):
 class Kernel(Strict):
     """How the board's kernel is configured, patched and packaged.
 
+    A board's [kernel] may say ``from = "BOARD"`` instead of source, base, fragments,
+    patches and image: the loader (load.py) then fills those in from that board, whose
+    kernel build this board shares (Board.kernel_owner).
+
     Args:
         source: name of a source in boards/common/sources.toml or the board's [sources].
         base: the kernel make target the config starts from: allnoconfig (which takes
@@ -151,6 +162,9 @@ class Kernel(Strict):
         fit: also package the image and the separate initramfs as a FIT image.
         dts: a device tree source compiled with the kernel's dtc and include paths.
         dtb: or an in-tree DTB target, e.g. "rockchip/rk3326-odroid-go2.dtb".
+        unserved: DTB node path -> why: enabled nodes this kernel leaves without a driver
+            on purpose (the DTB check fails on any other, and on a listed node that is
+            served or not there).
         cmdline: kernel command line given by the bootloader.
     """
 
@@ -163,6 +177,8 @@ class Kernel(Strict):
     fit: Fit | None = None
     dts: BoardFile | None = None
     dtb: TreePath | None = None
+    unserved: dict[Annotated[str, Field(pattern=r"^/[^\s]*$")],
+                   Annotated[str, Field(min_length=1)]] = {}
     cmdline: str = ""
 
     @field_validator("dtb")
@@ -189,6 +205,8 @@ class Kernel(Strict):
             raise ValueError("give either dts or dtb, not both")
         if self.uimage is not None and self.uimage.append_dtb and self.dts is None and not self.dtb:
             raise ValueError("uimage.append_dtb needs a dts or dtb")
+        if self.unserved and self.dts is None and self.dtb is None:
+            raise ValueError("unserved names nodes of the board's DTB: give a dts or dtb")
         return self
 
 
@@ -220,6 +238,8 @@ class UBoot(Strict):
             the image carries its own.
         tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
+        net_start: commands that bring up the network device before the first TFTP
+            transfer, e.g. ``usb start`` for a USB Ethernet adapter.
         build: build U-Boot from source (else the board's own U-Boot is used).
     """
 
@@ -230,6 +250,7 @@ class UBoot(Strict):
     fdt_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
     tftp_windowsize: int = Field(default=1, ge=1, le=64)
+    net_start: list[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]] = []
     build: UBootBuild | None = None
 
     @field_validator("prompt")
@@ -310,6 +331,8 @@ class Qemu(Strict):
         nodefaults: pass -nodefaults (no default devices).
         pflash_unit: emulate the board's [flash] as this -drive if=pflash unit, backed by a
             file of exactly flash.size bytes that persists across power cycles.
+        sd_device: the QEMU device the SD-card image is attached as (boot --from-sd): a
+            virtio disk, which the board's U-Boot scans in its distro boot.
         extra: more QEMU arguments.
     """
 
@@ -322,6 +345,7 @@ class Qemu(Strict):
     nic: str = Field(default="virtio-net-device", pattern=QEMU_VALUE)
     nodefaults: bool = False
     pflash_unit: int | None = Field(default=None, ge=0)
+    sd_device: str = Field(default="virtio-blk-device", pattern=QEMU_VALUE)
     extra: list[str] = []
 
 
@@ -450,8 +474,106 @@ class Flash(Strict):
         return next((p for p in self.partitions if p.saveenv), None)
 
 
+SECTOR = 512
+
+
+def _sector_aligned(v: int) -> int:
+    if v % SECTOR:
+        raise ValueError(f"{v:#x} is not a multiple of the {SECTOR}-byte sector")
+    return v
+
+
+Sectors = Annotated[int, Field(ge=0), AfterValidator(_sector_aligned)]
+
+
+class SdRaw(Strict):
+    """A raw bootloader blob written at a fixed place on the card, outside the partitions
+    (the RK3326's idbloader at sector 64, u-boot.itb at sector 16384).
+
+    Args:
+        name: what it is, e.g. "idbloader".
+        offset: where it starts on the card, in bytes; a multiple of the sector.
+        size: the space reserved for it, in bytes: the file may not be larger, and nothing
+            else may be written there.
+        file: the blob, relative to the board folder; or
+        env: the environment variable that names the blob at build time (blobs the user
+            supplies, e.g. a bootloader built with the vendor's binary DDR init). When
+            it is unset, the image is built without the blob and manifest.json says so.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=32)
+    offset: Sectors
+    size: Annotated[int, Field(gt=0), AfterValidator(_sector_aligned)]
+    file: BoardFile | None = None
+    env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @property
+    def end(self) -> int:
+        """The first byte after the reserved space."""
+        return self.offset + self.size
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.file is None) == (self.env is None):
+            raise ValueError(f"raw blob {self.name!r}: give either file (in the board "
+                             "folder) or env (a variable naming the file at build time)")
+        return self
+
+
+class SdCard(Strict):
+    """The SD-card image: a partition table, one FAT boot partition holding the kernel,
+    the DTB, the initramfs and extlinux/extlinux.conf (what U-Boot's distro boot reads),
+    and raw bootloader blobs before the partition.
+
+    Args:
+        table: the partition table ("mbr": what Rockchip's boot ROM and U-Boot read).
+        partition_offset: where the boot partition starts, in bytes (1 MiB by default;
+            after the raw blobs on boards that have them).
+        margin: free bytes in the boot partition beyond its files (it is sized to them).
+        label: the FAT volume label.
+        raw: raw blobs, each between the partition table and the boot partition.
+    """
+
+    table: Literal["mbr"] = "mbr"
+    partition_offset: Annotated[int, Field(ge=SECTOR), AfterValidator(_sector_aligned)] = \
+        0x100000
+    margin: int = Field(default=0x100000, ge=0, le=1 << 34)
+    label: str = Field(default="BOOT", pattern=r"^[A-Z0-9_-]{1,11}$")
+    raw: list[SdRaw] = []
+
+    def layout_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Raw blobs that overlap the partition table, the boot partition or each other,
+        as (key path, message)."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        seen: dict[str, int] = {}
+        for i, r in enumerate(self.raw):
+            if r.name in seen:
+                out.append((("sdcard", "raw", i, "name"),
+                            f"raw blob {r.name!r} is listed twice"))
+            seen.setdefault(r.name, i)
+            if r.offset < SECTOR:
+                out.append((("sdcard", "raw", i, "offset"),
+                            f"raw blob {r.name!r} at {r.offset:#x} overlaps the partition "
+                            f"table (the first {SECTOR} bytes)"))
+            if r.end > self.partition_offset:
+                out.append((("sdcard", "raw", i, "size"),
+                            f"raw blob {r.name!r} ({r.offset:#x}..{r.end:#x}) overlaps the boot "
+                            f"partition, which starts at partition_offset "
+                            f"{self.partition_offset:#x}"))
+            for j, other in enumerate(self.raw[:i]):
+                if r.offset < other.end and other.offset < r.end:
+                    out.append((("sdcard", "raw", i, "offset"),
+                                f"raw blob {r.name!r} ({r.offset:#x}..{r.end:#x}) overlaps "
+                                f"{other.name!r} ({other.offset:#x}..{other.end:#x}, "
+                                f"sdcard.raw[{j}])"))
+        return out
+
+
 class Board(Strict):
-    """A board folder, validated. ``name`` and ``dir`` come from the folder."""
+    """A board folder, validated. ``name`` and ``dir`` come from the folder;
+    ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
+    loaded by the loader: ``kernel`` then holds that board's kernel build keys and this
+    board's own cmdline, DTB and packaging."""
 
     name: str
     dir: Path
@@ -466,6 +588,19 @@ class Board(Strict):
     userland: Userland | None = None
     system: System | None = None
     flash: Flash | None = None
+    sdcard: SdCard | None = None
+    kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kernel_from(self) -> str | None:
+        """The board whose kernel build (one store item) this board boots, if not its own."""
+        return self.kernel_owner.name if self.kernel_owner else None
+
+    @property
+    def kernel_board(self) -> Board:
+        """The board whose kernel definition builds this board's kernel."""
+        return self.kernel_owner or self
 
     @model_validator(mode="after")
     def _qemu_firmware(self) -> Self:
@@ -490,10 +625,10 @@ class Board(Strict):
         cpu = self.cross_compile.split("-", 1)[0]
         return cpu.endswith(("eb", "_be")) or (cpu.startswith("mips") and not cpu.endswith("el"))
 
-    def mismatches(self) -> list[tuple[tuple[str, ...], str]]:
+    def mismatches(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Keys that are each valid alone but contradict another one, as (key path,
         message): what only make, the toolchain or the board would otherwise find out."""
-        out: list[tuple[tuple[str, ...], str]] = []
+        out: list[tuple[tuple[str | int, ...], str]] = []
         cpu = self.cross_compile.split("-", 1)[0]
         toolchain_fits = re.fullmatch(ARCH_CPU[self.arch], cpu) is not None
         if not toolchain_fits:
@@ -521,6 +656,8 @@ class Board(Strict):
             out.append((("qemu", "system"),
                         f"{self.qemu.system!r} emulates the other byte order than the "
                         f"{endian}-endian toolchain {self.cross_compile!r}"))
+        if self.sdcard is not None:
+            out += self.sdcard.layout_problems()
         return out
 
     def firmware_partition(self) -> Partition | None:

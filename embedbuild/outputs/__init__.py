@@ -1,5 +1,5 @@
 """Outputs: what a build result holds, one module per output (the kernel, the uImage,
-the TFTP boot bundle; flash and SD-card images next).
+the TFTP boot bundle, the FIT flash image, the SD-card image).
 
 Each module registers itself with ``@output``: its name, when it applies to a
 board, and a function that asks the planner for the steps it needs and says
@@ -45,12 +45,15 @@ class Published:
         checks: steps that must succeed for the result to exist (they add no file).
         manifest: fields this output sets in manifest.json (e.g. the TFTP boot commands).
         header: a step output with facts read back from an image (a uImage's header).
+        facts: manifest.json field -> the step output (JSON) it is filled from (the SD
+            card's layout, as read back).
     """
 
     files: list[Pick] = field(default_factory=list)
     checks: list[Step] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
     header: tuple[Step, str] | None = None
+    facts: dict[str, tuple[Step, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ def plan(p) -> Published:
     if p.board.kernel.image != "vmlinux":
         pub.files.append(Pick("vmlinux", kernel, "vmlinux"))
     pub.files.append(Pick("config", kernel, "config"))
-    if dtb := p.dtb():
-        pub.files.append(Pick("dtb", *dtb))
-    if p.board.kernel.dts:
+    if p.has_dtb:
+        pub.files.append(Pick("dtb", p.get("dtb"), "dtb"))
         pub.checks.append(p.get("dtb-check"))
     return pub

@@ -31,6 +31,11 @@ def result_step(board: Board, outputs: list[str], published: list[Published],
         deps["header"] = header[0]
     if sizes is not None:
         deps["sizes"] = sizes
+    facts = {}
+    for p in published:
+        for fld, (step, out) in p.facts.items():
+            deps[f"facts-{fld}"] = step
+            facts[fld] = out
     extra: dict = {}
     for p in published:
         extra |= p.manifest
@@ -56,13 +61,15 @@ def result_step(board: Board, outputs: list[str], published: list[Published],
         h = json.loads(ctx.input("header", header[1]).read_text()) if header else {}
         components = (json.loads(ctx.input("sizes", "sizes").read_text())
                       if sizes is not None else [])
+        read = {fld: json.loads(ctx.input(f"facts-{fld}", out).read_text())
+                for fld, out in facts.items()}
         manifest(board, outputs, infos, kernel_file, h, components, extra["tftpboot"],
-                 flash_image).write(ctx.out)
+                 flash_image, read).write(ctx.out)
 
     return Step(
         kind="result",
         name=f"{board.name}-result",
-        version=6,
+        version=7,
         # Exactly what the manifest is written from; file contents are covered by the deps.
         inputs={
             "board": board.name,
@@ -74,6 +81,7 @@ def result_step(board: Board, outputs: list[str], published: list[Published],
             "uboot": board.uboot.model_dump(mode="json"),
             "flash": board.flash.model_dump(mode="json") if board.flash else None,
             "manifest": extra,
+            "facts": facts,
         },
         deps=deps,
         build=build,
@@ -95,7 +103,7 @@ def check_fits(board: Board, name: str, size: int) -> None:
 
 def manifest(board: Board, outputs: list[str], files: dict[str, FileInfo], kernel_file: str,
              header: dict, components: list[dict], tftpboot: list[str],
-             flash_image: str | None = None) -> Manifest:
+             flash_image: str | None = None, facts: dict | None = None) -> Manifest:
     """The manifest of a result."""
     u = board.uboot
 
@@ -116,4 +124,5 @@ def manifest(board: Board, outputs: list[str], files: dict[str, FileInfo], kerne
                         tftpboot=tftpboot),
         initramfs=[ComponentSize(**c) for c in components],
         flash_image=flash_image,
+        **(facts or {}),
     )

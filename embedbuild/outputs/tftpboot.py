@@ -11,7 +11,8 @@ from embedbuild.outputs import Pick, Published, output
 
 @output("tftpboot", applies=lambda board: True)
 def plan(p) -> Published:
-    """The initramfs (when loaded separately), the built U-Boot, the TFTP boot commands."""
+    """The initramfs (when loaded separately), the built U-Boot, the TFTP boot commands
+    (which load the DTB too, unless the uImage carries it)."""
     board = p.board
     pub = Published()
     initrd = None
@@ -24,5 +25,9 @@ def plan(p) -> Published:
         pub.files.append(Pick("bootloader", p.get("uboot"), "image"))
     image, name = p.boot_image()
     kernel_file = Path(image.output_path(name)).name
-    pub.manifest["tftpboot"] = bootcmd.tftp_boot(board, kernel_file, initrd)
+    # A DTB that does not ride inside the uImage is loaded beside the kernel.
+    dtb = None
+    if p.has_dtb and not (board.kernel.uimage and board.kernel.uimage.append_dtb):
+        dtb = Path(p.get("dtb").output_path("dtb")).name
+    pub.manifest["tftpboot"] = bootcmd.tftp_boot(board, kernel_file, initrd, dtb)
     return pub

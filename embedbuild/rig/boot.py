@@ -27,6 +27,8 @@ from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_rea
 
 # The file backing a QEMU board's flash, in its bench folder.
 FLASH_FILE = "flash.img"
+# The copy of the SD-card image a QEMU board boots from, in the boot's run/ folder.
+SD_FILE = "sd.img"
 # A person powers the board on: give them this long.
 POWER_ON_TIMEOUT = 300.0
 COMMON_BAUDS = (115200, 57600, 38400, 19200, 9600)
@@ -122,7 +124,9 @@ def boot_commands(board: Board, result: Path, initrd: Path | None) -> list[str]:
     manifest = Manifest.read(result)
     if initrd is None:
         return manifest.uboot.tftpboot
-    return bootcmd.tftp_boot(board, manifest.kernel.file, initrd.name)
+    dtb = next(iter(manifest.with_role("dtb")), None) if board.uboot.fdt_addr is not None \
+        and not (board.kernel.uimage and board.kernel.uimage.append_dtb) else None
+    return bootcmd.tftp_boot(board, manifest.kernel.file, initrd.name, dtb)
 
 
 def tftp_boot(
@@ -145,6 +149,11 @@ def tftp_boot(
         if cmd.startswith("tftpboot"):
             report.stages.append((f"U-Boot {cmd.split()[-1]}", r.seconds))
     report.stages.append(("U-Boot boot command", uboot.boot(cmds[-1], timeout)))
+    follow_kernel(uboot, ready, report, timeout)
+
+
+def follow_kernel(uboot: UBootDriver, ready: str, report: BootReport, timeout: float) -> None:
+    """From the kernel's start: wait for /init, then for the ready line."""
     t0 = time.monotonic()
     m = uboot.console.expect([r"Run /init as init process", *KERNEL_ERRORS], timeout)
     if m.index != 0:
@@ -163,19 +172,34 @@ def flash_boot_commands(board: Board, result: Path) -> list[str]:
     return bootcmd.flash_boot(board, part, manifest.files[manifest.flash_image].size)
 
 
+def sd_image(board: Board, result: Path, workdir: Path) -> Path:
+    """A copy of the result's SD-card image in the bench folder, for QEMU to attach: the
+    store item is read-only, and the board may write to its card."""
+    manifest = Manifest.read(result)
+    if manifest.sdcard is None:
+        raise EmbedbuildError(f"board {board.name} builds no SD-card image",
+                              hint="give the board an [sdcard] table (see README.md)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy = workdir / SD_FILE
+    shutil.copyfile(result / manifest.sdcard.image, copy)
+    copy.chmod(0o644)
+    return copy
+
+
 PowerOn = float | Callable[[], float]
 
 
 @contextlib.contextmanager
 def qemu_powered(board: Board, result: Path | None, workdir: Path, flash: Path | None = None,
-                 remote: RemoteConsole | None = None
+                 remote: RemoteConsole | None = None, disk: Path | None = None
                  ) -> Iterator[tuple[BenchNetwork, str, PowerOn]]:
     """A QEMU board powered on in its bench network: yields the network, the console
     (QEMU's pty, or ``remote``'s URL) and when the power came on; with ``remote``, QEMU
     waits halted and that is instead a function that starts its CPU and returns when,
     for once the console is open (see uboot_prompt). The board's flash
     (qemu.pflash_unit) is backed by ``flash`` (default workdir/flash.img), created erased
-    if missing. QEMU and the namespace are gone on exit, also after an error or Ctrl-C."""
+    if missing; ``disk`` is an SD-card image attached as qemu.sd_device. QEMU and the
+    namespace are gone on exit, also after an error or Ctrl-C."""
     assert board.qemu is not None
     workdir.mkdir(parents=True, exist_ok=True)
     backing = None
@@ -185,7 +209,8 @@ def qemu_powered(board: Board, result: Path | None, workdir: Path, flash: Path |
         net = stack.enter_context(bench_network(board))
         qemu = QemuBoard(board.qemu, net, workdir,
                          firmware=built_firmware(result) if result else None, flash=backing,
-                         console_link=remote.link if remote else None, halted=bool(remote))
+                         console_link=remote.link if remote else None, halted=bool(remote),
+                         disk=disk)
         # Registered before the start: an error or Ctrl-C while QEMU starts must stop it too.
         stack.callback(qemu.power_off)
         powered_on = time.monotonic()
@@ -249,20 +274,63 @@ def qemu_target(
     from_flash: bool = False,
     flash: Path | None = None,
     remote: RemoteConsole | None = None,
+    from_sd: bool = False,
 ) -> Iterator[Target]:
-    """Boot a QEMU board through its U-Boot, over TFTP or from its flash (backed by
-    ``flash``), its console on its pty or ``remote`` (see qemu_powered); yields the
-    booted target."""
+    """Boot a QEMU board through its U-Boot, over TFTP, from its flash (backed by
+    ``flash``, see qemu_powered) or (``from_sd``) from a copy of its SD-card image with
+    no key pressed; its console on its pty or ``remote``; yields the booted target."""
+    disk = sd_image(board, result, workdir) if from_sd else None
+    # From the card, U-Boot runs its default environment, as a board fresh from the
+    # factory: a bootcmd that `flash --set-bootcmd` saved in the persistent flash would
+    # boot the flash instead. A new erased flash in the run folder gives that.
+    flash = None if from_sd else flash
     with contextlib.ExitStack() as stack:
         net, port, powered_on = stack.enter_context(
-            qemu_powered(board, result, workdir, flash, remote))
-        target = stack.enter_context(serial_target(
-            board, result, workdir, port=port, baud=board.serial.baud,
-            server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
-            netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
-            powered_on=powered_on, from_flash=from_flash))
+            qemu_powered(board, result, workdir, flash, remote, disk))
+        line = dict(port=port, baud=board.serial.baud, server_ip=net.server_ip,
+                    device_ip=net.device_ip, netmask=net.netmask, netns=net.path, ready=ready,
+                    timeout=timeout, powered_on=powered_on)
+        target = stack.enter_context(
+            autoboot_target(board, result, workdir, **line) if from_sd else
+            serial_target(board, result, workdir, initrd=initrd, from_flash=from_flash, **line))
         target.network = net
         yield target
+
+
+@contextlib.contextmanager
+def autoboot_target(
+    board: Board,
+    result: Path,
+    workdir: Path,
+    *,
+    port: str,
+    baud: int,
+    server_ip: str,
+    device_ip: str,
+    netmask: str,
+    netns: str | None = None,
+    ready: str = READY_LINE,
+    timeout: float = 60,
+    powered_on: PowerOn,
+) -> Iterator[Target]:
+    """A board that boots by itself (U-Boot's autoboot: distro boot from the SD card),
+    followed from power-on to the ready line with no key pressed. The result is served
+    over TFTP as for the other boot paths, for the tests that fetch it back."""
+    report = BootReport()
+    served = stage_files(result, workdir / "tftp", [])
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(TftpServer(served, server_ip, 69,
+                                       on_transfer=report.transfers.append, netns=netns))
+        console = stack.enter_context(board_console(board, port, baud, workdir))
+        uboot = UBootDriver(console, board.uboot.prompt, board.uboot.autoboot)
+        if callable(powered_on):  # QEMU halted until a remote console connected
+            powered_on = powered_on()
+        uboot.wait_autoboot(timeout)
+        report.stages.append(("power on to kernel (autoboot)", time.monotonic() - powered_on))
+        follow_kernel(uboot, ready, report, timeout)
+        report.stages.append(("power on to ready", time.monotonic() - powered_on))
+        yield Target(board, console, uboot, report, server_ip, device_ip, netmask,
+                     powered_on=powered_on)
 
 
 @contextlib.contextmanager

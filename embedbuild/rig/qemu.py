@@ -57,16 +57,19 @@ class QemuBoard:
             with a fixed path (a serial server such as ser2net); replaced if left behind.
         halted: start with the CPU stopped until release(): a console that connects
             late (through a serial server) then misses nothing the board prints.
+        disk: an SD-card image attached as spec.sd_device (a copy QEMU may write to).
     """
 
     def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
                  firmware: Path | None = None, flash: Path | None = None,
-                 console_link: Path | None = None, halted: bool = False) -> None:
+                 console_link: Path | None = None, halted: bool = False,
+                 disk: Path | None = None) -> None:
         self.spec = spec
         self.firmware = firmware or spec.firmware
         self.flash = flash
         self.console_link = console_link
         self.halted = halted
+        self.disk = disk
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -103,6 +106,9 @@ class QemuBoard:
             argv += ["-bios", str(self.firmware)]
         if self.flash is not None and s.pflash_unit is not None:
             argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={self.flash}"]
+        if self.disk is not None:
+            argv += ["-drive", f"if=none,format=raw,id=sd0,file={self.disk}",
+                     "-device", f"{s.sd_device},drive=sd0"]
         argv += s.extra
         return [a for a in argv if a]
 

@@ -45,6 +45,8 @@ KERNEL_ERRORS = [
     r"|(?:TASK )?stack guard page))[^\n]*",
 ]
 _ERR = re.compile("|".join(UBOOT_ERRORS))
+# Distro boot tries the network after the disks: this line means the disks had nothing.
+NO_BOOTABLE_DISK = r"BOOTP broadcast 1\b"
 MARK = "@@@"
 
 
@@ -122,6 +124,23 @@ class UBootDriver:
         if m.index != 0:
             what = m.match.group(0) if m.index <= len(UBOOT_ERRORS) else "back at the prompt"
             raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
+        return time.monotonic() - t0
+
+    def wait_autoboot(self, timeout: float = 60) -> float:
+        """Press no key: let U-Boot's own boot command (distro boot) find and start the
+        kernel; its errors, a return to the prompt, or giving up on the card and going to
+        the network fail at once. Returns the seconds until the kernel started."""
+        t0 = time.monotonic()
+        m = self.console.expect([r"Starting kernel|Linux version \d", *UBOOT_ERRORS,
+                                 re.escape(self.prompt), NO_BOOTABLE_DISK], timeout)
+        if m.index != 0:
+            if m.index <= len(UBOOT_ERRORS):
+                what = m.match.group(0)
+            elif m.index == len(UBOOT_ERRORS) + 1:
+                what = "back at the prompt"
+            else:
+                what = "nothing bootable found on the disks; it went on to the network"
+            raise BootError(f"U-Boot autoboot: {what}", log_tail=self.console.tail())
         return time.monotonic() - t0
 
 

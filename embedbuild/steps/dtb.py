@@ -1,14 +1,19 @@
-"""The board's device tree: its .dts compiled with the kernel's own dtc and include
-paths, with the flash partitions generated from board.toml."""
+"""The board's device tree: its own .dts compiled with the kernel's dtc and include
+paths (with the flash partitions generated from board.toml), or an in-tree DTB target
+made by the kernel's own Makefile. A step of its own, apart from the kernel, so that
+boards sharing one kernel each get their own DTB."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
+from pathlib import Path
 
-from embedbuild.errors import StepError
+from embedbuild.errors import BoardError, StepError
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
+from embedbuild.steps.kernel import BOOT_DIR
 from embedbuild.store import hash_file
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
 
@@ -16,7 +21,9 @@ FLASH_DTSI = "embedbuild-flash.dtsi"
 
 
 def dtb_step(board: Board, tree: Step, config: Step, tc: Toolchain) -> Step:
-    """The compiled DTB (output ``dtb``)."""
+    """The compiled DTB (output ``dtb``), from the board's dts or in-tree dtb."""
+    if board.kernel.dtb is not None:
+        return _in_tree_step(board, board.kernel.dtb, tree, config, tc)
     dts = board.kernel.dts
     assert dts is not None
     local = sorted(p for p in dts.parent.iterdir() if p.suffix in (".dts", ".dtsi", ".h"))
@@ -54,6 +61,48 @@ def dtb_step(board: Board, tree: Step, config: Step, tc: Toolchain) -> Step:
         build=build,
         outputs={"dtb": f"{dts.stem}.dtb"},
     )
+
+
+def _in_tree_step(board: Board, target: str, tree: Step, config: Step, tc: Toolchain) -> Step:
+    """``make TARGET`` in a build folder configured like the kernel's: the kernel's
+    Makefile preprocesses the .dts with the cross compiler and compiles it with its dtc."""
+
+    def build(ctx: Context) -> None:
+        src = ctx.input("tree", "tree")
+        b = ctx.scratch
+        check_dtb_target(src, board, target)
+        shutil.copyfile(ctx.input("config", "config"), b / ".config")
+        ctx.run.run(tc.make(src, b, target, jobs=ctx.jobs), env=REPRODUCIBLE_ENV,
+                    what=f"make {target}")
+        shutil.copyfile(b / BOOT_DIR[board.arch.value] / "dts" / target, ctx.output("dtb"))
+
+    return Step(
+        kind="dtb-in-tree",
+        name=f"{board.name}-dtb",
+        version=1,
+        inputs={"target": target, "arch": board.arch.value, "toolchain": tc.identity()},
+        deps={"tree": tree, "config": config},
+        build=build,
+        outputs={"dtb": Path(target).name},
+        jobs=2,
+    )
+
+
+def check_dtb_target(src: Path, board: Board, dtb: str) -> None:
+    """An in-tree DTB target must have its .dts in the tree: say so naming board.toml's
+    key, not through make's 'No rule to make target'."""
+    dts_dir = src / BOOT_DIR[board.arch.value] / "dts"
+    if (dts_dir / dtb).with_suffix(".dts").is_file():
+        return
+    known = [str(p.relative_to(dts_dir).with_suffix(".dtb")) for p in dts_dir.rglob("*.dts")]
+    close = difflib.get_close_matches(dtb, known, n=3, cutoff=0.6)
+    raise BoardError(
+        f"kernel.dtb {dtb!r}: this kernel has no {BOOT_DIR[board.arch.value]}/dts/"
+        f"{Path(dtb).with_suffix('.dts')}",
+        where=str(board.dir / "board.toml"),
+        hint=(f"did you mean {' or '.join(close)}? " if close else "")
+        + "DTB targets are relative to the arch's dts folder (arm64 includes the vendor "
+        "folder, e.g. rockchip/rk3326-odroid-go2.dtb)")
 
 
 class _lifted_errors:

@@ -1,14 +1,14 @@
-"""The kernel build: make <image> (and an in-tree DTB) out of tree, with the
-initramfs built in when the system asks for it."""
+"""The kernel build: make <image> out of tree, with the initramfs built in when the
+system asks for it. Device trees are the board's own step (steps/dtb.py), so boards
+that share one kernel share this step's store item."""
 
 from __future__ import annotations
 
-import difflib
 import shutil
 from pathlib import Path
 
 from embedbuild import kconfig
-from embedbuild.errors import BoardError, StepError
+from embedbuild.errors import StepError
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
 from embedbuild.toolchain import REPRODUCIBLE_ENV, Toolchain
@@ -18,30 +18,24 @@ BOOT_DIR = {"arm": "arch/arm/boot", "arm64": "arch/arm64/boot", "mips": "arch/mi
 
 def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int,
                 initramfs: Step | None = None) -> Step:
-    """The kernel: outputs ``image``, ``vmlinux``, ``system-map``, ``config`` (the final
-    .config) and, for an in-tree DTB target, ``dtb``.
+    """The kernel: outputs ``image``, ``vmlinux``, ``system-map`` and ``config`` (the
+    final .config).
 
     With ``initramfs``, its uncompressed cpio is built into the kernel
     (CONFIG_INITRAMFS_SOURCE), so one file is loaded and flashed.
     """
     image = board.kernel.image
-    dtb = board.kernel.dtb
     outputs = {"image": image, "vmlinux": "vmlinux", "system-map": "System.map",
                "config": "kernel.config"}
-    if dtb:
-        outputs["dtb"] = Path(dtb).name
 
     def build(ctx: Context) -> None:
         src = ctx.input("tree", "tree")
         b = ctx.scratch
-        if dtb:
-            check_dtb_target(src, board, dtb)
         shutil.copyfile(ctx.input("config", "config"), b / ".config")
         if initramfs is not None:
             _build_in(ctx, tc, src, b)
-        targets = [image] + ([dtb] if dtb else [])
-        ctx.run.run(tc.make(src, b, path_independent(src, b), *targets, jobs=ctx.jobs),
-                    env=REPRODUCIBLE_ENV, what=f"make {' '.join(targets)}")
+        ctx.run.run(tc.make(src, b, path_independent(src, b), image, jobs=ctx.jobs),
+                    env=REPRODUCIBLE_ENV, what=f"make {image}")
         boot = b / BOOT_DIR[board.arch.value]
         shutil.copyfile(b / image if image == "vmlinux" else boot / image, ctx.output("image"))
         if image != "vmlinux":
@@ -49,14 +43,12 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         shutil.copyfile(b / "System.map", ctx.output("system-map"))
         # The build folder's path is not part of what was built: keep it out of the output.
         ctx.output("config").write_text((b / ".config").read_text().replace(str(b) + "/", ""))
-        if dtb:
-            shutil.copyfile(boot / "dts" / dtb, ctx.output("dtb"))
 
     return Step(
         kind="kernel",
         name=f"{board.name}-kernel",
-        version=2,
-        inputs={"image": image, "dtb": dtb, "arch": board.arch.value,
+        version=3,
+        inputs={"image": image, "arch": board.arch.value,
                 "toolchain": tc.identity()},
         deps={"tree": tree, "config": config} | ({"initramfs": initramfs} if initramfs else {}),
         build=build,
@@ -90,20 +82,3 @@ def _build_in(ctx: Context, tc: Toolchain, src: Path, b: Path) -> None:
     if final.get("INITRAMFS_COMPRESSION_NONE") != "y" or not final.get("INITRAMFS_SOURCE"):
         raise StepError("the kernel config does not take a built-in initramfs",
                         hint="CONFIG_BLK_DEV_INITRD=y is needed in a fragment")
-
-
-def check_dtb_target(src: Path, board: Board, dtb: str) -> None:
-    """An in-tree DTB target must have its .dts in the tree: say so naming board.toml's
-    key, not through make's 'No rule to make target'."""
-    dts_dir = src / BOOT_DIR[board.arch.value] / "dts"
-    if (dts_dir / dtb).with_suffix(".dts").is_file():
-        return
-    known = [str(p.relative_to(dts_dir).with_suffix(".dtb")) for p in dts_dir.rglob("*.dts")]
-    close = difflib.get_close_matches(dtb, known, n=3, cutoff=0.6)
-    raise BoardError(
-        f"kernel.dtb {dtb!r}: this kernel has no {BOOT_DIR[board.arch.value]}/dts/"
-        f"{Path(dtb).with_suffix('.dts')}",
-        where=str(board.dir / "board.toml"),
-        hint=(f"did you mean {' or '.join(close)}? " if close else "")
-        + "DTB targets are relative to the arch's dts folder (arm64 includes the vendor "
-        "folder, e.g. rockchip/rk3326-odroid-go2.dtb)")

@@ -24,7 +24,7 @@ def uimage_step(board: Board, kernel: Step, dtb: Step | None) -> Step:
         vmlinux = ctx.input("kernel", "vmlinux")
         payload = ctx.input("kernel", "image").read_bytes()
         if u.append_dtb:
-            payload += ctx.input("dtb" if dtb else "kernel", "dtb").read_bytes()
+            payload += ctx.input("dtb", "dtb").read_bytes()
         entry = elf.check_entry(vmlinux, u.load, u.entry)
         check_ram_layout(vmlinux, u.load, len(payload), board.uboot.kernel_addr)
         raw = ctx.scratch / "payload"
