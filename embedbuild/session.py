@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedbuild import compiler_cache
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
 from embedbuild.model.board import Board
@@ -43,10 +44,13 @@ class Built:
 
 def build(board: str | Board, store: Store, *, system: Path | None = None,
           role: str = "result", events: Events | None = None,
-          repair: Callable[[str], None] | None = None) -> Built:
+          repair: Callable[[str], None] | None = None, ccache: bool = True,
+          warn: Callable[[str], None] | None = None) -> Built:
     """Load (unless given a Board) and plan a board, and realise the step of ``role``.
     With ``repair``, the graph's damaged items are first removed (each problem is passed
-    to it) and so rebuilt."""
+    to it) and so rebuilt. Compiles go through the compiler cache unless ``ccache`` is
+    False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying that ccache
+    is missing."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)
@@ -59,7 +63,8 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
         graph = [store.item_path(s.key, s.name) for s in plan.steps[role].walk()]
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
-    return Built(plan, realise(store, plan.steps[role], events))
+    cache = compiler_cache.configured(ccache, warn)
+    return Built(plan, realise(store, plan.steps[role], events, ccache=cache))
 
 
 @dataclass(frozen=True)
