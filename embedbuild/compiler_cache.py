@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedbuild.command import Runner
+from embedbuild.errors import EmbedbuildError
 from embedbuild.store import cache_dir
 
 MISSING = ("ccache not found: building without a compiler cache "
@@ -77,7 +78,13 @@ class CompilerCache:
         bindir.mkdir(parents=True)
         for name in compilers:
             (bindir / name).symlink_to(self.ccache)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EmbedbuildError(f"the compiler cache folder cannot be made: {e.strerror}",
+                                  where=str(self.dir),
+                                  hint="set EMBEDBUILD_CCACHE_DIR to a folder you can write, "
+                                  "or build with --no-ccache") from None
         return {
             **self.settings_env(),
             "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",

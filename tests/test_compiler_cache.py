@@ -12,6 +12,7 @@ import pytest
 
 from embedbuild import compiler_cache, doctor
 from embedbuild.compiler_cache import CompilerCache, as_compiled
+from embedbuild.errors import EmbedbuildError
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
@@ -86,6 +87,24 @@ def test_remote_storage_serves_a_machine_with_an_empty_cache(tmp_path: Path):
     second, log2 = compiled(tmp_path / "two" / "store", other)
     assert "ccache: 1 hits (100.0% of cacheable), 1 of them remote" in log2, log2
     assert first == second
+
+
+def test_a_remote_storage_that_is_down_costs_nothing_but_its_hits(tmp_path: Path):
+    # Nothing listens on the discard port of loopback: refused at once.
+    down = CompilerCache(shutil.which("ccache"), tmp_path / "ccache", "http://127.0.0.1:9/c")
+    obj, log = compiled(tmp_path / "s", down)
+    assert "1 misses" in log
+    assert obj == compiled(tmp_path / "plain", None)[0]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_error(tmp_path: Path):
+    (tmp_path / "file").write_text("not a folder")
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "file" / "ccache")
+    with pytest.raises(EmbedbuildError, match="compiler cache folder cannot be made") as e:
+        compiled(tmp_path / "s", cache)
+    assert "--no-ccache" in e.value.hint
+    src, _ = steps()
+    assert [p.name for p in Store(tmp_path / "s").items()] == [f"{src.key[:32]}-greeting-src"]
 
 
 def test_configured_from_the_environment(tmp_path: Path, monkeypatch):
