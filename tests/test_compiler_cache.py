@@ -5,7 +5,9 @@ remote storage is used, and a machine without ccache builds with one warning."""
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,52 @@ def test_remote_storage_serves_a_machine_with_an_empty_cache(tmp_path: Path):
     other = CompilerCache(shutil.which("ccache"), tmp_path / "ccache-two", remote)
     second, log2 = compiled(tmp_path / "two" / "store", other)
     assert "ccache: 1 hits (100.0% of cacheable), 1 of them remote" in log2, log2
+    assert first == second
+
+
+class _Objects(http.server.BaseHTTPRequestHandler):
+    """A team's HTTP cache in miniature: GET, HEAD and PUT of whole objects, kept in
+    ``self.server.objects`` (ccache's http storage needs nothing more)."""
+
+    def do_GET(self) -> None:
+        self._get(body=True)
+
+    def do_HEAD(self) -> None:
+        self._get(body=False)
+
+    def do_PUT(self) -> None:
+        self.server.objects[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _get(self, body: bool) -> None:
+        data = self.server.objects.get(self.path)
+        self.send_response(200 if data is not None else 404)
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+        if body and data:
+            self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_http_remote_storage_serves_a_machine_with_an_empty_cache(tmp_path: Path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Objects)
+    server.objects = {}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ccache"
+        first, _ = compiled(tmp_path / "one" / "store",
+                            CompilerCache(shutil.which("ccache"), tmp_path / "cc1", url))
+        assert server.objects, "ccache stored nothing on the HTTP server"
+        second, log = compiled(tmp_path / "two" / "store",
+                               CompilerCache(shutil.which("ccache"), tmp_path / "cc2", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "ccache: 1 hits (100.0% of cacheable), 1 of them remote" in log, log
     assert first == second
 
 
