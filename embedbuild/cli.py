@@ -27,6 +27,10 @@ example:
   embedbuild boot qemu-arm-virt --qemu           # build, boot in QEMU, attach the console
 """
 
+SERIAL_HELP = ("a real board's console: a device path, or a serial server's URL "
+               "(rfc2217://HOST:PORT, socket://HOST:PORT); with --qemu, the URL that serves "
+               "the QEMU board's console")
+
 
 def _console():
     from rich.console import Console
@@ -68,15 +72,38 @@ class _Progress:
 
         self.console = console
         self.running: dict[str, float] = {}
+        self.fetching: dict[str, tuple[str, float, int, int]] = {}
         # Live re-renders this object 4 times a second, so the clocks tick.
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
     def __rich__(self):
+        from rich.filesize import decimal
         from rich.text import Text
 
         now = time.monotonic()
         lines = [f"  building {n} ({now - t0:.0f}s)" for n, t0 in list(self.running.items())]
+        for name, (cache, t0, done, total) in list(self.fetching.items()):
+            rate = done / max(now - t0, 1e-3)
+            lines.append(f"  fetching {name} from {cache}: {decimal(done)} of "
+                         f"{decimal(total)}, {decimal(int(rate))}/s")
         return Text("\n".join(lines))
+
+    def fetching_bytes(self, step, cache: str, done: int, total: int) -> None:
+        """A substituter's download progress (bytes so far of total)."""
+        t0 = self.fetching.get(step.name, (cache, time.monotonic(), 0, 0))[1]
+        self.fetching[step.name] = (cache, t0, done, total)
+
+    def substituted(self, step, seconds: float, cache: str) -> None:
+        from rich.filesize import decimal
+
+        got = self.fetching.pop(step.name, None)
+        size = f", {decimal(got[2])}" if got else ""
+        self.console.print(f"  fetched {step.name} from {cache} in {seconds:.1f}s{size}",
+                           markup=False)
+
+    def warn(self, line: str) -> None:
+        """One warning line (a cache refused or unreachable)."""
+        self.console.print(f"warning: {line}", markup=False, soft_wrap=True)
 
     def started(self, step) -> None:
         self.running[step.name] = time.monotonic()
@@ -101,13 +128,16 @@ def build_board(args, store, console, role: str = "result"):
     def repairing(problem: str) -> None:
         console.print(f"repairing {problem}", markup=False, soft_wrap=True)
 
-    def warn(line: str) -> None:
-        console.print(f"warning: {line}", markup=False, soft_wrap=True)
-
     with _Progress(console) as progress:
+        caches = None
+        if not getattr(args, "offline", False):
+            from embedbuild.cache.config import substituters
+
+            caches = substituters(progress.warn, progress.fetching_bytes)
         return session.build(args.board, store, system=system, role=role, events=progress,
                              repair=repairing if getattr(args, "repair", False) else None,
-                             ccache=not getattr(args, "no_ccache", False), warn=warn)
+                             substituters=caches,
+                             ccache=not getattr(args, "no_ccache", False), warn=progress.warn)
 
 
 def cmd_build(args) -> int:
@@ -143,10 +173,10 @@ def cmd_config(args) -> int:
 def _bench(args):
     from embedbuild.session import Bench
 
-    if getattr(args, "qemu", False) or not args.serial:
+    if not args.serial:
         return Bench()
-    return Bench(serial=args.serial, baud=args.baud, server_ip=args.server_ip,
-                 device_ip=args.device_ip, netmask=args.netmask,
+    return Bench(serial=args.serial, qemu=getattr(args, "qemu", False), baud=args.baud,
+                 server_ip=args.server_ip, device_ip=args.device_ip, netmask=args.netmask,
                  power_timeout=args.power_timeout)
 
 
@@ -156,6 +186,8 @@ def cmd_boot(args) -> int:
     from embedbuild import session
     from embedbuild.load import load_board
 
+    if not (args.qemu or args.serial):
+        raise EmbedbuildError("boot needs --qemu or --serial DEV")
     console = _console()
     bench = _bench(args)
     initrd = Path(args.initrd).resolve() if args.initrd else None
@@ -167,7 +199,7 @@ def cmd_boot(args) -> int:
         # Kept after the run (console.log, QEMU's output, the files served).
         workdir = stack.enter_context(session.bench_dir(board))
         on_wait = None
-        if bench.serial:
+        if bench.real:
             console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
                           f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
             waiting = stack.enter_context(console.status("listening", spinner="dots"))
@@ -184,7 +216,7 @@ def cmd_boot(args) -> int:
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
-        if bench.serial:
+        if bench.real:
             waiting.stop()
         for line in target.report.lines():
             console.print(line, markup=False)
@@ -285,7 +317,9 @@ def cmd_test(args) -> int:
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
             "--eb-board", args.board, "--eb-store", str(_store(args).root)]
     env = {**os.environ, "EMBEDBUILD_NO_CCACHE": "1"} if args.no_ccache else None
-    if args.serial:
+    if args.qemu and args.serial:
+        argv += ["--eb-qemu", "--eb-serial", args.serial]
+    elif args.serial:
         argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip,
                  "--eb-device-ip", args.device_ip, "--eb-netmask", args.netmask]
         if args.baud:
@@ -346,6 +380,40 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_cache_keygen(args) -> int:
+    from embedbuild.cache.keys import keygen
+
+    secret, public = keygen(args.name)
+    print(f"wrote {secret} (keep it secret: it signs what you push) and {public} "
+          "(give it to whoever substitutes from your cache)")
+    return 0
+
+
+def cmd_cache_push(args) -> int:
+    from embedbuild.cache.keys import load_secret
+    from embedbuild.cache.push import push
+    from embedbuild.cache.remote import Remote, Unreachable
+
+    store = _store(args)
+    key = load_secret(Path(args.key))
+    items = []
+    for r in args.results:
+        p = Path(r)
+        if not p.exists():
+            raise EmbedbuildError("no such result link or store item", where=r,
+                                  hint="build first (embedbuild build BOARD), or name the link")
+        items.append(p.resolve())
+    dest = args.dest if "://" in args.dest else str(Path(args.dest).absolute())
+    remote = Remote(dest, timeout=30)
+    try:
+        pushed, skipped = push(store, remote, items, key, print)
+    except Unreachable as e:
+        raise EmbedbuildError(f"cannot push: {e}", where=args.dest,
+                              hint="check the URL and that the server takes PUT") from None
+    print(f"{pushed} item(s) pushed, {skipped} already in {args.dest}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -355,7 +423,8 @@ def parser() -> argparse.ArgumentParser:
     # What reaching a real board over its serial console takes: shared by boot and test.
     serial = argparse.ArgumentParser(add_help=False)
     serial.add_argument("--baud", type=int, help="line speed (default: the board's)")
-    serial.add_argument("--server-ip", help="this machine's address on the board's network")
+    serial.add_argument("--server-ip", help="this machine's address on the board's network "
+                        "(where the board reaches the TFTP server, also for a remote rig)")
     serial.add_argument("--device-ip", help="address to give the board")
     serial.add_argument("--netmask", default="255.255.255.0")
     serial.add_argument("--power-timeout", type=float, default=300, metavar="SECONDS",
@@ -380,6 +449,8 @@ def parser() -> argparse.ArgumentParser:
                    help="build only up to this step (e.g. kernel, kconfig, initramfs)")
     s.add_argument("--repair", action="store_true",
                    help="check the board's store items first and rebuild damaged ones")
+    s.add_argument("--offline", action="store_true",
+                   help="ask no binary cache (substituter); build what the store lacks")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
         "config", help="print the merged Kconfig request and what the final config added"
@@ -389,9 +460,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
                        parents=[system, serial, cc])
     s.add_argument("board")
-    how = s.add_mutually_exclusive_group(required=True)
-    how.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
-    how.add_argument("--serial", metavar="DEV", help="a real board's console (or pyserial URL)")
+    s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
     s.add_argument("--initrd", help="an extra initramfs file to load and boot")
     s.add_argument("--ready", default=READY_LINE,
                    help="regex of the line that means the system is up")
@@ -404,9 +474,8 @@ def parser() -> argparse.ArgumentParser:
                        "checked at every step", parents=[serial, cc])
     s.add_argument("board")
     s.add_argument("--partition", required=True, help="the partition to write (e.g. firmware)")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
-    how.add_argument("--serial", metavar="DEV", help="a real board's console")
+    s.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
     s.add_argument("--image", help="this file instead of the board's built flash image")
     s.add_argument("--dry-run", action="store_true",
                    help="print the U-Boot commands and their checks; touch nothing")
@@ -414,14 +483,16 @@ def parser() -> argparse.ArgumentParser:
                    help="then saveenv a bootcmd that boots the partition (boards that allow it)")
     s.set_defaults(fn=cmd_flash)
     s = sub.add_parser("console", help="an interactive serial console with logging")
-    s.add_argument("--serial", required=True, metavar="DEV")
+    s.add_argument("--serial", required=True, metavar="DEV",
+                   help="device path or rfc2217://HOST:PORT, socket://HOST:PORT")
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
     s.set_defaults(fn=cmd_console)
     s = sub.add_parser("doctor", help="check this machine (and a board's line) for what "
                        "building and booting need", parents=[serial])
     s.add_argument("board", nargs="?")
-    s.add_argument("--serial", metavar="DEV", help="a real board's console to check")
+    s.add_argument("--serial", metavar="DEV", help="a real board's console to check "
+                   "(device path or URL)")
     s.set_defaults(fn=cmd_doctor)
     s = sub.add_parser("tftp", help="serve a build result (or folder) over TFTP, read-only")
     s.add_argument("root", metavar="RESULT_OR_DIR")
@@ -430,7 +501,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
                        parents=[serial, cc])
     s.add_argument("board")
-    s.add_argument("--serial", metavar="DEV", help="a real board (else its QEMU model)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
+    s.add_argument("--qemu", action="store_true",
+                   help="the board's QEMU model, also with --serial URL (root)")
     s.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
@@ -439,6 +512,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
+    s = sub.add_parser("cache", help="share built items: signing keys, pushing to a cache")
+    cache = s.add_subparsers(dest="cache_command", required=True)
+    s = cache.add_parser("keygen", help="write NAME.secret and NAME.public (ed25519)")
+    s.add_argument("name", help="the key's name, e.g. ci.example.org-1")
+    s.set_defaults(fn=cmd_cache_keygen)
+    s = cache.add_parser("push", help="upload results and all they were built from, signed")
+    s.add_argument("dest", help="a folder, or an http(s) URL that takes PUT")
+    s.add_argument("results", nargs="*", default=["result"], metavar="RESULT",
+                   help="result links or store items (default: result)")
+    s.add_argument("--key", required=True, metavar="NAME.secret", help="the signing key")
+    s.set_defaults(fn=cmd_cache_push)
     s = sub.add_parser("verify", help="re-hash the store and report damage")
     s.add_argument("--repair", action="store_true",
                    help="remove damaged items (the next build rebuilds them)")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
+from embedbuild.model.config import UserConfig
 from embedbuild.model.source import Source
 from embedbuild.model.system import Overlay, OverlayAttrs, System
 
@@ -358,3 +359,20 @@ def find_overlay(name: str, where: str) -> Overlay:
     searched = ", ".join(str(r) for r in overlays_dirs())
     raise ValueError(f"overlay {name!r} not found: create the folder {name}/ in one of: "
                      f"{searched}")
+
+
+def user_config_path() -> Path:
+    """$EMBEDBUILD_CONFIG, else config.toml in ~/.config/embedbuild (or $XDG_CONFIG_HOME)."""
+    if env := os.environ.get("EMBEDBUILD_CONFIG"):
+        return Path(env)
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "embedbuild" / "config.toml"
+
+
+def load_user_config() -> tuple[UserConfig, Path]:
+    """The user's settings (defaults when the file does not exist) and the file's path."""
+    path = user_config_path()
+    if not path.exists():
+        return UserConfig(), path
+    data, text = read_toml(path)
+    return _validate(UserConfig, data, path, text, {}), path

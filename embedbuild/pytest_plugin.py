@@ -1,6 +1,8 @@
 """pytest plugin: a booted target for tests, on QEMU or on a real board.
 
-Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV,
+Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV (a device
+path or a serial server's URL), --eb-qemu (the QEMU model, its console through the
+--eb-serial URL),
 --eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask, --eb-store, --eb-from-flash
 (boot the image in the firmware partition; a QEMU board's flash is the one in its
 bench folder, where `embedbuild flash` wrote it). The
@@ -28,6 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("embedbuild", "booted embedbuild boards")
     g.addoption("--eb-board", default="qemu-arm-virt", help="board to boot for `target` tests")
     g.addoption("--eb-serial", help="a real board's console (else the board's QEMU model)")
+    g.addoption("--eb-qemu", action="store_true",
+                help="the board's QEMU model, its console reached through the --eb-serial URL")
     g.addoption("--eb-baud", type=int, help="console speed (default: the board's)")
     g.addoption("--eb-server-ip", help="this machine's address on the board's network")
     g.addoption("--eb-device-ip", help="address to give the board")
@@ -73,7 +77,7 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     from embedbuild.store import Store, default_root
 
     opt = config.getoption
-    bench = session.Bench(serial=opt("--eb-serial"), baud=opt("--eb-baud"),
+    bench = session.Bench(serial=opt("--eb-serial"), qemu=opt("--eb-qemu"), baud=opt("--eb-baud"),
                           server_ip=opt("--eb-server-ip"), device_ip=opt("--eb-device-ip"),
                           netmask=opt("--eb-netmask"))
     try:

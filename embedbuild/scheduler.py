@@ -8,12 +8,16 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedbuild.command import Cancelled, Runner
 from embedbuild.compiler_cache import CompilerCache
 from embedbuild.errors import StepError
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
+
+if TYPE_CHECKING:
+    from embedbuild.cache.substitute import Substituters
 
 
 def cores() -> int:
@@ -26,25 +30,49 @@ class Events:
 
     def started(self, step: Step) -> None: ...
     def finished(self, step: Step, seconds: float) -> None: ...
+    def substituted(self, step: Step, seconds: float, cache: str) -> None: ...
 
 
 def realise(
     store: Store, target: Step, events: Events | None = None, max_jobs: int | None = None,
-    ccache: CompilerCache | None = None,
+    substituters: Substituters | None = None, ccache: CompilerCache | None = None,
 ) -> dict[str, Path]:
-    """Build every missing step of target's graph; independent steps run at once;
+    """Make target's item, building what is missing; independent steps run at once;
     with ``ccache``, the compile steps run their compilers through it.
 
-    Returns step key -> store path. On the first failure, running steps are
-    cancelled and the error is raised; nothing half-built is kept.
+    Every item of the graph that is in the store is looked up first (so an item
+    `verify` found damaged is refused wherever it sits). Then from the target down: a
+    step whose item is present, or that a substituter supplies, needs none of its
+    dependencies (as in Nix: a present output is all a later step reads); the others
+    are built after theirs. Returns step key -> store path for the steps reached. On
+    the first failure, running steps are cancelled and the error is raised; nothing
+    half-built is kept.
     """
-    run = _Realisation(store, events or Events(), max_jobs or cores(), ccache)
-    pending = []
-    for s in target.walk():
-        if (item := store.lookup(s.key, s.name)) is not None:
+    events = events or Events()
+    run = _Realisation(store, events, max_jobs or cores(), ccache)
+    present = {s.key: item for s in target.walk()
+               if (item := store.lookup(s.key, s.name)) is not None}
+    pending: list[Step] = []
+    seen: set[str] = set()
+
+    def need(s: Step) -> None:
+        if s.key in seen:
+            return
+        seen.add(s.key)
+        item = present.get(s.key)
+        if item is None and substituters is not None:
+            got = substituters.substitute(store, s)
+            if got is not None:
+                item, cache, seconds = got
+                events.substituted(s, seconds, str(cache))
+        if item is not None:
             run.paths[s.key] = item
-        else:
-            pending.append(s)
+            return
+        pending.append(s)
+        for d in s.deps.values():
+            need(d)
+
+    need(target)
     if pending:
         with store.session():
             run.schedule(pending)

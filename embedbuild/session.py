@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedbuild import compiler_cache
 from embedbuild.errors import EmbedbuildError
@@ -19,6 +20,9 @@ from embedbuild.model.system import READY_LINE
 from embedbuild.plan import Plan, plan_board
 from embedbuild.scheduler import Events, realise
 from embedbuild.store import Store, cache_dir
+
+if TYPE_CHECKING:
+    from embedbuild.cache.substitute import Substituters
 
 
 @dataclass
@@ -44,13 +48,15 @@ class Built:
 
 def build(board: str | Board, store: Store, *, system: Path | None = None,
           role: str = "result", events: Events | None = None,
-          repair: Callable[[str], None] | None = None, ccache: bool = True,
+          repair: Callable[[str], None] | None = None,
+          substituters: Substituters | None = None, ccache: bool = True,
           warn: Callable[[str], None] | None = None) -> Built:
     """Load (unless given a Board) and plan a board, and realise the step of ``role``.
     With ``repair``, the graph's damaged items are first removed (each problem is passed
-    to it) and so rebuilt. Compiles go through the compiler cache unless ``ccache`` is
-    False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying that ccache
-    is missing."""
+    to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
+    missing items before any is built. Compiles go through the compiler cache unless
+    ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying
+    that ccache is missing."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)
@@ -64,33 +70,51 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
     cache = compiler_cache.configured(ccache, warn)
-    return Built(plan, realise(store, plan.steps[role], events, ccache=cache))
+    return Built(plan, realise(store, plan.steps[role], events, substituters=substituters,
+                               ccache=cache))
 
 
 @dataclass(frozen=True)
 class Bench:
     """How the board is reached: its QEMU model (``serial`` None), or a real board's
-    serial console with this machine's and the board's addresses on their network."""
+    serial console (a device path or a pyserial URL such as rfc2217://HOST:PORT) with
+    this machine's and the board's addresses on their network. With ``qemu`` and a URL,
+    the QEMU model's console is reached through that URL as a remote rig's is: a
+    serial server serves the pty QEMU links at console_link(board)."""
 
     serial: str | None = None
+    qemu: bool = False
     baud: int | None = None
     server_ip: str | None = None
     device_ip: str | None = None
     netmask: str = "255.255.255.0"
     power_timeout: float = 300.0
 
+    @property
+    def real(self) -> bool:
+        """A real board, which a person powers on (not a QEMU model)."""
+        return self.serial is not None and not self.qemu
+
     def check(self, board: Board | None = None, files: list[Path] = ()) -> None:
         """Refuse what cannot work, before anything is built or anyone is asked to power
         a board on: for a real board, the serial device, the addresses, the TFTP port
         and ``files`` (rig/preflight.py)."""
         from embedbuild.rig.netns import require_root
-        from embedbuild.rig.preflight import preflight
+        from embedbuild.rig.preflight import check_serial, is_url, preflight
 
-        if self.serial is None:
+        if not self.real:
             require_root(f"booting {board.name if board else 'a board'} in QEMU")
             if board is not None and board.qemu is None:
                 raise EmbedbuildError(f"board {board.name} has no [qemu] section",
                                       hint="boot it on real hardware with --serial")
+            if self.serial is not None:
+                if not is_url(self.serial):
+                    raise EmbedbuildError(
+                        f"--qemu takes --serial only as a URL, not {self.serial}",
+                        hint="give the serial server in front of QEMU's console "
+                        "(rfc2217://HOST:PORT), or drop --qemu for a real board")
+                # QEMU's pty, which the server opens, appears only when QEMU starts.
+                check_serial(self.serial, listen=0)
             return
         if not (self.server_ip and self.device_ip):
             raise EmbedbuildError(
@@ -126,6 +150,22 @@ def bench_dir(board: Board) -> Iterator[Path]:
         os.close(fd)
 
 
+def console_link(board: Board) -> Path:
+    """Where a QEMU board booted with a remote console (Bench.qemu and a URL) links its
+    serial pty, for the serial server's configuration: in its bench folder beside run/."""
+    return cache_dir("EMBEDBUILD_BENCH", "bench") / board.name / "console"
+
+
+def remote_console(board: Board, bench: Bench):
+    """The RemoteConsole of a QEMU board on a bench that reaches it through a URL, else
+    None."""
+    from embedbuild.rig.boot import RemoteConsole
+
+    if bench.qemu and bench.serial is not None:
+        return RemoteConsole(bench.serial, console_link(board))
+    return None
+
+
 def flash_file(board: Board) -> Path:
     """The file backing a QEMU board's flash, in its bench folder beside run/: it
     persists across boots like the chip."""
@@ -147,9 +187,10 @@ def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
     from embedbuild.rig.boot import qemu_target, serial_target
 
     bench.check(board)
-    if bench.serial is None:
+    if not bench.real:
         cm = qemu_target(board, result, workdir, initrd=initrd, ready=ready, timeout=timeout,
-                         from_flash=from_flash, flash=flash)
+                         from_flash=from_flash, flash=flash,
+                         remote=remote_console(board, bench))
     else:
         assert bench.server_ip and bench.device_ip
         cm = serial_target(board, result, workdir, port=bench.serial,
@@ -164,7 +205,7 @@ def open_target(board: Board, result: Path, workdir: Path, bench: Bench, *,
 def bench_addresses(board: Board, bench: Bench) -> tuple[str, str, str]:
     """(server, device, netmask) the board's U-Boot is given on this bench; for a real
     board without them, placeholders (what --dry-run prints)."""
-    if bench.serial is None and board.qemu is not None:
+    if not bench.real and board.qemu is not None:
         from embedbuild.rig.boot import bench_network
 
         net = bench_network(board)
@@ -213,9 +254,10 @@ def flash(board: Board, partition: str, image: Path, bench: Bench, workdir: Path
     shutil.copyfile(image, served / image.name)
     report = rig_flash.FlashReport(part.name)
     with contextlib.ExitStack() as stack:
-        if bench.serial is None:
+        if not bench.real:
             net, port, powered_on = stack.enter_context(
-                qemu_powered(board, result, workdir, flash_file(board)))
+                qemu_powered(board, result, workdir, flash_file(board),
+                             remote_console(board, bench)))
             baud, netns = board.serial.baud, net.path
         else:
             port, powered_on, netns = bench.serial, None, None

@@ -71,3 +71,24 @@ def test_interrupted_start_stops_qemu(tmp_path: Path):
         board.power_on(timeout=30)
     timer.join()
     assert not _alive(tmp_path)
+
+
+def test_console_link_for_a_serial_server(tmp_path: Path):
+    """For a remote console: QEMU links its pty where the serial server's configuration
+    says, replacing a link a killed QEMU left, and starts halted until release()."""
+    link = tmp_path / "bench" / "console"
+    link.parent.mkdir()
+    link.symlink_to("/dev/pts/98")  # left behind: QEMU would refuse to start
+    board = _board(tmp_path, f'[ -e "{link}" ] || [ -L "{link}" ] && exit 3\n'
+                             "echo \"$@\" > " + str(tmp_path / "argv") + "\n"
+                             "echo 'char device redirected to /dev/pts/99 (label console)'\n"
+                             "exec sleep 60")
+    board.console_link, board.halted = link, True
+    try:
+        assert board.power_on(timeout=10) == "/dev/pts/99"
+    finally:
+        board.power_off()
+    argv = (tmp_path / "argv").read_text().split()
+    assert ["-chardev", f"pty,id=console,path={link}", "-serial", "chardev:console"] == \
+        argv[argv.index("-chardev"):argv.index("-chardev") + 4]
+    assert "-S" in argv and "pty" not in argv

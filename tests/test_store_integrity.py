@@ -187,9 +187,11 @@ def test_damaged_item_is_refused_until_repaired(tmp_path: Path):
     # Found: no build uses it any more.
     with pytest.raises(EmbedbuildError, match="verify` found damage: modified data"):
         realise(store, top)
-    # --repair: the damaged item goes, building again makes it anew (same path).
+    # --repair: the damaged item goes, building again makes it anew (same path). The top
+    # item is intact, so it needs nothing below it; the dependency is rebuilt when asked.
     assert store.repair(paths.values()) == [f"{dep.name}: modified data (content)"]
-    assert realise(store, top)[top.deps["dep"].key] == dep
+    assert realise(store, top) == {top.key: paths[top.key]}
+    assert realise(store, top.deps["dep"])[top.deps["dep"].key] == dep
     assert (dep / "data").read_text() == "good" and calls == ["dep", "top", "dep"]
     assert store.verify() == []
 

@@ -79,6 +79,7 @@ class Receiver:
     size: int = 0
     done: bool = False
     dropped: set[int] = field(default_factory=set)
+    request_resent: int = 0  # times the client timed out before any answer came
 
     def feed(self, packet: bytes) -> bytes | None:
         """The reply to one packet from the server (None: nothing to send)."""
@@ -151,6 +152,7 @@ def fetch(
             except TimeoutError:
                 # Like U-Boot: on its own timeout, the client repeats its last packet.
                 s.sendto(ack(rx.expect - 1) if peer else rrq(name, **opts), peer or (host, port))
+                rx.request_resent += peer is None
                 continue
             if (reply := rx.feed(packet)) is not None:
                 s.sendto(reply, peer)
@@ -425,6 +427,15 @@ def test_flood_holds_few_sessions_and_others_are_served(lan_server, root: Path):
     print(f"\nflood of 300 requests from one address: {granted} sessions held, {refused} refused")
     assert not pending and granted == PER_CLIENT and refused == 300 - PER_CLIENT
 
+    def normal_client() -> tuple[float, int]:
+        """(seconds, times its request was resent) for one download from another address."""
+        t0 = time.monotonic()
+        rx = fetch(proc.port, "small.bin", lan.server_ip, src=lan.client_ip(1), netns=lan.path,
+                   blksize=1468, windowsize=16, limit=20)
+        assert rx.digest.hexdigest() == sha(root / "small.bin")
+        return time.monotonic() - t0, rx.request_resent
+
+    idle = [normal_client()[0] for _ in range(5)]  # the 16 flood sessions held, no flood
     stop = threading.Event()
     sent = itertools.count()
 
@@ -442,28 +453,24 @@ def test_flood_holds_few_sessions_and_others_are_served(lan_server, root: Path):
     flooder = threading.Thread(target=keep_flooding)
     flooder.start()
     try:
-        times = []
+        times, resent = [], []
         for _ in range(5):
-            t0 = time.monotonic()
-            rx = fetch(
-                proc.port,
-                "small.bin",
-                lan.server_ip,
-                src=lan.client_ip(1),
-                netns=lan.path,
-                blksize=1468,
-                windowsize=16,
-                limit=20,
-            )
-            times.append(time.monotonic() - t0)
-            assert rx.digest.hexdigest() == sha(root / "small.bin")
+            time.sleep(0.3)  # the flood has filled whatever queue it can fill
+            seconds, again = normal_client()
+            times.append(seconds)
+            resent.append(again)
     finally:
         stop.set()
         flooder.join()
     print(
-        f"normal client during a flood of {next(sent)} requests: served in "
-        f"{max(times):.3f} s at worst (goal < 1)"
+        f"normal client without a flood: {', '.join(f'{t:.3f}' for t in idle)} s; during a "
+        f"flood of {next(sent)} requests: {', '.join(f'{t:.3f}' for t in times)} s (goal < 1), "
+        f"request resent {sum(resent)} times"
     )
+    # The time is a speed figure (printed; tools/bench measures speed): what holds on any
+    # machine is that the flood never costs a newcomer its request, which is answered the
+    # first time, not after the client's own 1 s timeout.
+    assert resent == [0] * len(times), resent
     assert max(times) < 10
     assert proc.alive()
     for s in flood:
@@ -488,6 +495,43 @@ def test_excess_requests_from_one_address_get_an_error(own_server: Proc):
     assert fetch_soon(server.port, "tiny.txt").size == 5
     for s in socks:
         s.close()
+
+
+def test_a_port_over_the_limit_gets_one_error_a_second(own_server: Proc):
+    """Requests over the per-address limit are refused before any parsing, and a port
+    that keeps asking is not answered each time: a flood is not echoed back."""
+    server = own_server
+    holders = [udp() for _ in range(PER_CLIENT)]
+    for s in holders:
+        s.settimeout(5)
+        s.sendto(rrq("big.bin"), ("127.0.0.1", server.port))
+        assert opcode(s.recvfrom(70000)[0]) == 3
+    s = udp()
+    t0 = time.monotonic()
+    for _ in range(200):
+        s.sendto(rrq("big.bin"), ("127.0.0.1", server.port))
+    errors = 0
+    while not silent(s, 0.3):
+        errors += 1
+    seconds = time.monotonic() - t0
+    # One ERROR, two if the requests straddled a second (or a slow machine took longer).
+    assert 1 <= errors <= 1 + int(seconds) + 1, errors
+    for h in [*holders, s]:
+        h.close()
+
+
+def test_listening_queue_is_deep(root: Path):
+    """Room for a burst of requests: 8 MiB as root (past net.core.rmem_max), else as
+    much as the system allows."""
+    server = TftpServer(root, "127.0.0.1", 0)
+    try:
+        got = server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        server.stop()
+    if os.geteuid() == 0:
+        assert got >= tftp.LISTEN_RCVBUF  # Linux reports twice what was set
+    else:
+        assert got > 0
 
 
 def test_few_file_descriptors_every_request_is_answered(root: Path, tmp_path: Path):

@@ -14,6 +14,12 @@ rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
            tftpd-hpa, median of 3 (goal: ratio >= 1.0); the same with 1% and 5% of the
            packets to the board lost, 2 MiB (rig-loss alone: goal ratio >= 1.0);
            power-on-to-ready of qemu-arm-virt (goal: <= 3 s).
+tftp-flood: a normal client's 300 KB download from `embedbuild tftp` on loopback, idle and
+           while another address floods the server with requests from 300 ports
+           (goal: < 1 s during the flood).
+cache:     cold build of qemu-arm-virt into an empty store against the same build
+           substituted from a binary cache served by nginx on 127.0.0.1, measured in one
+           run (goal: substituted / cold <= 0.10); the push between them is shown too.
 """
 
 from __future__ import annotations
@@ -369,8 +375,142 @@ def bench_rig_loss(work: Path) -> None:
             print(f"{line}  [loss: {how}]", flush=True)
 
 
+# The flooder, in a process of its own (not sharing the measuring client's interpreter):
+# read requests for a big file from 300 ports of 127.0.0.2, as fast as it can.
+FLOOD = """
+import itertools, signal, socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+rrq = b"\\0\\1big.bin\\0octet\\0"
+socks = []
+for _ in range(300):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.2", 0))
+    s.setblocking(False)
+    socks.append(s)
+start, sent = time.monotonic(), 0
+
+def report(*_):
+    print(f"{sent / (time.monotonic() - start):.0f}", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, report)
+for s in itertools.cycle(socks):
+    if sent % 1000 == 0 and time.monotonic() > start + seconds:
+        report()
+    try:
+        s.sendto(rrq, ("127.0.0.1", port))
+        sent += 1
+    except BlockingIOError:
+        time.sleep(0.001)
+"""
+
+
+def bench_tftp_flood(work: Path) -> None:
+    import logging
+
+    import tftpy
+
+    logging.getLogger("tftpy").setLevel(logging.ERROR)
+    served = work / "served"
+    served.mkdir()
+    (served / "big.bin").write_bytes(os.urandom(16 << 20))
+    (served / "small.bin").write_bytes(os.urandom(300_000))
+    log = work / "tftp.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([EMBEDBUILD, "tftp", str(served), "--listen", "127.0.0.1:0"],
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "COLUMNS": "300"})
+    try:
+        deadline = time.monotonic() + 30
+        while not (m := re.search(r"on 127\.0\.0\.1:(\d+)/udp", log.read_text())):
+            if server.poll() is not None or time.monotonic() > deadline:
+                print(f"embedbuild tftp did not start: {log.read_text()[-300:]!r}")
+                return
+            time.sleep(0.05)
+        port = int(m.group(1))
+
+        def download() -> float:
+            """Seconds one download took; infinite if the client gave up (3 tries)."""
+            t0 = time.monotonic()
+            client = tftpy.TftpClient("127.0.0.1", port, {"blksize": 1468}, localip="127.0.0.3")
+            try:
+                client.download("small.bin", str(work / "got"), timeout=1)
+            except tftpy.TftpException:
+                return float("inf")
+            return time.monotonic() - t0
+
+        idle = [download() for _ in range(5)]
+        flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(port), "60"],
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)  # the flood is in full swing
+            flood = []
+            for _ in range(10):
+                flood.append(download())
+                time.sleep(0.2)
+        finally:
+            flooder.terminate()
+            rate = flooder.communicate()[0].strip()
+        dropped = _udp_drops(port)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"normal client, 300 KB: idle median {statistics.median(idle):.3f} s; during a "
+          f"flood of {rate} requests/s from 300 ports: median "
+          f"{statistics.median(flood):.3f} s, worst {max(flood):.3f} s  (goal < 1 s; inf: "
+          f"not served); "
+          f"requests the listening port's full queue dropped: {dropped}")
+
+
+def _udp_drops(port: int) -> int:
+    """Packets the kernel dropped for a full queue on the UDP socket of this local port."""
+    with open("/proc/net/udp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return int(fields[-1])
+    return -1
+
+
+def bench_cache(work: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cache_server import nginx
+
+    # No user's config: the cold build asks no cache, the substituted one only ours.
+    base = {**_env(work), "XDG_CONFIG_HOME": str(work / "config")}
+    cold_env = {**base, "EMBEDBUILD_STORE": str(work / "cold")}
+    subst_env = {**base, "EMBEDBUILD_STORE": str(work / "substituted")}
+    result = str(work / "result")
+    settle(work)
+    cold = timed([EMBEDBUILD, "build", BOARD, "--offline", "--out-link", result],
+                 env=cold_env)
+    print(f"cold build into an empty store:        {cold:7.1f} s", flush=True)
+    subprocess.run([EMBEDBUILD, "cache", "keygen", "bench"], cwd=work, check=True,
+                   capture_output=True)
+    with nginx(work / "www", work / "nginx") as url:
+        push = timed([EMBEDBUILD, "cache", "push", url, result, "--key",
+                      str(work / "bench.secret")], env=cold_env)
+        size = sum(f.stat().st_size for f in (work / "www").rglob("*") if f.is_file())
+        print(f"push of its closure to nginx:          {push:7.1f} s   "
+              f"({size / 1e6:.0f} MB in the cache)", flush=True)
+        settle(work)
+        subst_env |= {"EMBEDBUILD_SUBSTITUTERS": url,
+                      "EMBEDBUILD_TRUSTED_KEYS": str(work / "bench.public")}
+        t0 = time.monotonic()
+        p = subprocess.run([EMBEDBUILD, "build", BOARD, "--out-link", str(work / "fetched")],
+                           env=subst_env, check=True, capture_output=True, text=True)
+        fetched = time.monotonic() - t0
+    built = re.findall(r"built (\S+) in", p.stderr)
+    same = subprocess.run(["diff", "-r", result, str(work / "fetched")],
+                          capture_output=True).returncode == 0
+    print(f"substituted build into an empty store: {fetched:7.2f} s   "
+          f"(steps built: {len(built)}; result {'identical' if same else 'DIFFERENT'})")
+    print(f"substituted / cold: {fetched / cold:.4f}   (goal <= 0.10)")
+
+
 BENCHES = {"build": bench_build, "ccache": bench_ccache, "userland": bench_userland,
-           "rig": bench_rig, "rig-loss": bench_rig_loss}
+           "rig": bench_rig, "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood,
+           "cache": bench_cache}
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from embedbuild.model.board import Board
 from embedbuild.model.system import READY_LINE
 from embedbuild.rig.console import Console, ConsoleError
 from embedbuild.rig.netns import BenchNetwork
+from embedbuild.rig.preflight import check_serial_url, is_url
 from embedbuild.rig.qemu import QemuBoard, flash_file
 from embedbuild.rig.tftp import TftpServer, Transfer
 from embedbuild.rig.uboot import KERNEL_ERRORS, BootError, UBootDriver, wait_ready
@@ -61,6 +62,18 @@ class Target:
     netmask: str = "255.255.255.0"
     # The QEMU bench LAN (None for a real board): tests reach the board from inside it.
     network: BenchNetwork | None = None
+    # When the power came on (time.monotonic()), if embedbuild switched it.
+    powered_on: float | None = None
+
+
+@dataclass(frozen=True)
+class RemoteConsole:
+    """A QEMU board's console reached the way a remote rig's is: QEMU links its serial
+    pty at ``link``, a serial server (ser2net) configured with that path serves it, and
+    embedbuild opens ``url``."""
+
+    url: str
+    link: Path
 
 
 def bench_network(board: Board) -> BenchNetwork:
@@ -86,7 +99,11 @@ def built_firmware(result: Path) -> Path | None:
 
 
 def board_console(board: Board, port: str, baud: int, workdir: Path) -> Console:
-    """The board's console, paced as the board needs, logged to workdir/console.log."""
+    """The board's console, paced as the board needs, logged to workdir/console.log. A
+    serial server is first checked to keep the connection (a wrong device in its
+    configuration is then one line, not pyserial's negotiation failure)."""
+    if is_url(port):
+        check_serial_url(port)
     return Console(port, baud, workdir / "console.log", board.serial.write_chunk,
                    board.serial.write_delay)
 
@@ -146,13 +163,19 @@ def flash_boot_commands(board: Board, result: Path) -> list[str]:
     return bootcmd.flash_boot(board, part, manifest.files[manifest.flash_image].size)
 
 
+PowerOn = float | Callable[[], float]
+
+
 @contextlib.contextmanager
-def qemu_powered(board: Board, result: Path | None, workdir: Path,
-                 flash: Path | None = None) -> Iterator[tuple[BenchNetwork, str, float]]:
-    """A QEMU board powered on in its bench network: yields the network, the console's
-    pty and when the power came on. The board's flash (qemu.pflash_unit) is backed by
-    ``flash`` (default workdir/flash.img), created erased if missing. QEMU and the
-    namespace are gone on exit, also after an error or Ctrl-C."""
+def qemu_powered(board: Board, result: Path | None, workdir: Path, flash: Path | None = None,
+                 remote: RemoteConsole | None = None
+                 ) -> Iterator[tuple[BenchNetwork, str, PowerOn]]:
+    """A QEMU board powered on in its bench network: yields the network, the console
+    (QEMU's pty, or ``remote``'s URL) and when the power came on; with ``remote``, QEMU
+    waits halted and that is instead a function that starts its CPU and returns when,
+    for once the console is open (see uboot_prompt). The board's flash
+    (qemu.pflash_unit) is backed by ``flash`` (default workdir/flash.img), created erased
+    if missing. QEMU and the namespace are gone on exit, also after an error or Ctrl-C."""
     assert board.qemu is not None
     workdir.mkdir(parents=True, exist_ok=True)
     backing = None
@@ -161,11 +184,16 @@ def qemu_powered(board: Board, result: Path | None, workdir: Path,
     with contextlib.ExitStack() as stack:
         net = stack.enter_context(bench_network(board))
         qemu = QemuBoard(board.qemu, net, workdir,
-                         firmware=built_firmware(result) if result else None, flash=backing)
+                         firmware=built_firmware(result) if result else None, flash=backing,
+                         console_link=remote.link if remote else None, halted=bool(remote))
         # Registered before the start: an error or Ctrl-C while QEMU starts must stop it too.
         stack.callback(qemu.power_off)
         powered_on = time.monotonic()
-        yield net, qemu.power_on(), powered_on
+        pty = qemu.power_on()
+        if remote is None:
+            yield net, pty, powered_on
+        else:
+            yield net, remote.url, qemu.release
 
 
 def wait_for_power_on(uboot: UBootDriver, port: str, baud: int, timeout: float,
@@ -220,14 +248,19 @@ def qemu_target(
     timeout: float = 60,
     from_flash: bool = False,
     flash: Path | None = None,
+    remote: RemoteConsole | None = None,
 ) -> Iterator[Target]:
     """Boot a QEMU board through its U-Boot, over TFTP or from its flash (backed by
-    ``flash``, see qemu_powered); yields the booted target."""
-    with qemu_powered(board, result, workdir, flash) as (net, port, powered_on), serial_target(
+    ``flash``), its console on its pty or ``remote`` (see qemu_powered); yields the
+    booted target."""
+    with contextlib.ExitStack() as stack:
+        net, port, powered_on = stack.enter_context(
+            qemu_powered(board, result, workdir, flash, remote))
+        target = stack.enter_context(serial_target(
             board, result, workdir, port=port, baud=board.serial.baud,
             server_ip=net.server_ip, device_ip=net.device_ip, netmask=net.netmask,
             netns=net.path, initrd=initrd, ready=ready, timeout=timeout,
-            powered_on=powered_on, from_flash=from_flash) as target:
+            powered_on=powered_on, from_flash=from_flash))
         target.network = net
         yield target
 
@@ -245,14 +278,15 @@ def uboot_prompt(
     netmask: str,
     netns: str | None = None,
     timeout: float = 60,
-    powered_on: float | None = None,
+    powered_on: PowerOn | None = None,
     power_timeout: float = POWER_ON_TIMEOUT,
     on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[Target]:
     """A board at its U-Boot prompt, with a TFTP server serving the folder ``served``
     (from inside ``netns`` when given). With ``powered_on`` the caller switched the power
-    (QEMU) and times from then; else a person powers the board on within
-    ``power_timeout`` seconds, and ``on_wait(elapsed)`` is called while we wait."""
+    (QEMU) and times from then (a function: called to switch it once the console is
+    open); else a person powers the board on within ``power_timeout`` seconds, and
+    ``on_wait(elapsed)`` is called while we wait."""
     report = BootReport()
     with contextlib.ExitStack() as stack:
         stack.enter_context(TftpServer(served, server_ip, 69, on_transfer=report.transfers.append,
@@ -263,9 +297,12 @@ def uboot_prompt(
             report.stages.append(("waiting for U-Boot", wait_for_power_on(
                 uboot, port, baud, power_timeout, on_wait)))
         else:
+            if callable(powered_on):
+                powered_on = powered_on()
             uboot.interrupt(timeout)
             report.stages.append(("power on to U-Boot prompt", time.monotonic() - powered_on))
-        yield Target(board, console, uboot, report, server_ip, device_ip, netmask)
+        yield Target(board, console, uboot, report, server_ip, device_ip, netmask,
+                     powered_on=powered_on)
 
 
 @contextlib.contextmanager
@@ -283,7 +320,7 @@ def serial_target(
     initrd: Path | None = None,
     ready: str = READY_LINE,
     timeout: float = 60,
-    powered_on: float | None = None,
+    powered_on: PowerOn | None = None,
     from_flash: bool = False,
     power_timeout: float = POWER_ON_TIMEOUT,
     on_wait: Callable[[float], None] | None = None,
@@ -300,6 +337,7 @@ def serial_target(
                       on_wait=on_wait) as target:
         tftp_boot(board, target.uboot, server_ip, device_ip, netmask, cmds, ready,
                   target.report, timeout)
-        if powered_on is not None:
-            target.report.stages.append(("power on to ready", time.monotonic() - powered_on))
+        if target.powered_on is not None:
+            target.report.stages.append(("power on to ready",
+                                         time.monotonic() - target.powered_on))
         yield target

@@ -32,6 +32,15 @@ WRITE_TIMEOUT = 10.0  # seconds a write may wait for a device that does not read
 TAIL_CHARS = 1 << 16  # how far back tail() looks for its lines
 
 
+def serial_url(port: str) -> str:
+    """What pyserial opens for ``port``. An RFC 2217 server is not waited on to confirm
+    the modem lines (DTR, RTS) pyserial sets at open: the console uses none, and a server
+    whose port cannot set them (ser2net on a pty, as for a QEMU board) never confirms."""
+    if port.startswith("rfc2217://") and "ign_set_control" not in port:
+        return port + ("&" if "?" in port else "?") + "ign_set_control"
+    return port
+
+
 class ConsoleError(EmbedbuildError):
     """The console timed out, closed, or showed a failure."""
 
@@ -71,9 +80,12 @@ class Console:
     ) -> None:
         import serial
 
+        # pyserial's RFC 2217 client refuses a write timeout; its socket bounds every
+        # write by itself (5 s), so a stalled server fails a write there too.
+        bound = None if port.startswith("rfc2217://") else write_timeout
         try:
             self.ser = serial.serial_for_url(
-                port, baudrate=baud, timeout=0.05, write_timeout=write_timeout
+                serial_url(port), baudrate=baud, timeout=0.05, write_timeout=bound
             )
         except (serial.SerialException, OSError) as e:
             raise ConsoleError(

@@ -1,5 +1,6 @@
-"""Checks made before anyone is asked to power a board on: the serial device, this
-machine's address on the board's network, the TFTP port, the files to serve.
+"""Checks made before anyone is asked to power a board on: the serial device (or the
+serial server of a remote rig), this machine's address on the board's network, the
+TFTP port, the files to serve.
 
 Each failure is one message saying what is wrong and the command that fixes it;
 nothing is left open or listening by a check.
@@ -152,21 +153,103 @@ def check_port(server_ip: str, port: int = TFTP_PORT) -> None:
         sock.close()
 
 
-def check_serial(port: str) -> None:
-    """A serial device must exist, open, and not be held by another program. pyserial
-    URLs (rfc2217://, socket://) are only checked for opening."""
+URL_SCHEMES = ("rfc2217", "socket")  # pyserial URLs a serial server on a rig host answers
+URL_TIMEOUT = 3.0  # seconds a serial server may take to accept a connection
+URL_LISTEN = 0.5  # seconds to watch a new connection for the server hanging up at once
+
+
+def is_url(port: str) -> bool:
+    """True for a pyserial URL (rfc2217://host:port), False for a device path."""
+    return "://" in port
+
+
+def url_address(url: str) -> tuple[str, int]:
+    """(host, port) of an rfc2217:// or socket:// URL; anything else is refused."""
+    from urllib.parse import urlsplit
+
+    scheme = url.split("://", 1)[0]
+    if scheme not in URL_SCHEMES:
+        raise PreflightError(f"--serial {url}: unknown URL scheme {scheme!r}",
+                             hint="give a device path, or rfc2217://HOST:PORT (a serial server "
+                             "such as ser2net) or socket://HOST:PORT (a raw TCP port)")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise PreflightError(f"--serial {url}: no HOST:PORT in the URL",
+                             hint=f"give it as {scheme}://HOST:PORT, e.g. "
+                             f"{scheme}://rig1.lab:3001")
+    return parts.hostname, port
+
+
+def check_serial_url(url: str, timeout: float = URL_TIMEOUT, listen: float = URL_LISTEN) -> None:
+    """A serial server must accept a TCP connection on the URL's host:port within
+    ``timeout`` seconds and, with ``listen``, keep it open that long: a server that
+    cannot open its device (missing, or held by another client) says so and hangs up."""
+    host, port = url_address(url)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise PreflightError(f"serial server {host}:{port} did not answer within "
+                             f"{timeout:.0f} s", hint="check the rig host's address, that "
+                             "it is up, and that no firewall drops the port") from None
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise PreflightError(f"cannot reach serial server {host}:{port}: {why}",
+                             hint="start the serial server on the rig host (e.g. ser2net) "
+                             "and check the port in its configuration") from None
+    try:
+        said, closed = _hang_up(sock, listen)
+    finally:
+        sock.close()
+    if closed:
+        raise PreflightError(f"serial server {host}:{port} hung up at once"
+                             + (f": {said}" if said else ""),
+                             hint="its device is missing or another client holds it: check "
+                             "the rig host (ser2net's connector line, who is connected)")
+
+
+def _hang_up(sock: socket.socket, listen: float) -> tuple[str, bool]:
+    """Read from a new connection for ``listen`` seconds: (the text it sent, telnet
+    negotiation removed; whether the server closed it)."""
+    import re
+    import time
+
+    got, deadline = b"", time.monotonic() + listen
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            break
+        except OSError:
+            data = b""
+        if not data:
+            text = re.sub(rb"\xff[\xfb-\xfe].|\xff\xfa.*?\xff\xf0|\xff.", b"", got, flags=re.S)
+            return text.decode(errors="replace").strip(), True
+        got += data
+    return "", False
+
+
+def check_serial(port: str, listen: float = URL_LISTEN) -> None:
+    """A serial device must exist, open, and not be held by another program; for a
+    pyserial URL, the serial server must answer (check_serial_url)."""
     import serial
 
-    is_url = "://" in port
-    if not is_url and not os.path.exists(port):
+    if is_url(port):
+        check_serial_url(port, listen=listen)
+        return
+    if not os.path.exists(port):
         near = sorted(str(p) for p in Path("/dev").glob("tty[UA][SC]*"))
         raise PreflightError(f"serial device {port} does not exist",
                              hint=f"plug the USB serial adapter in; present: "
                              f"{', '.join(near) or 'no /dev/ttyUSB* or /dev/ttyACM*'}")
     try:
-        s = serial.serial_for_url(port, exclusive=not is_url, timeout=0)
+        s = serial.serial_for_url(port, exclusive=True, timeout=0)
     except (serial.SerialException, OSError, ValueError) as e:
-        holders = [] if is_url else file_holders(port)
+        holders = file_holders(port)
         if holders:
             raise PreflightError(f"serial device {port} is in use by {', '.join(holders)}",
                                  hint="close that program (a terminal such as minicom or "

@@ -1,5 +1,6 @@
-"""QEMU as a board: a pty serial port (opened like /dev/ttyUSB0), power through QMP,
-and a NIC on the tap of a bench network."""
+"""QEMU as a board: a pty serial port (opened like /dev/ttyUSB0, or through a serial
+server that opens it at a fixed link), power through QMP, and a NIC on the tap of a
+bench network."""
 
 from __future__ import annotations
 
@@ -52,13 +53,20 @@ class QemuBoard:
         firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
             by embedbuild.
         flash: the file backing the board's flash (spec.pflash_unit), see flash_file().
+        console_link: a symlink QEMU makes to its serial pty, for a program configured
+            with a fixed path (a serial server such as ser2net); replaced if left behind.
+        halted: start with the CPU stopped until release(): a console that connects
+            late (through a serial server) then misses nothing the board prints.
     """
 
     def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
-                 firmware: Path | None = None, flash: Path | None = None) -> None:
+                 firmware: Path | None = None, flash: Path | None = None,
+                 console_link: Path | None = None, halted: bool = False) -> None:
         self.spec = spec
         self.firmware = firmware or spec.firmware
         self.flash = flash
+        self.console_link = console_link
+        self.halted = halted
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -78,8 +86,7 @@ class QemuBoard:
             "none",
             "-monitor",
             "none",
-            "-serial",
-            "pty",
+            *self._serial_args(),
             "-nodefaults" if s.nodefaults else "",
             "-qmp",
             f"unix:{self.qmp_path},server=on,wait=off",
@@ -88,6 +95,8 @@ class QemuBoard:
             "-device",
             f"{s.nic},netdev=net0",
         ]
+        if self.halted:
+            argv.append("-S")
         if s.cpu:
             argv += ["-cpu", s.cpu]
         if self.firmware:
@@ -97,6 +106,12 @@ class QemuBoard:
         argv += s.extra
         return [a for a in argv if a]
 
+    def _serial_args(self) -> list[str]:
+        if self.console_link is None:
+            return ["-serial", "pty"]
+        return ["-chardev", f"pty,id=console,path={self.console_link}",
+                "-serial", "chardev:console"]
+
     def power_on(self, timeout: float = 10) -> str:
         """Start QEMU; returns the pty path of its serial console.
 
@@ -104,6 +119,11 @@ class QemuBoard:
         QEMU is stopped here: the caller has nothing to power off yet.
         """
         out_path = self.workdir / "qemu.out"
+        if self.console_link is not None:
+            # QEMU refuses to replace a link a killed QEMU left behind.
+            if self.console_link.is_symlink():
+                self.console_link.unlink()
+            self.console_link.parent.mkdir(parents=True, exist_ok=True)
         with out_path.open("w") as out:  # QEMU keeps its own copy
             # QEMU dies with us, even if we are killed with SIGKILL.
             self.proc = subprocess.Popen(
@@ -146,6 +166,19 @@ class QemuBoard:
                 f.write(json.dumps({"execute": cmd}) + "\n")
                 f.flush()
                 f.readline()
+
+    def release(self, timeout: float = 5) -> float:
+        """Start the CPU of a QEMU started ``halted``; returns when (time.monotonic())."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._qmp("cont")
+                return time.monotonic()
+            except OSError as e:  # QMP's socket comes up after the serial pty
+                if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                    raise EmbedbuildError(f"QEMU did not start its CPU: {e}",
+                                          where=str(self.workdir / "qemu.out")) from None
+                time.sleep(0.05)
 
     def _kill(self) -> None:
         """SIGKILL QEMU's process group and reap it."""

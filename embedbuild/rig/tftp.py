@@ -26,6 +26,7 @@ import selectors
 import socket
 import stat
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -43,9 +44,20 @@ MAX_WINDOW = 64  # RFC 7440 allows up to 65535; the server may offer less
 RETRIES = 5  # timeouts in a row a session survives at the client's timeout (RFC 2349)
 MIN_RTO = 0.05  # seconds: below this, scheduling noise on a loaded host looks like loss
 MIN_GAP = 0.002  # seconds: an ACK sooner than this after a block was sent predates it
-DRAIN = 64  # packets read from one socket before the loop looks at the others
+DRAIN = 64  # packets read from one transfer's socket before the loop looks at the others
+# Requests read from the listening port in one turn (each costs a few microseconds):
+# a flood holds the loop about a millisecond before transfers get their turn, and the
+# deep queue below absorbs what arrives meanwhile.
+LISTEN_BATCH = 256
+LISTEN_RCVBUF = 8 << 20  # bytes queued on the listening port: a burst of requests waits
+# SO_RCVBUFFORCE lets root pass net.core.rmem_max (which caps SO_RCVBUF at about 200 KiB
+# by default); Python's socket module lacks the constant, Linux's value is 33.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 MAX_PACKET = 65536
 REFUSALS_LOGGED_PER_SECOND = 10
+# Requests over the per-address limit are answered with an ERROR at most once a second
+# per client port and this many times a second in all; the rest are dropped unread.
+FLOOD_ERRORS_PER_SECOND = 1024
 RESTART_AFTER = 1.0  # seconds without progress after which a repeated request starts over
 
 
@@ -141,6 +153,19 @@ def parse_listen(text: str) -> tuple[str, int]:
 def format_address(host: str, port: int) -> str:
     """``host:port``, with IPv6 addresses in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _deep_queue(sock: socket.socket) -> None:
+    """Give a listening socket room for a burst of requests (LISTEN_RCVBUF): past the
+    system's cap as root (SO_RCVBUFFORCE), else as far as the cap allows."""
+    options = [SO_RCVBUFFORCE, socket.SO_RCVBUF] if sys.platform == "linux" else [
+        socket.SO_RCVBUF]
+    for option in options:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, LISTEN_RCVBUF)
+            return
+        except OSError:  # not root: the plain option, capped by net.core.rmem_max
+            continue
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -458,6 +483,12 @@ class TftpServer:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._refusal_window = (0.0, 0, 0)  # (second, lines logged, lines suppressed)
+        self._rbuf = bytearray(MAX_PACKET)  # every request is read into this one buffer
+        # Requests over the per-address limit in the current second: the client ports
+        # answered, and how many were dropped unanswered.
+        self._flood_second = 0
+        self._flood_answered: set[tuple] = set()
+        self._flood_dropped = 0
 
     @property
     def address(self) -> str:
@@ -486,8 +517,7 @@ class TftpServer:
             raise EmbedbuildError(f"cannot make a UDP socket: {e.strerror}") from None
         where = format_address(self.host, port)
         try:
-            # A flood of requests must not overflow the queue before the loop reads it.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            _deep_queue(sock)
             sock.bind((self.host, port))
         except OSError as e:
             sock.close()
@@ -552,18 +582,75 @@ class TftpServer:
             log.exception("tftp: select failed")
             time.sleep(0.1)
             return
-        for key, _ in events:
-            if key.data == "wake":
-                return
+        if any(key.data == "wake" for key, _ in events):
+            return
+        # Transfers under way first, new requests after: a flood on the listening port
+        # delays no transfer by more than the requests of one turn.
+        for key, _ in sorted(events, key=lambda e: e[0].data is None):
             if key.data is None:
-                self._drain(self.sock, self._on_request)
+                self._drain_requests()
             elif not key.data.done:
                 self._drain(key.data.sock, key.data.on_packet, key.data)
         now = time.monotonic()
         for s in [s for s in self.sessions.values() if s.deadline <= now]:
             self._guarded(s, s.on_timeout, now)
 
-    def _drain(self, sock: socket.socket, handle, session: _Session | None = None) -> None:
+    def _drain_requests(self) -> None:
+        """Read what waits on the listening port (LISTEN_BATCH packets at most), drop the
+        flood before any parsing, and handle requests from addresses that hold no
+        transfer first: a newcomer is never queued behind a flooding neighbour."""
+        buf, limit = self._rbuf, self.limits.per_client
+        newcomers: list[tuple[bytes, tuple]] = []
+        others: list[tuple[bytes, tuple]] = []
+        now = time.monotonic()
+        for _ in range(LISTEN_BATCH):
+            try:
+                n, addr = self.sock.recvfrom_into(buf, MAX_PACKET, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                # A UDP socket can report an earlier ICMP error here: it is not fatal.
+                log.warning("tftp: receive failed: %s", e.strerror)
+                break
+            op = buf[1] if n >= 2 and buf[0] == 0 else None
+            if op == OP_ERROR:
+                continue  # RFC 1350: an ERROR is never answered
+            old = self.sessions.get(addr)
+            if old is not None:
+                if now - old.progress_at < RESTART_AFTER:
+                    continue  # a repeated request: the transfer under way answers it
+                others.append((bytes(buf[:n]), addr))
+                continue
+            held = self._per_address.get(addr[0], 0)
+            if held >= limit and op == OP_RRQ:
+                self._refuse_flood(addr, now)  # refused before parsing: a flood costs little
+                continue
+            (others if held else newcomers).append((bytes(buf[:n]), addr))
+        for data, addr in newcomers + others:
+            try:
+                self._on_request(data, addr, time.monotonic())
+            except Exception:
+                log.exception("tftp: request from %s failed", format_address(*addr[:2]))
+                self._send_quietly(self.sock, SERVER_ERROR, addr)
+
+    def _refuse_flood(self, client: tuple, now: float) -> None:
+        """Answer a request over the per-address limit, or drop it: each client port gets
+        one ERROR a second, and all of them FLOOD_ERRORS_PER_SECOND."""
+        second = int(now)
+        if second != self._flood_second:
+            if self._flood_dropped:
+                log.warning("tftp: %d requests over the per-address limit dropped unanswered",
+                            self._flood_dropped)
+            self._flood_second, self._flood_dropped = second, 0
+            self._flood_answered.clear()
+        if client in self._flood_answered or len(self._flood_answered) >= FLOOD_ERRORS_PER_SECOND:
+            self._flood_dropped += 1
+            return
+        self._flood_answered.add(client)
+        self._send_quietly(self.sock, TOO_MANY, client)
+        self._count_refusal(client, "too many transfers from your address")
+
+    def _drain(self, sock: socket.socket, handle, session: _Session) -> None:
         for _ in range(DRAIN):
             try:
                 data, addr = sock.recvfrom(MAX_PACKET, socket.MSG_DONTWAIT)
@@ -571,23 +658,11 @@ class TftpServer:
                 return
             except OSError as e:
                 # A UDP socket can report an earlier ICMP error here: it is not fatal.
-                if session is None:
-                    log.warning("tftp: receive failed: %s", e.strerror)
-                else:
-                    session.finish(e.strerror or str(e))
+                session.finish(e.strerror or str(e))
                 return
-            now = time.monotonic()
-            if session is None:
-                try:
-                    handle(data, addr, now)
-                except Exception:
-                    log.exception("tftp: request from %s failed", format_address(*addr[:2]))
-                    if data[:2] != struct.pack("!H", OP_ERROR):
-                        self._send_quietly(sock, SERVER_ERROR, addr)
-            else:
-                self._guarded(session, handle, data, addr, now)
-                if session.done:
-                    return
+            self._guarded(session, handle, data, addr, time.monotonic())
+            if session.done:
+                return
 
     def _guarded(self, session: _Session, fn, *args) -> None:
         """Run a session step; whatever it raises ends that session only."""
@@ -616,11 +691,6 @@ class TftpServer:
         old = self.sessions.get(client)
         if old and now - old.progress_at < RESTART_AFTER:
             return  # a repeated request: the transfer under way answers it
-        if op == OP_RRQ and not old and self._per_address[client[0]] >= self.limits.per_client:
-            # Refused before parsing: a flood from one address must cost little.
-            self._send_quietly(self.sock, TOO_MANY, client)
-            self._count_refusal(client, "too many transfers from your address")
-            return
         try:
             if op not in (OP_RRQ, OP_WRQ):
                 raise TftpError(ERR_ILLEGAL, "expected a read request")
