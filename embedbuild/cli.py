@@ -136,7 +136,8 @@ def build_board(args, store, console, role: str = "result"):
             caches = substituters(progress.warn, progress.fetching_bytes)
         return session.build(args.board, store, system=system, role=role, events=progress,
                              repair=repairing if getattr(args, "repair", False) else None,
-                             substituters=caches)
+                             substituters=caches,
+                             ccache=not getattr(args, "no_ccache", False), warn=progress.warn)
 
 
 def cmd_build(args) -> int:
@@ -366,6 +367,7 @@ def cmd_test(args) -> int:
     _bench(args).check()
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
             "--eb-board", args.board, "--eb-store", str(_store(args).root)]
+    env = {**os.environ, "EMBEDBUILD_NO_CCACHE": "1"} if args.no_ccache else None
     if args.qemu and args.serial:
         argv += ["--eb-qemu", "--eb-serial", args.serial]
     elif args.serial:
@@ -377,7 +379,7 @@ def cmd_test(args) -> int:
         argv.append("--eb-from-flash")
     if args.from_sd:
         argv.append("--eb-from-sd")
-    return subprocess.call(argv + args.pytest_args)
+    return subprocess.call(argv + args.pytest_args, env=env)
 
 
 def cmd_size(args) -> int:
@@ -493,13 +495,17 @@ def parser() -> argparse.ArgumentParser:
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
+    # Commands that may compile: the compiler cache can be turned off for them.
+    cc = argparse.ArgumentParser(add_help=False)
+    cc.add_argument("--no-ccache", action="store_true",
+                    help="compile without the compiler cache (ccache; see README)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("boards", help="list boards").set_defaults(fn=cmd_boards)
     s = sub.add_parser("show", help="print a board's resolved definition as JSON",
                        parents=[system])
     s.add_argument("board")
     s.set_defaults(fn=cmd_show)
-    s = sub.add_parser("build", help="build a board", parents=[system])
+    s = sub.add_parser("build", help="build a board", parents=[system, cc])
     s.add_argument("board")
     s.add_argument("--out-link", default="result", help="result link to create (default: result)")
     s.add_argument("--step", default="result",
@@ -515,7 +521,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
-                       parents=[system, serial])
+                       parents=[system, serial, cc])
     s.add_argument("board")
     s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
@@ -539,7 +545,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--image", help="write this file instead of the board's built image")
     s.set_defaults(fn=cmd_write_sd)
     s = sub.add_parser("flash", help="write an image to a flash partition through U-Boot, "
-                       "checked at every step", parents=[serial])
+                       "checked at every step", parents=[serial, cc])
     s.add_argument("board")
     s.add_argument("--partition", required=True, help="the partition to write (e.g. firmware)")
     s.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
@@ -567,7 +573,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
     s.set_defaults(fn=cmd_tftp)
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
-                       parents=[serial])
+                       parents=[serial, cc])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
     s.add_argument("--qemu", action="store_true",
@@ -578,7 +584,8 @@ def parser() -> argparse.ArgumentParser:
                      help="QEMU: boot the SD-card image, no key pressed")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
-    s = sub.add_parser("size", help="bytes per component, kernel, total", parents=[system])
+    s = sub.add_parser("size", help="bytes per component, kernel, total",
+                       parents=[system, cc])
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
     sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)

@@ -83,9 +83,12 @@ class Runner:
     its compilers; ``setpriv --pdeathsig`` makes it die with us even on SIGKILL.
     """
 
-    def __init__(self, log: Path, cancel: threading.Event | None = None) -> None:
+    def __init__(self, log: Path, cancel: threading.Event | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.log = log
         self.cancel = cancel or threading.Event()
+        # Under every command's own env (the compiler cache's PATH and settings).
+        self.env = dict(env or {})
 
     def note(self, text: str) -> None:
         """Write a line of our own into the log."""
@@ -133,7 +136,7 @@ class Runner:
             proc = subprocess.Popen(
                 ["setpriv", "--pdeathsig", "KILL", "--", *argv],
                 cwd=cwd,
-                env={**_BASE_ENV, **(env or {})},
+                env={**_BASE_ENV, **self.env, **(env or {})},
                 stdin=stdin if stdin is not None else subprocess.DEVNULL,
                 stdout=stdout if stdout is not None else logf,
                 stderr=logf,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedbuild import compiler_cache
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Board
 from embedbuild.rig import preflight
@@ -68,6 +69,18 @@ def _store(store: Store) -> Callable[[], str]:
     return check
 
 
+def _ccache() -> str:
+    if os.environ.get("EMBEDBUILD_NO_CCACHE", "") not in ("", "0"):
+        return "off (EMBEDBUILD_NO_CCACHE)"
+    cache = compiler_cache.configured()
+    if cache is None:
+        raise EmbedbuildError("ccache not found: builds compile without a compiler cache",
+                              hint="run tools/setup (Debian package ccache)")
+    remote = cache.setting("remote_storage")
+    remote = f", remote storage {remote}" if remote else ""
+    return f"{cache.ccache}, cache {cache.dir}{remote}"
+
+
 def _file(path: Path, fix: str) -> Callable[[], str]:
     def check() -> str:
         if not path.is_file():
@@ -84,6 +97,7 @@ def findings(store: Store, board: Board | None = None, serial: str | None = None
                       ("dtc", "device-tree-compiler"), ("cpio", "cpio"), ("xz", "xz-utils"),
                       ("ip", "iproute2")):
         out.append(_check(tool, _tool(tool, pkg)))
+    out.append(_check("compiler cache", _ccache))
     if board is not None:
         out.append(_check(f"{board.cross_compile}gcc",
                           _tool(f"{board.cross_compile}gcc", f"gcc-{board.cross_compile[:-1]}")))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedbuild.command import Cancelled, Runner
+from embedbuild.compiler_cache import CompilerCache
 from embedbuild.errors import StepError
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
@@ -34,9 +35,10 @@ class Events:
 
 def realise(
     store: Store, target: Step, events: Events | None = None, max_jobs: int | None = None,
-    substituters: Substituters | None = None,
+    substituters: Substituters | None = None, ccache: CompilerCache | None = None,
 ) -> dict[str, Path]:
-    """Make target's item, building what is missing; independent steps run at once.
+    """Make target's item, building what is missing; independent steps run at once;
+    with ``ccache``, the compile steps run their compilers through it.
 
     Every item of the graph that is in the store is looked up first (so an item
     `verify` found damaged is refused wherever it sits). Then from the target down: a
@@ -47,7 +49,7 @@ def realise(
     half-built is kept.
     """
     events = events or Events()
-    run = _Realisation(store, events, max_jobs or cores())
+    run = _Realisation(store, events, max_jobs or cores(), ccache)
     present = {s.key: item for s in target.walk()
                if (item := store.lookup(s.key, s.name)) is not None}
     pending: list[Step] = []
@@ -80,10 +82,12 @@ def realise(
 class _Realisation:
     """The state of one realise call: finished paths, cores in use, cancellation."""
 
-    def __init__(self, store: Store, events: Events, total: int) -> None:
+    def __init__(self, store: Store, events: Events, total: int,
+                 ccache: CompilerCache | None = None) -> None:
         self.store = store
         self.events = events
         self.total = total
+        self.ccache = ccache
         self.paths: dict[str, Path] = {}
         self.cancel = threading.Event()
 
@@ -151,12 +155,21 @@ class _Realisation:
     def _run_step(self, s: Step, tmp: Path, log: Path) -> dict | None:
         scratch = tmp.with_name(tmp.name + ".scratch")
         scratch.mkdir()
+        cc = self.ccache if s.compilers else None
+        # The compiler links and ccache's stats log, beside (not in) the step's folders.
+        cc_work = tmp.with_name(tmp.name + ".ccache")
+        env = cc.prepare(cc_work, s.compilers, self.store.root) if cc else None
+        run = Runner(log, self.cancel, env)
         ctx = Context(out=tmp, deps={role: self.paths[d.key] for role, d in s.deps.items()},
-                      run=Runner(log, self.cancel), jobs=self.jobs(s), step=s, scratch=scratch)
+                      run=run, jobs=self.jobs(s), step=s, scratch=scratch)
         try:
             s.build(ctx)
+            if cc:
+                cc.report(run, cc_work)
         finally:
             self.store.discard(scratch)
+            if cc:
+                self.store.discard(cc_work)
         missing = [n for n in s.outputs if not ctx.output(n).exists()]
         if missing:
             raise StepError(f"step {s.name} did not write its declared output(s) "

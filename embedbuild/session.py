@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from embedbuild import compiler_cache
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
 from embedbuild.model.board import Board
@@ -48,11 +49,14 @@ class Built:
 def build(board: str | Board, store: Store, *, system: Path | None = None,
           role: str = "result", events: Events | None = None,
           repair: Callable[[str], None] | None = None,
-          substituters: Substituters | None = None) -> Built:
+          substituters: Substituters | None = None, ccache: bool = True,
+          warn: Callable[[str], None] | None = None) -> Built:
     """Load (unless given a Board) and plan a board, and realise the step of ``role``.
     With ``repair``, the graph's damaged items are first removed (each problem is passed
     to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
-    missing items before any is built."""
+    missing items before any is built. Compiles go through the compiler cache unless
+    ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying
+    that ccache is missing."""
     if isinstance(board, str):
         board = load_board(board, system)
     plan = plan_board(board)
@@ -65,7 +69,9 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
         graph = [store.item_path(s.key, s.name) for s in plan.steps[role].walk()]
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
-    return Built(plan, realise(store, plan.steps[role], events, substituters=substituters))
+    cache = compiler_cache.configured(ccache, warn)
+    return Built(plan, realise(store, plan.steps[role], events, substituters=substituters,
+                               ccache=cache))
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class Step:
         deps: role -> step whose output this step reads.
         outputs: name -> path inside the output of what the step writes.
         jobs: cores the step keeps busy (the kernel's make -j); at most the machine's.
+        compilers: the compilers (names on PATH) the step runs, which go through the
+            compiler cache (compiler_cache.py). Not part of the key: the cache must
+            never change an output.
     """
 
     kind: str
@@ -66,6 +69,7 @@ class Step:
     deps: dict[str, Step] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     jobs: int = 1
+    compilers: tuple[str, ...] = ()
 
     @cached_property
     def key(self) -> str:

@@ -49,6 +49,12 @@ class Toolchain:
         return f"{self.prefix}gcc"
 
     @property
+    def compilers(self) -> tuple[str, ...]:
+        """The C compilers a build with this toolchain runs: the cross compiler and the
+        host's (kbuild's HOSTCC is gcc, U-Boot's cc), for the compiler cache."""
+        return (self.cc, "gcc", "cc")
+
+    @property
     def triplet(self) -> str:
         """The GNU target triplet, e.g. arm-linux-gnueabihf."""
         return self.prefix.rstrip("-")

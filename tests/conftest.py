@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,29 @@ def boards(tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_ccache(tmp_path_factory, pytestconfig) -> Iterator[Path | None]:
+    """Compiles go through a ccache of this session's own, empty at the start: CI never
+    depends on what an earlier run cached, and no team remote storage is asked.
+
+    Not when a store is reused (EMBEDBUILD_TEST_STORE, or --eb-store from `embedbuild
+    test`): its items were compiled through the user's own ccache, which stays in use.
+    """
+    if os.environ.get("EMBEDBUILD_TEST_STORE") or pytestconfig.getoption("--eb-store"):
+        yield None
+        return
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith("CCACHE_") or name in ("EMBEDBUILD_CCACHE_REMOTE",
+                                                  "EMBEDBUILD_NO_CCACHE"):
+            del os.environ[name]
+    path = tmp_path_factory.mktemp("ccache")
+    os.environ["EMBEDBUILD_CCACHE_DIR"] = str(path)
+    yield path
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory) -> Path:
     """One store for the whole session: the real build happens once.
@@ -85,6 +109,29 @@ def arm_result(session_store: Path, tmp_path_factory) -> Path:
 
 def manifest(result: Path) -> Manifest:
     return Manifest.read(result)
+
+
+def step_log(store: Path, board: str, role: str) -> str:
+    """The build log the store keeps for the step of ``role`` of a board's plan."""
+    from embedbuild.load import load_board
+    from embedbuild.plan import plan_board
+    from embedbuild.store import Store
+
+    step = plan_board(load_board(board)).steps[role]
+    s = Store(store)
+    return (s.meta_path(s.item_path(step.key, step.name)) / "build.log").read_text()
+
+
+def ccache_counts(log: str) -> dict[str, int] | None:
+    """The compiler cache's summary line of a step log as numbers; None: no ccache."""
+    import re
+
+    m = re.search(r"^ccache: (\d+) hits.*?, (\d+) of them remote, (\d+) misses, "
+                  r"(\d+) uncacheable$", log, re.M)
+    if m is None:
+        return None
+    return dict(zip(("hits", "remote_hits", "misses", "uncacheable"), map(int, m.groups()),
+                    strict=True))
 
 
 def build_hello_initramfs(dest: Path, with_init: bool = True) -> Path:

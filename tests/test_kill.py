@@ -2,10 +2,18 @@
 the next build succeeds. Builds are reproducible: every board built into that second
 store, at a path unlike the session store's, gives byte-identical outputs.
 
+The compiler cache changes no byte: the session store compiles through ccache (the
+session's own, see conftest.py), the killed arm build compiles without it, and the
+outputs are compared byte for byte. The other boards' second builds compile through
+the warm cache and must mostly hit it: what a second checkout costs. Their comparison
+then checks everything but the compiler run (linking, packing, images); the compiler
+run itself is what the arm build without ccache checks.
+
 CI cost: one more build of every board (the arm one is the killed-then-finished
-build; the MIPS boards share their source, busybox and dropbear in that store; the
-arm64 boards share one kernel, so it is compiled once per store, by odroid-go2, and
-qemu-aarch64-virt adds only its initramfs segments and result)."""
+build, without ccache; the MIPS boards share their source, busybox and dropbear in
+that store and are mostly ccache hits; the arm64 boards share one kernel, compiled
+once per store by odroid-go2 (mostly ccache hits), and qemu-aarch64-virt adds only
+its initramfs segments and result)."""
 
 from __future__ import annotations
 
@@ -17,7 +25,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BOARDS, EMBEDBUILD, cli, manifest
+from conftest import BOARDS, EMBEDBUILD, ccache_counts, cli, manifest, step_log
+
+from embedbuild.load import load_board
+from embedbuild.plan import plan_board
+from embedbuild.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +37,18 @@ KILLS = 10
 # Moments up to this many seconds into each attempt: unpack, config and the
 # kernel's make all get hit, while CI time stays bounded.
 WINDOW = 50.0
+# The compile steps, by plan role.
+COMPILES = ("kernel", "busybox", "dropbear", "uboot")
+# Share of a warm second build's cacheable compiles that must be ccache hits.
+MIN_HIT_RATE = 0.9
 
 
 @pytest.fixture(scope="module")
 def killed_then_built(tmp_path_factory) -> tuple[Path, Path, list[float]]:
     """qemu-arm-virt killed at random moments, then built to the end, in a store whose
     root is deeper and has longer names than the session store's: paths that leak into
-    an output (debug info, build IDs) show up as different bytes."""
+    an output (debug info, build IDs) show up as different bytes. Compiled without
+    ccache: the session store's build compiled through it."""
     tmp = tmp_path_factory.mktemp("kill")
     store = tmp / "a-second-store-with-a-much-longer-name" / "one-level" / "deeper"
     seed = int(os.environ.get("EMBEDBUILD_KILL_SEED", time.time_ns() % 100000))
@@ -41,7 +58,8 @@ def killed_then_built(tmp_path_factory) -> tuple[Path, Path, list[float]]:
     for _ in range(KILLS):
         t = rng.uniform(0.5, WINDOW)
         p = subprocess.Popen(
-            [EMBEDBUILD, "build", "qemu-arm-virt", "--out-link", str(tmp / "result")],
+            [EMBEDBUILD, "build", "qemu-arm-virt", "--no-ccache", "--out-link",
+             str(tmp / "result")],
             env=env,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
@@ -54,7 +72,8 @@ def killed_then_built(tmp_path_factory) -> tuple[Path, Path, list[float]]:
             p.wait()
             moments.append(round(t, 1))
     print(f"seed {seed}: killed at {moments}")
-    r = cli("build", "qemu-arm-virt", "--out-link", str(tmp / "result"), store=store)
+    r = cli("build", "qemu-arm-virt", "--no-ccache", "--out-link", str(tmp / "result"),
+            store=store)
     assert r.code == 0, r.err
     return store, (tmp / "result").resolve(), moments
 
@@ -85,3 +104,31 @@ def test_two_stores_at_different_paths_give_identical_outputs(
     # The SD-card image (fixed disk id, FAT serial and times) is one of those files.
     if sd := manifest(a).sdcard:
         assert sd.image in manifest(a).files and sd == manifest(b).sdcard
+    compiles = [role for role in COMPILES if role in plan_board(load_board(board)).steps]
+    for role in compiles:
+        first = ccache_counts(step_log(session_store, board, role))
+        again = ccache_counts(step_log(second, board, role))
+        if board == "qemu-arm-virt":
+            assert again is None, f"{role} of the killed store compiled through ccache"
+        elif first is not None:  # the session store's build filled this session's cache
+            assert again is not None, f"{role} did not compile through ccache"
+            rate = again["hits"] / max(1, again["hits"] + again["misses"])
+            print(f"{board} {role} second build: {again}")
+            assert rate >= MIN_HIT_RATE, f"{role}: {again}"
+
+
+def test_the_kernel_is_the_same_with_and_without_ccache(killed_then_built, session_store,
+                                                        tmp_path: Path):
+    """vmlinux, the image, System.map and the config, compiled through ccache (session
+    store) and without it (the killed store), byte for byte."""
+    second, _, _ = killed_then_built
+    r = cli("build", "qemu-arm-virt", "--step", "kernel", "--out-link", str(tmp_path / "k"),
+            store=session_store)
+    assert r.code == 0, r.err
+    if ccache_counts(step_log(session_store, "qemu-arm-virt", "kernel")) is None:
+        pytest.skip("the session store's kernel was built without ccache (a reused store)")
+    assert ccache_counts(step_log(second, "qemu-arm-virt", "kernel")) is None
+    step = plan_board(load_board("qemu-arm-virt")).steps["kernel"]
+    items = [Store(s).item_path(step.key, step.name) for s in (session_store, second)]
+    for name in step.outputs.values():
+        assert (items[0] / name).read_bytes() == (items[1] / name).read_bytes(), name

@@ -1,9 +1,13 @@
 """embedbuild benchmarks, measured in one run on this machine (speed targets live here,
 never in timed tests).
 
-build:     cold kernel build of qemu-arm-virt against the same kernel make by hand with
-           the same .config (goal: ratio <= 1.05); no-op rebuild (goal: < 0.5 s); rebuild
-           after changing one fragment line.
+build:     cold kernel build of qemu-arm-virt (empty store, empty ccache) against the
+           same kernel make by hand with the same .config (goal: ratio <= 1.05); no-op
+           rebuild (goal: < 0.5 s); rebuild after changing one fragment line with the
+           warm ccache, against the cold build (goal: ratio <= 0.3); a cold build into
+           an empty store with that warm ccache (what a second checkout costs).
+ccache:    the compiler cache's part of build alone: cold (empty ccache), no-op,
+           fragment change (warm ccache) and its ratio, empty store with warm ccache.
 userland:  rebuild after changing only a service, the init's settings, or an overlay
            (goal: < 2 s each).
 rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
@@ -44,9 +48,14 @@ def timed(argv: list[str], **kw) -> float:
     return time.monotonic() - t0
 
 
-def _env(work: Path) -> dict[str, str]:
-    return {**os.environ, "EMBEDBUILD_STORE": str(work / "store"),
-            "EMBEDBUILD_DOWNLOADS": str(work / "downloads")}
+def _env(work: Path, ccache: Path | None = None) -> dict[str, str]:
+    """A store, downloads and a compiler cache (default: a new one) in ``work``."""
+    env = {**os.environ, "EMBEDBUILD_STORE": str(work / "store"),
+           "EMBEDBUILD_DOWNLOADS": str(work / "downloads"),
+           "EMBEDBUILD_CCACHE_DIR": str(ccache or work / "ccache")}
+    env.pop("EMBEDBUILD_NO_CCACHE", None)
+    env.pop("EMBEDBUILD_CCACHE_REMOTE", None)  # a team's cache would make cold builds warm
+    return env
 
 
 def settle(work: Path) -> None:
@@ -60,11 +69,13 @@ def settle(work: Path) -> None:
 
 
 
-def cold_build(work: Path, board: str, link: str) -> tuple[float, dict[str, float]]:
-    """A kernel build into an empty store: wall time and each step's time."""
+def cold_build(work: Path, board: str, link: str, ccache: Path | None = None
+               ) -> tuple[float, dict[str, float]]:
+    """A kernel build into an empty store (with an empty ccache unless ``ccache`` is
+    given): wall time and each step's time."""
     t0 = time.monotonic()
     p = subprocess.run([EMBEDBUILD, "build", board, "--step", "kernel", "--out-link", link],
-                       env=_env(work), check=True, capture_output=True, text=True)
+                       env=_env(work, ccache), check=True, capture_output=True, text=True)
     wall = time.monotonic() - t0
     steps = {m.group(1): float(m.group(2))
              for m in re.finditer(r"built (\S+) in ([\d.]+)s", p.stdout + p.stderr)}
@@ -116,16 +127,58 @@ def bench_build(work: Path) -> None:
     print(f"cold kernel build, embedbuild / by hand: {sum(ours) / sum(hand):.3f}   "
           f"(sum of both rounds; goal <= 1.05)")
 
-    env = _env(work / "round2")
-    link = str(work / "round2" / "kernel")
-    argv = [EMBEDBUILD, "build", board, "--step", "kernel", "--out-link", link]
-    noop = statistics.median(timed(argv, env=env) for _ in range(5))
-    print(f"no-op rebuild (median of 5):             {noop:7.3f} s   (goal < 0.5)")
+    noop_and_warm(work / "round2", board, ours[1])
 
-    frag = boards / BOARD / "kernel.config"
+
+def bench_ccache(work: Path) -> None:
+    """The compiler cache's part of the build bench alone (no build by hand): a cold
+    build with an empty ccache, then what ``noop_and_warm`` measures."""
+    shutil.copytree(ROOT / "boards", work / "boards")
+    board = str(work / "boards" / BOARD)
+    w = work / "cold"
+    w.mkdir()
+    settle(work)
+    wall, steps = cold_build(w, board, str(w / "kernel"))
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+    print(f"embedbuild cold, empty ccache     {wall:7.1f} s  ({parts}; "
+          f"{kernel_ccache(w / 'store')})", flush=True)
+    noop_and_warm(w, board, wall)
+
+
+def noop_and_warm(w: Path, board: str, cold: float) -> None:
+    """After a cold build in ``w`` that took ``cold`` s (its store and ccache): no-op
+    rebuild; one fragment line changed, compiled through the warm ccache; a cold build
+    into an empty store with that ccache (a second checkout)."""
+    env = _env(w)
+    argv = [EMBEDBUILD, "build", board, "--step", "kernel", "--out-link", str(w / "kernel")]
+    noop = statistics.median(timed(argv, env=env) for _ in range(5))
+    print(f"no-op rebuild (median of 5):             {noop:7.3f} s   (goal < 0.5)", flush=True)
+
+    frag = Path(board) / "kernel.config"
     frag.write_text(frag.read_text() + "CONFIG_PRINTK_TIME=y\n")
+    settle(w.parent)
     change = timed(argv, env=env)
-    print(f"one fragment line changed (config + kernel): {change:6.1f} s")
+    print(f"one fragment line changed (config + kernel), warm ccache: {change:6.1f} s  "
+          f"({kernel_ccache(w / 'store')})")
+    print(f"fragment change / cold build:            {change / cold:7.3f}   (goal <= 0.3)",
+          flush=True)
+    frag.write_text(frag.read_text().replace("CONFIG_PRINTK_TIME=y\n", ""))
+    checkout = w.parent / "checkout"
+    checkout.mkdir()
+    settle(w.parent)
+    wall, steps = cold_build(checkout, board, str(checkout / "kernel"), ccache=w / "ccache")
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+    print(f"empty store, warm ccache:         {wall:7.1f} s  ({parts}; "
+          f"{kernel_ccache(checkout / 'store')})")
+    print(f"empty store with warm ccache / cold build: {wall / cold:7.3f}")
+
+
+def kernel_ccache(store: Path) -> str:
+    """The ccache line of the newest kernel build in a store's records."""
+    logs = sorted((store / ".meta").glob("*-kernel/build.log"), key=lambda p: p.stat().st_mtime)
+    lines = [ln for ln in (logs[-1].read_text().splitlines() if logs else [])
+             if ln.startswith("ccache: ")]
+    return lines[-1] if lines else "no ccache line in the kernel's log"
 
 
 def bench_userland(work: Path) -> None:
@@ -455,13 +508,14 @@ def bench_cache(work: Path) -> None:
     print(f"substituted / cold: {fetched / cold:.4f}   (goal <= 0.10)")
 
 
-BENCHES = {"build": bench_build, "userland": bench_userland, "rig": bench_rig,
-           "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood,
+BENCHES = {"build": bench_build, "ccache": bench_ccache, "userland": bench_userland,
+           "rig": bench_rig, "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood,
            "cache": bench_cache}
 
 
 def main() -> None:
-    chosen = sys.argv[1:] or list(BENCHES)
+    # build includes ccache's part.
+    chosen = sys.argv[1:] or [n for n in BENCHES if n != "ccache"]
     for name in chosen:
         print(f"== {name}", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"embedbuild-bench-{name}-") as d:

@@ -58,4 +58,5 @@ def busybox_steps(tree: Step, tc: Toolchain, fragments: list[Path], jobs: int
         build=build,
         outputs={"root": "root", "config": "busybox.config"},
         jobs=jobs,
+        compilers=tc.compilers,
     )

@@ -53,4 +53,5 @@ def dropbear_step(tree: Step, tc: Toolchain, jobs: int) -> Step:
         build=build,
         outputs={"root": "root"},
         jobs=jobs,
+        compilers=tc.compilers,
     )

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from embedbuild import kconfig
+from embedbuild.compiler_cache import as_compiled
 from embedbuild.errors import StepError
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
@@ -54,6 +55,7 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         build=build,
         outputs=outputs,
         jobs=jobs,
+        compilers=tc.compilers,
     )
 
 
@@ -66,8 +68,13 @@ def path_independent(src: Path, build: Path) -> str:
     IDs hash them. KCPPFLAGS is the one user flag variable that reaches every C and
     assembler compile, the vDSO's included (KCFLAGS and KAFLAGS are filtered out
     there); gcc passes the map on to the assembler as --debug-prefix-map.
+
+    Through the compiler cache the compiler sees the source folder relative to the
+    build folder (ccache's base_dir): that form is mapped alike, so the bytes are the
+    same with and without ccache. Without ccache no path has that form.
     """
-    return f"KCPPFLAGS=-ffile-prefix-map={src}=. -ffile-prefix-map={build}=."
+    return (f"KCPPFLAGS=-ffile-prefix-map={src}=. -ffile-prefix-map={build}=. "
+            f"-ffile-prefix-map={as_compiled(src, build)}=.")
 
 
 def _build_in(ctx: Context, tc: Toolchain, src: Path, b: Path) -> None:

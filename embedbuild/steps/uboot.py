@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from embedbuild.compiler_cache import as_compiled
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
 from embedbuild.steps.config import checked_config_step, read_fragments
@@ -46,8 +47,8 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         src = ctx.input("tree", "tree")
         b = ctx.scratch
         shutil.copyfile(ctx.input("config", "config"), b / ".config")
-        ctx.run.run(tc.make(src, b, jobs=ctx.jobs, kernel=False), env=REPRODUCIBLE_ENV,
-                    what="building U-Boot")
+        ctx.run.run(tc.make(src, b, cache_friendly(src, b), jobs=ctx.jobs, kernel=False),
+                    env=REPRODUCIBLE_ENV, what="building U-Boot")
         shutil.copyfile(b / spec.image, ctx.output("image"))
         shutil.copyfile(b / ".config", ctx.output("config"))
 
@@ -60,4 +61,18 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         build=build,
         outputs={"image": spec.image, "config": "u-boot.config"},
         jobs=jobs,
+        compilers=tc.compilers,
     )
+
+
+def cache_friendly(src: Path, build: Path) -> str:
+    """A make variable that keeps U-Boot's bytes the same through the compiler cache
+    and lets compiles in another build folder hit it.
+
+    U-Boot maps ``$(srctree)/`` away in ``__FILE__`` (-fmacro-prefix-map); through
+    ccache the compiler sees the source folder relative to the build folder, which is
+    mapped the same way. U-Boot compiles with -g, so ccache hashes the working folder
+    (after the debug prefix maps): mapping the build folder to ``.`` makes two build
+    folders alike. Debug info is not in u-boot.bin; without ccache, nothing else changes.
+    """
+    return f"KCPPFLAGS=-fmacro-prefix-map={as_compiled(src, build)}/= -fdebug-prefix-map={build}=."

@@ -1,0 +1,190 @@
+"""The compiler cache (ccache) with the real ccache and a real cross compiler on one small
+C file: compiles in another store hit, the bytes do not depend on the cache, a team's
+remote storage is used, and a machine without ccache builds with one warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from embedbuild import compiler_cache, doctor
+from embedbuild.compiler_cache import CompilerCache, as_compiled
+from embedbuild.errors import EmbedbuildError
+from embedbuild.scheduler import realise
+from embedbuild.step import Context, Step
+from embedbuild.store import Store
+
+CC = "arm-linux-gnueabihf-gcc"
+SOURCE = b"""\
+#include "greeting.h"
+const char *where = __FILE__;
+const char *greeting(void) { return GREETING; }
+"""
+
+
+def steps() -> tuple[Step, Step]:
+    """A source step (a C file and a header in the store) and a step compiling it the
+    way kbuild does: from a scratch folder, absolute paths, debug info, prefix maps."""
+
+    def write(ctx: Context) -> None:
+        tree = ctx.output("tree")
+        (tree / "include").mkdir(parents=True)
+        (tree / "include" / "greeting.h").write_text('#define GREETING "hello"\n')
+        (tree / "greeting.c").write_bytes(SOURCE)
+
+    def compile_(ctx: Context) -> None:
+        src, b = ctx.input("src", "tree"), ctx.scratch
+        ctx.run.run([CC, "-c", "-g", "-O2", f"-ffile-prefix-map={src}=.",
+                     f"-ffile-prefix-map={b}=.", f"-ffile-prefix-map={as_compiled(src, b)}=.",
+                     f"-I{src}/include", src / "greeting.c", "-o", b / "greeting.o"], cwd=b)
+        shutil.copyfile(b / "greeting.o", ctx.output("object"))
+
+    src = Step("test-src", "greeting-src", 1, {"source": SOURCE.decode()}, write,
+               outputs={"tree": "tree"})
+    obj = Step("test-cc", "greeting", 1, {"cc": CC}, compile_, deps={"src": src},
+               outputs={"object": "greeting.o"}, compilers=(CC,))
+    return src, obj
+
+
+def build_log(store: Store, step: Step) -> str:
+    return (store.meta_path(store.item_path(step.key, step.name)) / "build.log").read_text()
+
+
+def compiled(store_root: Path, cache: CompilerCache | None) -> tuple[bytes, str]:
+    """Realise the compile step into a new store: (the object's bytes, its build log)."""
+    store = Store(store_root)
+    _, obj = steps()
+    paths = realise(store, obj, ccache=cache)
+    return (paths[obj.key] / "greeting.o").read_bytes(), build_log(store, obj)
+
+
+def test_a_compile_in_another_store_hits_and_gives_the_same_bytes(tmp_path: Path):
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "ccache")
+    first, log1 = compiled(tmp_path / "a" / "store", cache)
+    assert "ccache: 0 hits" in log1 and "1 misses" in log1, log1
+    # Deeper and with another name: every absolute path differs.
+    second, log2 = compiled(tmp_path / "b" / "a-longer-name" / "store", cache)
+    assert "ccache: 1 hits (100.0% of cacheable), 0 of them remote, 0 misses" in log2, log2
+    # ccache's own account follows ours in the log.
+    assert "Cacheable calls:" in log2
+    plain, log3 = compiled(tmp_path / "c" / "store", None)
+    assert "ccache" not in log3
+    assert first == second == plain
+    assert b"./greeting.c" in plain and str(tmp_path).encode() not in plain
+
+
+def test_remote_storage_serves_a_machine_with_an_empty_cache(tmp_path: Path):
+    remote = f"file:{tmp_path / 'team'}"
+    one = CompilerCache(shutil.which("ccache"), tmp_path / "ccache-one", remote)
+    assert one.setting("remote_storage") == remote  # what we configure reaches ccache
+    first, log1 = compiled(tmp_path / "one" / "store", one)
+    assert "1 misses" in log1
+    assert any((tmp_path / "team").rglob("*")), "nothing was written to the remote storage"
+    other = CompilerCache(shutil.which("ccache"), tmp_path / "ccache-two", remote)
+    second, log2 = compiled(tmp_path / "two" / "store", other)
+    assert "ccache: 1 hits (100.0% of cacheable), 1 of them remote" in log2, log2
+    assert first == second
+
+
+class _Objects(http.server.BaseHTTPRequestHandler):
+    """A team's HTTP cache in miniature: GET, HEAD and PUT of whole objects, kept in
+    ``self.server.objects`` (ccache's http storage needs nothing more)."""
+
+    def do_GET(self) -> None:
+        self._get(body=True)
+
+    def do_HEAD(self) -> None:
+        self._get(body=False)
+
+    def do_PUT(self) -> None:
+        self.server.objects[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _get(self, body: bool) -> None:
+        data = self.server.objects.get(self.path)
+        self.send_response(200 if data is not None else 404)
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+        if body and data:
+            self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_http_remote_storage_serves_a_machine_with_an_empty_cache(tmp_path: Path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Objects)
+    server.objects = {}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ccache"
+        first, _ = compiled(tmp_path / "one" / "store",
+                            CompilerCache(shutil.which("ccache"), tmp_path / "cc1", url))
+        assert server.objects, "ccache stored nothing on the HTTP server"
+        second, log = compiled(tmp_path / "two" / "store",
+                               CompilerCache(shutil.which("ccache"), tmp_path / "cc2", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "ccache: 1 hits (100.0% of cacheable), 1 of them remote" in log, log
+    assert first == second
+
+
+def test_a_remote_storage_that_is_down_costs_nothing_but_its_hits(tmp_path: Path):
+    # Nothing listens on the discard port of loopback: refused at once.
+    down = CompilerCache(shutil.which("ccache"), tmp_path / "ccache", "http://127.0.0.1:9/c")
+    obj, log = compiled(tmp_path / "s", down)
+    assert "1 misses" in log
+    assert obj == compiled(tmp_path / "plain", None)[0]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_error(tmp_path: Path):
+    (tmp_path / "file").write_text("not a folder")
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "file" / "ccache")
+    with pytest.raises(EmbedbuildError, match="compiler cache folder cannot be made") as e:
+        compiled(tmp_path / "s", cache)
+    assert "--no-ccache" in e.value.hint
+    src, _ = steps()
+    assert [p.name for p in Store(tmp_path / "s").items()] == [f"{src.key[:32]}-greeting-src"]
+
+
+def test_configured_from_the_environment(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("EMBEDBUILD_CCACHE_DIR", str(tmp_path / "cc"))
+    monkeypatch.setenv("EMBEDBUILD_CCACHE_REMOTE", "http://ccache.example:8080/cache")
+    monkeypatch.delenv("EMBEDBUILD_NO_CCACHE", raising=False)
+    cache = compiler_cache.configured()
+    assert cache is not None and cache.dir == tmp_path / "cc"
+    assert cache.setting("remote_storage") == "http://ccache.example:8080/cache"
+    assert compiler_cache.configured(enabled=False) is None
+    monkeypatch.setenv("EMBEDBUILD_NO_CCACHE", "1")
+    assert compiler_cache.configured() is None
+
+
+def test_without_ccache_installed_one_warning_and_a_plain_build(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(shutil.which(CC)).parent.parent / "nonexistent"))
+    monkeypatch.delenv("EMBEDBUILD_NO_CCACHE", raising=False)
+    warnings: list[str] = []
+    assert compiler_cache.configured(warn=warnings.append) is None
+    assert warnings == [compiler_cache.MISSING]
+    found = {f.what: f for f in doctor.findings(Store(tmp_path / "s"))}["compiler cache"]
+    assert not found.ok and "ccache not found" in found.detail and "tools/setup" in found.fix
+
+
+def test_the_cache_is_no_input_of_a_step():
+    _, obj = steps()
+    assert dataclasses.replace(obj, compilers=()).key == obj.key
+
+
+@pytest.mark.parametrize("path, cwd, expected", [
+    ("/s/27-linux-src", "/s/.tmp/90-kernel.7/out.scratch", "../../../27-linux-src"),
+    ("/s/.tmp/90-kernel.7/out.scratch/include", "/s/.tmp/90-kernel.7/out.scratch", "include"),
+])
+def test_as_compiled_is_what_ccache_makes_of_a_path(path: str, cwd: str, expected: str):
+    assert as_compiled(Path(path), Path(cwd)) == expected
