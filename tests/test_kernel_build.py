@@ -44,10 +44,10 @@ def test_fragment_change_replans_only_config_and_kernel(boards: Path):
     frag.write_text(frag.read_text() + "CONFIG_PRINTK_TIME=y\n")
     changed = plan_board(load_board(str(boards / "qemu-arm-virt")))
     differ = {role for role, s in plan.steps.items() if changed.steps[role].key != s.key}
-    # The config, the kernel, the flash image holding it, and what depends on them only
-    # to check or to collect:
+    # The config, the kernel, the flash and SD-card images holding it, and what depends
+    # on them only to check or to collect:
     # busybox, dropbear, the initramfs and its segments stay as they are.
-    assert differ == {"kconfig", "kernel", "initramfs-check", "fit", "result"}
+    assert differ == {"kconfig", "kernel", "initramfs-check", "fit", "sdimage", "result"}
 
 
 def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: Path):
