@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 from conftest import cli, manifest, snapshot
 
-from embedbuild.load import load_board
-from embedbuild.plan import plan_board
-
 pytestmark = pytest.mark.slow
 
 
@@ -36,18 +33,6 @@ def test_noop_rebuild_builds_nothing(arm_result: Path, session_store: Path, tmp_
     changed = {k for k in after if before.get(k) != after[k]}
     # The result link's root, and the build's temporary roots (gone again at its exit).
     assert all(k.startswith((".roots", ".temproots")) for k in changed), changed
-
-
-def test_fragment_change_replans_only_config_and_kernel(boards: Path):
-    plan = plan_board(load_board(str(boards / "qemu-arm-virt")))
-    frag = boards / "qemu-arm-virt" / "kernel.config"
-    frag.write_text(frag.read_text() + "CONFIG_PRINTK_TIME=y\n")
-    changed = plan_board(load_board(str(boards / "qemu-arm-virt")))
-    differ = {role for role, s in plan.steps.items() if changed.steps[role].key != s.key}
-    # The config, the kernel, the flash and SD-card images holding it, and what depends
-    # on them only to check or to collect:
-    # busybox, dropbear, the initramfs and its segments stay as they are.
-    assert differ == {"kconfig", "kernel", "initramfs-check", "fit", "sdimage", "result"}
 
 
 def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: Path):

@@ -15,7 +15,6 @@ from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.model.board import Arch
-from embedbuild.plan import plan_board
 from embedbuild.rig.boot import qemu_target
 from embedbuild.rootfs import check_and_close
 from embedbuild.toolchain import Toolchain
@@ -102,35 +101,6 @@ def test_compression_the_kernel_cannot_unpack(boards: Path, tmp_path: Path,
     assert r.code == 1 and "Traceback" not in r.err
     assert "xz-compressed but the kernel cannot unpack it: CONFIG_RD_XZ is n" in r.err
     assert "CONFIG_RD_XZ=y" in r.err
-
-
-def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
-    base = plan_board(load_board(str(boards / "qemu-arm-virt")))
-    toml = boards / "qemu-arm-virt" / "board.toml"
-    text = toml.read_text()
-
-    def changed(new_text: str) -> set[str]:
-        toml.write_text(new_text)
-        plan = plan_board(load_board(str(boards / "qemu-arm-virt")))
-        return {role for role, s in plan.steps.items() if base.steps[role].key != s.key}
-
-    service = changed(text.replace("sleep 60", "sleep 61"))
-    # The generated files only, and what holds the initramfs (the FIT flash image).
-    assert service == {"segment0", "initramfs", "fit", "result"}
-    overlay_dir = tmp_path / "ov"
-    (overlay_dir / "bench").mkdir(parents=True)
-    toml.write_text(text)
-    motd = ROOT / "overlays" / "bench" / "etc" / "motd"
-    os.environ["EMBEDBUILD_OVERLAYS"] = str(overlay_dir)
-    try:
-        (overlay_dir / "bench" / "etc").mkdir()
-        (overlay_dir / "bench" / "etc" / "motd").write_text(motd.read_text() + "changed\n")
-        (overlay_dir / "bench" / "etc" / "profile").write_text(
-            (ROOT / "overlays" / "bench" / "etc" / "profile").read_text())
-        overlay = changed(text)
-    finally:
-        del os.environ["EMBEDBUILD_OVERLAYS"]
-    assert overlay == {"segment3", "initramfs", "fit", "result"}
 
 
 FAILING = """\
