@@ -80,6 +80,17 @@ def session_ccache(tmp_path_factory, pytestconfig) -> Iterator[Path | None]:
     os.environ.update(saved)
 
 
+@pytest.fixture
+def board_line() -> Iterator[tuple[int, str]]:
+    """A pty pair standing in for a serial line: (the board's end, the device path that
+    embedbuild, or a serial server such as ser2net, opens)."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    os.close(slave)
+    yield master, path
+    os.close(master)
+
+
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory) -> Path:
     """One store for the whole session: the real build happens once.

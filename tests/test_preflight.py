@@ -38,16 +38,6 @@ def lan() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-@pytest.fixture
-def board_line() -> Iterator[tuple[int, str]]:
-    """A pty pair: (the board's end, the path embedbuild opens)."""
-    master, slave = os.openpty()
-    path = os.ttyname(slave)
-    os.close(slave)
-    yield master, path
-    os.close(master)
-
-
 def _boot(ns: str, store: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "EMBEDBUILD_STORE": str(store), "COLUMNS": "200"}
     return subprocess.run(["ip", "netns", "exec", ns, EMBEDBUILD, "boot", "qemu-arm-virt",

@@ -83,16 +83,6 @@ def _listening(port: int) -> bool:
         return any(want in line and line.split()[3] == "0A" for line in f)
 
 
-@pytest.fixture
-def board_line() -> Iterator[tuple[int, str]]:
-    """A pty pair: (the board's end, the device path ser2net serves)."""
-    master, slave = os.openpty()
-    path = os.ttyname(slave)
-    os.close(slave)
-    yield master, path
-    os.close(master)
-
-
 def _one_line_refusal(r, needle: str) -> None:
     assert r.code == 1, r.out + r.err
     assert "Traceback" not in r.err
