@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import EMBEDBUILD, cli
+from conftest import EMBEDBUILD, cli, free_port
 
 from embedbuild.load import load_board
 from embedbuild.rig.boot import board_console
@@ -27,12 +27,6 @@ from embedbuild.rig.console import Console
 from embedbuild.rig.preflight import URL_TIMEOUT, PreflightError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
