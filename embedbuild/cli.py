@@ -477,6 +477,29 @@ def cmd_cache_push(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from embedbuild.store import cache_dir, default_root
+    from embedbuild.vboot import keycmd
+    from embedbuild.vboot.keys import SigningKeyError, default_keydir
+
+    keydir = Path(args.keydir) if args.keydir else default_keydir()
+    if args.keys_command == "new":
+        # Never where builds are kept, downloaded or shared from.
+        shared = [Path(args.store) if args.store else default_root(),
+                  cache_dir("EMBEDBUILD_DOWNLOADS", "downloads"),
+                  Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "embedbuild")]
+        report = keycmd.new(keydir, args.name, args.bits, shared)
+    elif args.keys_command == "rotate":
+        report = keycmd.rotate(keydir, args.name)
+    else:
+        report = keycmd.show(keydir, args.name)
+    print("\n".join(report.lines))
+    if report.problem:
+        raise SigningKeyError(report.problem, where=str(keydir),
+                              hint="chmod 600 a private key; remake a key whose files differ")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -600,6 +623,22 @@ def parser() -> argparse.ArgumentParser:
                    help="result links or store items (default: result)")
     s.add_argument("--key", required=True, metavar="NAME.secret", help="the signing key")
     s.set_defaults(fn=cmd_cache_push)
+    s = sub.add_parser("keys", help="verified boot: the keys that sign FIT images (kept "
+                       "outside the repository and the store)")
+    s.add_argument("--keydir", help="the key folder (default $EMBEDBUILD_KEYS or "
+                   "~/.config/embedbuild/keys)")
+    keys = s.add_subparsers(dest="keys_command", required=True)
+    s = keys.add_parser("new", help="make NAME.key (private, 0600) and NAME.crt (public)")
+    s.add_argument("name", help="the key's name (U-Boot's key-name-hint), e.g. dev")
+    s.add_argument("--bits", type=int, default=2048, choices=(2048, 3072, 4096))
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("show", help="the keys in the folder, or one in detail")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("rotate", help="a new key beside NAME (NAME-2, ...), and how "
+                        "a board moves to it")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_keys)
     s = sub.add_parser("verify", help="re-hash the store and report damage")
     s.add_argument("--repair", action="store_true",
                    help="remove damaged items (the next build rebuilds them)")

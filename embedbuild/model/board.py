@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from embedbuild.model.base import Strict
+from embedbuild.model.signing import Signing
 from embedbuild.model.source import Source
 from embedbuild.model.system import System
 
@@ -218,12 +219,17 @@ class UBootBuild(Strict):
         defconfig: U-Boot's defconfig target, e.g. malta_defconfig.
         fragments: Kconfig fragments over it, merged in order and verified.
         image: the built file the board's flash or QEMU starts.
+        control_dts: device tree source (in the board folder) that becomes U-Boot's own
+            control DTB, appended to u-boot-nodtb.bin (CONFIG_OF_SEPARATE): for a board
+            whose U-Boot would take its DTB from the stage before it (QEMU, a vendor
+            loader), a DTB that could lack [signing]'s keys. Default: U-Boot's u-boot.dtb.
     """
 
     source: str
     defconfig: ConfigTarget
     fragments: list[BoardFile] = []
     image: TreePath = "u-boot.bin"
+    control_dts: BoardFile | None = None
 
 
 class UBoot(Strict):
@@ -589,6 +595,7 @@ class Board(Strict):
     system: System | None = None
     flash: Flash | None = None
     sdcard: SdCard | None = None
+    signing: Signing | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
 
     @computed_field  # type: ignore[prop-decorator]

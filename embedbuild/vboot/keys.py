@@ -210,3 +210,19 @@ def rotate(keydir: Path, name: str) -> tuple[KeyInfo, KeyInfo]:
     newest = max(gens)
     latest = key_info(keydir, fam if newest == 1 else f"{fam}-{newest}")
     return latest, new_key(keydir, f"{fam}-{newest + 1}", old.public.bits)
+
+
+def signing_keys(names: Sequence[str], hash_name: str = "sha256",
+                 keydir: Path | None = None, where: str | None = None) -> list[PublicKey]:
+    """The public keys (NAME.crt in keydir, default default_keydir()) of a board's
+    [signing] keys, each required for configurations; ``where`` names the board.toml
+    key in the error when one is missing."""
+    folder = keydir or default_keydir()
+    out = []
+    for name in names:
+        try:
+            k = load_public(folder, name)
+        except SigningKeyError as e:
+            raise SigningKeyError(e.message, where=where or e.where, hint=e.hint) from None
+        out.append(PublicKey(k.name, k.n, k.e, hash_name, "conf"))
+    return out
