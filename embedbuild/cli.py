@@ -491,6 +491,10 @@ def cmd_keys(args) -> int:
         report = keycmd.new(keydir, args.name, args.bits, shared)
     elif args.keys_command == "rotate":
         report = keycmd.rotate(keydir, args.name)
+    elif args.keys_command == "check":
+        report = keycmd.check(Path(args.fit), args.config,
+                              Path(args.dtb) if args.dtb else None, args.key or [], keydir,
+                              args.required_mode, strict=not args.as_uboot)
     else:
         report = keycmd.show(keydir, args.name)
     print("\n".join(report.lines))
@@ -638,6 +642,17 @@ def parser() -> argparse.ArgumentParser:
     s = keys.add_parser("rotate", help="a new key beside NAME (NAME-2, ...), and how "
                         "a board moves to it")
     s.add_argument("name")
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("check", help="verify a FIT's configuration signature as U-Boot "
+                        "would, with a control DTB's keys or the key folder's")
+    s.add_argument("fit")
+    s.add_argument("--config", help="the configuration (default: the FIT's default)")
+    s.add_argument("--dtb", help="U-Boot's control DTB (its /signature keys and mode)")
+    s.add_argument("--key", action="append", metavar="NAME",
+                   help="a key of the folder, required (repeatable; default: all keys)")
+    s.add_argument("--required-mode", choices=("all", "any"), default="all")
+    s.add_argument("--as-uboot", action="store_true",
+                   help="only what U-Boot checks (accept a keyless DTB, uncovered images)")
     s.set_defaults(fn=cmd_keys)
     s = sub.add_parser("verify", help="re-hash the store and report damage")
     s.add_argument("--repair", action="store_true",

@@ -263,3 +263,26 @@ def test_planning_needs_the_public_key_not_the_private_one(tmp_path, monkeypatch
     again = plan_board(load_board(str(board)))
     assert again.steps["uboot"].key != control.key
     assert again.steps["uboot-build"].key == plan.steps["uboot-build"].key
+
+
+@needs_tools
+def test_check_command(keydir, tmp_path):
+    """`keys check`: U-Boot's verdict on the host, one line either way."""
+    good = make_fit(tmp_path / "g", keydir, [("dev", RSA2048)])
+    r = cli("keys", "--keydir", str(keydir), "check", str(good), "--key", "dev",
+            store=tmp_path / "store")
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[0] == f"{good}: configuration conf-1: signed by dev"
+    r = cli("keys", "--keydir", str(keydir), "check", str(good), "--key", "other",
+            store=tmp_path / "store")
+    assert r.code == 1 and r.err.startswith(f"error: {good}: configuration conf-1: "
+                                            "required key other: signature-1: ")
+    unsigned = make_fit(tmp_path / "u", None, [])
+    keyless = tmp_path / "keyless.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", keyless, "-"],
+                   input=b"/dts-v1/; / { };", check=True)
+    r = cli("keys", "check", str(unsigned), "--dtb", str(keyless), store=tmp_path / "s")
+    assert r.code == 1 and "requires no configuration signature" in r.err
+    r = cli("keys", "check", str(unsigned), "--dtb", str(keyless), "--as-uboot",
+            store=tmp_path / "s")
+    assert r.code == 0 and "signed by no key (none required)" in r.out

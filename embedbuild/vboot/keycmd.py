@@ -1,4 +1,4 @@
-"""The work of ``embedbuild keys new|show|rotate``: each returns a Report, the lines to
+"""The work of ``embedbuild keys new|show|rotate|check``: each returns a Report, the lines to
 print (the CLI prints them) and what needs fixing; errors are EmbedbuildError."""
 
 from __future__ import annotations
@@ -9,6 +9,12 @@ from pathlib import Path
 
 from embedbuild.vboot import keys
 from embedbuild.vboot.keys import KeyInfo
+from embedbuild.vboot.verify import (
+    FitSignatureError,
+    check_file,
+    keyring_from_dtb,
+    keyring_from_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,22 @@ def rotate(keydir: Path, name: str) -> Report:
         "  (required_mode \"all\" with both keys demands both signatures on every image: "
         "for two signers, not for rotation.)",
     ])
+
+
+def check(fit: Path, config: str | None, dtb: Path | None, names: Sequence[str],
+          keydir: Path, required_mode: str = "all", strict: bool = True) -> Report:
+    """Verify a FIT as U-Boot would, with the keys of a control DTB or of the key folder
+    (what Debian's u-boot-tools lacks: fit_check_sign). Raises FitSignatureError."""
+    if dtb is not None:
+        try:
+            ring = keyring_from_dtb(dtb.read_bytes(), str(dtb))
+        except OSError as e:
+            raise FitSignatureError(f"cannot read it: {e.strerror}", where=str(dtb)) from None
+    else:
+        ring = keyring_from_keys(keys.signing_keys(names or keys.names(keydir),
+                                                   keydir=keydir), required_mode,
+                                 str(keydir))
+    v = check_file(fit, ring, config, strict=strict)
+    return Report([v.line(), f"  keys required ({ring.required_mode}): "
+                   + (", ".join(k.name for k in ring.required("conf")) or "none"),
+                   "  signed nodes: " + (" ".join(v.covered) or "none")])
