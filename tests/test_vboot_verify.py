@@ -240,6 +240,38 @@ def test_damaged_files_get_a_verdict_not_a_traceback(keydir, signed, cut):
     assert not v.ok and v.reason.startswith("not a sound FIT")
 
 
+def test_random_damage_anywhere_gets_a_verdict(keydir, signed):
+    """Bytes changed anywhere (header, structure, strings, data): always a verdict, never
+    an exception, and never "boots" when the byte is signed or hashed."""
+    import random
+
+    blob = signed.read_bytes()
+    good = verify(blob, ring(keydir, "dev"), "conf-1")
+    protected = {p for o, n in good.regions["/configurations/conf-1/signature-1"]
+                 for p in range(o, o + n)}
+    for node in ("/images/kernel-1", "/images/ramdisk-1"):
+        start = prop_offset(blob, node, "data")
+        size = len(fdt.tree(blob)[node]["data"])
+        protected |= set(range(start, start + size))
+    value = prop_offset(blob, "/configurations/conf-1/signature-1", "value")
+    protected |= set(range(value, value + 256))
+    h = fdt.header(blob)
+    rnd = random.Random(25)
+    positions = [*range(40), *(rnd.randrange(h.off_strings + h.size_strings)
+                               for _ in range(300))]
+    for pos in positions:
+        data = bytearray(blob)
+        data[pos] ^= rnd.randrange(1, 256)
+        v = verify(bytes(data), ring(keydir, "dev"), "conf-1")
+        assert not (v.ok and pos in protected), f"byte 0x{pos:x} changed, still boots"
+    # A tree holding nothing but its END token.
+    header = bytearray(blob[:40])
+    for field, value in ((4, 44), (8, 40), (12, 44), (32, 0), (36, 4)):
+        header[field:field + 4] = value.to_bytes(4, "big")  # sizes and offsets
+    assert verify(bytes(header) + (9).to_bytes(4, "big"), ring(keydir, "dev")).reason == \
+        "not a FIT (no root description or no /images)"
+
+
 def test_unit_addresses_are_refused(keydir, signed, tmp_path):
     blob = bytearray(signed.read_bytes())
     pos = blob.index(b"spare-1\0")

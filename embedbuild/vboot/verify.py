@@ -221,7 +221,7 @@ def verify(blob: bytes, keyring: Keyring, config: str | None = None, *,
     if bad := [p for p in tree.props if "@" in p]:
         return Verdict(name, conf, f"node {bad[0]} has a unit address ('@'), which "
                        "signature checking refuses")
-    if "description" not in tree.props["/"] or "/images" not in tree.props:
+    if "description" not in tree.props.get("/", {}) or "/images" not in tree.props:
         return Verdict(name, conf, "not a FIT (no root description or no /images)")
     if config is None:
         config = tree.str("/configurations", "default")
