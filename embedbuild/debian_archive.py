@@ -254,13 +254,15 @@ class DebianArchive:
     # -- fetching ---------------------------------------------------------------
 
     def _fetch(self, args: list[str], dest: Path, package: str, version: str, kind: str) -> None:
-        """Run apt-get ARGS in dest; on a version apt does not know, update the lists
-        once and try again; still unknown: VersionGone naming what is offered."""
+        """Run apt-get ARGS in dest; if that fails, update the lists once and try again;
+        a version still unknown: VersionGone naming what is offered."""
         with self._locked() as opts:
             if not self._has_lists():
                 self._update(opts)
             p = self._apt(opts, args, cwd=dest)
-            if p.returncode != 0 and _NOT_FOUND.search(p.stderr) and not self._updated:
+            # Lists from an earlier run may name a version or file the archive has since
+            # dropped or moved: fetch them afresh once.
+            if p.returncode != 0 and not self._updated:
                 self._update(opts)
                 p = self._apt(opts, args, cwd=dest)
         if p.returncode == 0:

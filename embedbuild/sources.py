@@ -113,10 +113,11 @@ def _fetch_new(archive: DebianArchive, src: Source, version: str) -> dict[str, V
     return {"version": version, **values, "sha256": digest, "size": size}
 
 
-def source_changes(lock: Lock, names: list[str], archive: DebianArchive,
-                   fetch_new: bool) -> list[Change]:
+def source_changes(lock: Lock, names: list[str], archive: DebianArchive, fetch_new: bool,
+                   say: Callable[[str], None]) -> list[Change]:
     """The sources of the lock (those named, or all) that Debian offers newer; with
-    ``fetch_new``, each new file is downloaded and hashed for the lock."""
+    ``fetch_new``, each new file is downloaded and hashed for the lock. A package the
+    archive does not offer at all is kept as it is, said in one line."""
     out = []
     for name, src in sorted(lock.sources.items()):
         if names and name not in names:
@@ -127,9 +128,8 @@ def source_changes(lock: Lock, names: list[str], archive: DebianArchive,
         kind = "deb" if src.deb else "debian"
         new = _newest(archive, package, kind)
         if new is None:
-            raise SourceError(f"the Debian archive offers no {package} at all",
-                              where=f"sources.{name}",
-                              hint="check the package name and the archive's sources")
+            say(f"{name}: the archive offers no {package} at all: kept at {src.version}")
+            continue
         if compare_versions(new, src.version) <= 0:
             continue
         values = _fetch_new(archive, src, new) if fetch_new else {}
@@ -182,7 +182,7 @@ def update(path: Path, lock: Lock, boards: list[Board], names: list[str], check:
                               f"toolchains: {', '.join(sorted(toolchains))}")
     archive = archive or debian_archive()
     archive.update()
-    changes = source_changes(lock, names, archive, fetch_new=not check)
+    changes = source_changes(lock, names, archive, not check, say)
     changes += toolchain_changes(lock, boards, names, archive)
     for c in changes:
         say(c.line)
