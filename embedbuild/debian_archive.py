@@ -271,7 +271,7 @@ class DebianArchive:
             offered = [o.version for o in self.offers(package, kind)]
             what = "source package" if kind == "debian" else "package"
             raise VersionGone(
-                f"the Debian archive no longer offers {what} {package}={version} "
+                f"the Debian archive does not offer {what} {package}={version} (any more) "
                 f"(it offers: {', '.join(offered) or 'no version at all'})",
                 hint="a binary cache that holds the file (see Sharing builds in README.md) "
                 "still serves it by its sha256; or move the lock to what is offered: "

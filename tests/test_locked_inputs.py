@@ -115,7 +115,7 @@ def test_a_locked_version_that_is_gone_is_one_clear_error(lab, repo):
     r = cli("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"])
     assert r.code == 1 and "Traceback" not in r.err
     err = " ".join(r.err.split())
-    assert "no longer offers package eb-linux-source=1.0-1" in err
+    assert "does not offer package eb-linux-source=1.0-1 (any more)" in err
     assert "(it offers: 1.0-2)" in err
     assert "embedbuild sources update" in err
     assert not any(p.name == "eb-linux.tar.xz" for p in _fetched(lab["downloads"]))

@@ -9,6 +9,7 @@ whose sha256 differs from the lock is never used. Once fetched, builds work offl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -68,12 +69,17 @@ def fetch(src: Source, run: Runner | None = None, substitute: Substitute | None 
     if final.is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent) as tmpd:
-        tmp = Path(tmpd) / src.basename
-        if substitute is None or not substitute(src, tmp):
-            _from_origin(src, Path(tmpd), tmp, run)
-        _check(tmp, src)
-        os.rename(tmp, final)
+    try:
+        with tempfile.TemporaryDirectory(dir=final.parent) as tmpd:
+            tmp = Path(tmpd) / src.basename
+            if substitute is None or not substitute(src, tmp):
+                _from_origin(src, Path(tmpd), tmp, run)
+            _check(tmp, src)
+            os.rename(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            final.parent.rmdir()  # nothing of a failed fetch stays, not even its folder
+        raise
     return final
 
 
