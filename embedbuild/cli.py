@@ -502,19 +502,21 @@ def cmd_sources_fetch(args) -> int:
 
 def cmd_sources_update(args) -> int:
     from embedbuild import sources
-    from embedbuild.load import known_boards, load_board, load_lock
+    from embedbuild.load import lock_path, read_toml
 
-    path = _lock_file(args)
+    path = _lock_file(args).resolve()
     if not path.is_file():
         raise EmbedbuildError("no lock file here", where=str(path),
                               hint="give the lock with --lock FILE")
-    lock = load_lock(path)
-    boards = []
-    for name in known_boards():
-        board = load_board(name)
-        if board.dir.parent == path.parent.parent:
-            boards.append(board)
-    changes = sources.update(path, lock, boards, args.names, args.check, print)
+    # The toolchains of the boards beside this lock, read raw: a lock being filled in
+    # may not load with a board yet.
+    prefixes = set()
+    for toml in sorted(path.parent.parent.glob("*/board.toml")):
+        if lock_path(toml.parent) == path:
+            prefix = read_toml(toml)[0].get("cross_compile")
+            if isinstance(prefix, str):
+                prefixes.add(prefix)
+    changes = sources.update(path, prefixes, args.names, args.check, print)
     if not changes:
         print(f"{path}: every locked input is the newest the Debian archive offers")
         return 0

@@ -206,13 +206,30 @@ def lock_path(board_dir: Path) -> Path:
     return board_dir.parent / COMMON / LOCK
 
 
-def load_lock(path: Path) -> Lock:
-    """Read a lock file: sources by name (each checked where it stands) and toolchains."""
+# What an entry not locked yet stands in for, for `sources update` to fill: a version
+# lower than any real one and a hash no file has.
+UNLOCKED_VERSION = "0~"
+UNLOCKED_SHA256 = "0" * 64
+
+
+def load_lock(path: Path, unlocked: set[str] | None = None) -> Lock:
+    """Read a lock file: sources by name (each checked where it stands) and toolchains.
+
+    With ``unlocked`` (a set to fill), a Debian source added without its version and
+    sha256 is taken with stand-ins and its name added to the set (`sources update`
+    locks it); otherwise such an entry is an error at its line."""
     data, text = read_toml(path)
     sources = data.get("sources", {})
     if not isinstance(sources, dict):
         raise BoardError("sources must be a table of named sources ([sources.NAME])",
                          where=_where(path, text, "sources"))
+    if unlocked is not None:
+        sources = dict(sources)
+        for name, spec in sources.items():
+            if isinstance(spec, dict) and (spec.get("debian") or spec.get("deb")) \
+                    and "version" not in spec and "sha256" not in spec:
+                sources[name] = {**spec, "version": UNLOCKED_VERSION, "sha256": UNLOCKED_SHA256}
+                unlocked.add(name)
     checked = _sources(sources, path, text, ("sources",))
     return _validate(Lock, {**data, "sources": checked}, path, text, {})
 

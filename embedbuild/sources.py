@@ -17,13 +17,14 @@ from pathlib import Path
 from embedbuild.debfile import extract_member
 from embedbuild.debian_archive import DebianArchive, compare_versions
 from embedbuild.errors import EmbedbuildError, SourceError
+from embedbuild.load import UNLOCKED_VERSION, load_lock
 from embedbuild.lockfile import Value, set_table, write_checked
 from embedbuild.model.board import Board
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import MAX_SIZE, Source
 from embedbuild.steps.source import Substitute, debian_archive, downloaded, fetch
 from embedbuild.store import hash_file
-from embedbuild.toolchain import Toolchain, host_packages
+from embedbuild.toolchain import cross_packages, host_packages
 
 
 def needed(board: Board) -> dict[str, Source]:
@@ -133,18 +134,18 @@ def source_changes(lock: Lock, names: list[str], archive: DebianArchive, fetch_n
         if compare_versions(new, src.version) <= 0:
             continue
         values = _fetch_new(archive, src, new) if fetch_new else {}
-        out.append(Change(("sources", name), f"{name}: {package} {src.version} -> {new}",
-                          values))
+        old = "(not locked)" if src.version == UNLOCKED_VERSION else src.version
+        out.append(Change(("sources", name), f"{name}: {package} {old} -> {new}", values))
     return out
 
 
-def toolchain_changes(lock: Lock, boards: list[Board], names: list[str],
+def toolchain_changes(lock: Lock, prefixes: set[str], names: list[str],
                       archive: DebianArchive) -> list[Change]:
-    """The toolchain tables (one per toolchain the boards use, and the host's) moved to
-    the newest versions the archive offers of the packages installed for them."""
+    """The toolchain tables (one per toolchain prefix the boards use, and the host's)
+    moved to the newest versions the archive offers of the packages installed for them."""
     tables: dict[str, dict[str, str]] = {HOST: host_packages()}
-    for b in boards:
-        tables[b.cross_compile.rstrip("-")] = Toolchain(b.cross_compile, b.arch).packages()
+    for prefix in prefixes:
+        tables[prefix.rstrip("-")] = cross_packages(prefix)
     out = []
     for triplet, installed in sorted(tables.items()):
         if names and triplet not in names:
@@ -169,11 +170,15 @@ def apply(path: Path, changes: list[Change]) -> None:
     write_checked(path, text)
 
 
-def update(path: Path, lock: Lock, boards: list[Board], names: list[str], check: bool,
+def update(path: Path, prefixes: set[str], names: list[str], check: bool,
            say: Callable[[str], None], archive: DebianArchive | None = None) -> list[Change]:
     """Look up the newest versions (fresh package lists first); unless ``check``, fetch
-    and hash them and rewrite the lock. Returns the changes (each also said)."""
-    toolchains = {HOST, *lock.toolchains, *(b.cross_compile.rstrip("-") for b in boards)}
+    and hash them and rewrite the lock (entries added without a version and sha256 get
+    them). ``prefixes``: the toolchains the boards using this lock build with. Returns
+    the changes (each also said)."""
+    unlocked: set[str] = set()
+    lock = load_lock(path, unlocked)
+    toolchains = {HOST, *lock.toolchains, *(p.rstrip("-") for p in prefixes)}
     unknown = [n for n in names if n not in lock.sources and n not in toolchains]
     if unknown:
         raise EmbedbuildError(f"the lock has no source or toolchain "
@@ -183,7 +188,7 @@ def update(path: Path, lock: Lock, boards: list[Board], names: list[str], check:
     archive = archive or debian_archive()
     archive.update()
     changes = source_changes(lock, names, archive, not check, say)
-    changes += toolchain_changes(lock, boards, names, archive)
+    changes += toolchain_changes(lock, prefixes, names, archive)
     for c in changes:
         say(c.line)
     if changes and not check:

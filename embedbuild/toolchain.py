@@ -101,7 +101,7 @@ class Toolchain:
 
     def packages(self) -> dict[str, str]:
         """The Debian packages of this cross toolchain, with their installed versions."""
-        return _cross_packages(self.prefix)
+        return cross_packages(self.prefix)
 
     def drift(self, locked: dict[str, str]) -> list[str]:
         """How the installed toolchain (and host compiler) differs from the lock's: one
@@ -141,7 +141,9 @@ class Toolchain:
 
 
 @functools.cache
-def _cross_packages(prefix: str) -> dict[str, str]:
+def cross_packages(prefix: str) -> dict[str, str]:
+    """The Debian packages of the cross toolchain with this prefix (compiler, binutils,
+    C library, kernel headers) and their installed versions."""
     cc = shutil.which(f"{prefix}gcc")
     if cc is None:
         return {}

@@ -168,6 +168,27 @@ def test_sources_update_moves_the_lock_and_check_reports_it(lab, repo):
     assert r.code == 0 and "eb-linux-source=1.0-2" in r.out and "is here" in r.out
 
 
+def test_a_new_entry_is_locked_by_sources_update(lab, repo):
+    repo.add_source("ebiw", "5.19-1", tarball({"iw/version": b"iw 5.19"}))
+    with open(lab["lock"], "a") as f:
+        f.write('\n# iw, for moving a radio into a namespace\n[sources.iw]\ndebian = "ebiw"\n'
+                'filename = "ebiw_5.19.orig.tar.gz"\n')
+    r = cli("show", lab["board"], store=lab["store"], env=lab["env"])
+    assert r.code == 1 and "sources.iw: not locked yet" in r.err and "sources update" in r.err
+    r = cli("sources", "update", "iw", "--check", "--lock", str(lab["lock"]),
+            store=lab["store"], env=lab["env"])
+    assert r.code == 1 and "iw: ebiw (not locked) -> 5.19-1" in r.out, r.out + r.err
+    r = cli("sources", "update", "iw", "--lock", str(lab["lock"]), store=lab["store"],
+            env=lab["env"])
+    assert r.code == 0, r.err
+    entry = tomllib.loads(lab["lock"].read_text())["sources"]["iw"]
+    orig = (repo.root / "ebiw_5.19.orig.tar.gz").read_bytes()
+    assert (entry["version"], entry["sha256"], entry["size"]) == ("5.19-1", sha256(orig),
+                                                                  len(orig))
+    assert "# iw, for moving a radio into a namespace" in lab["lock"].read_text()
+    assert cli("show", lab["board"], store=lab["store"], env=lab["env"]).code == 0
+
+
 def test_a_filled_downloads_cache_builds_with_no_network(lab, tmp_path):
     assert cli("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"]).code == 0
     # The archive is now a closed port on loopback: nothing can be fetched.

@@ -47,6 +47,16 @@ class Source(BaseModel):
     size: int | None = Field(default=None, gt=0, le=MAX_SIZE)
     strip: int = Field(default=1, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _locked(cls, data: object) -> object:
+        # A Debian source added without version and hash is what `sources update` fills.
+        if isinstance(data, dict) and (data.get("debian") or data.get("deb")) \
+                and "sha256" not in data:
+            raise ValueError("not locked yet (no version and sha256): lock it with "
+                             "`embedbuild sources update NAME`")
+        return data
+
     @field_validator("file")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
