@@ -13,6 +13,7 @@ import pytest
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
 from embedbuild.rig.qemu import QemuBoard
+from embedbuild.rig.resource import QemuMachine
 
 
 class NoNetwork:
@@ -28,7 +29,8 @@ def _board(tmp_path: Path, script: str) -> QemuBoard:
     fake = tmp_path / "qemu-system-fake"
     fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\n{script}\n")
     fake.chmod(0o755)
-    return QemuBoard(Qemu(system=str(fake), machine="virt"), NoNetwork(), tmp_path)
+    return QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
+                     tmp_path)
 
 
 def _alive(tmp_path: Path) -> bool:
