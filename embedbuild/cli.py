@@ -198,9 +198,6 @@ def _boot_source(args, board):
     if len(set(asked)) > 1:
         raise EmbedbuildError(f"one way to boot at a time, not {' and '.join(asked)}")
     name = asked[0] if asked else TftpBoot.name
-    if name == "sd" and board.sdcard is None:
-        raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image",
-                              hint="boot it over TFTP, or give it an [sdcard] table")
     if args.initrd:
         if name != TftpBoot.name:
             raise EmbedbuildError(f"--initrd goes with a TFTP boot, not --boot {name}: what "
@@ -236,12 +233,14 @@ class _PowerPrompt:
                 f"{self.target.link.server_ip}:69: {time.monotonic() - self.t0:.0f} s")
 
 
-def _target(args, board, options, workdir, result):
-    """The one target of this command (rig/target.py), a person told when to power on."""
-    from embedbuild.rig.bench import flash_file
+def _target(board, options):
+    """The one target of this command (rig/target.py), made before the build (its
+    result comes after), its folder run/ in the board's bench folder; a person is told
+    when to power on."""
+    from embedbuild.rig.bench import bench_folder, flash_file
     from embedbuild.rig.target import Target
 
-    target = Target(board, options.bench(board, flash_file(board)), workdir, result)
+    target = Target(board, options.bench(board, flash_file(board)), bench_folder(board) / "run")
     if options.real:
         target.steps.subscribe(_PowerPrompt(_console(), board, options, target))
     return target
@@ -261,12 +260,14 @@ def cmd_boot(args) -> int:
     source = _boot_source(args, board)
     # Before building: never fail half-way.
     options.check(board, [source.initrd] if getattr(source, "initrd", None) else [])
+    target = _target(board, options)
+    source.check(target)
     args.board = board
-    result = build_board(args, _store(args), console).result
+    target.result = build_board(args, _store(args), console).result
     with contextlib.ExitStack() as stack:
         # Kept after the run (console.log, QEMU's output, the files served, boot.json).
         workdir = stack.enter_context(bench_dir(board))
-        target = stack.enter_context(_target(args, board, options, workdir, result))
+        stack.enter_context(target)
         try:
             report = target.boot(source, args.ready, args.timeout)
         except EmbedbuildError as e:
@@ -312,10 +313,12 @@ def cmd_flash(args) -> int:
                 print(text)
         return 0
     options.check(board, [image])
+    target = _target(board, options)
+    target.result = result
     report = rig_flash.FlashReport(job.part.name)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(bench_dir(board))
-        target = stack.enter_context(_target(args, board, options, workdir, result))
+        stack.enter_context(target)
         try:
             uboot = target.prompt([image])
             rig_flash.flash(uboot, job, target.link, report)

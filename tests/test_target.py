@@ -159,7 +159,7 @@ def test_the_sd_card_is_for_the_qemu_model_and_a_board_that_has_one(tmp_path):
         SdBoot().check(real)
     assert "write-sd" in e.value.hint
     qemu = Target(board, BenchOptions().bench(board), tmp_path, real.result)
-    with pytest.raises(EmbedbuildError, match="builds no SD-card image"):
+    with pytest.raises(EmbedbuildError, match=r"has no \[sdcard\]: it builds no SD-card"):
         SdBoot().check(qemu)
 
 

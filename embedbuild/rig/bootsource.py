@@ -4,6 +4,8 @@ The U-Boot strategy (rig/strategy.py) asks a boot source, in this order:
 
 1. ``check(target)``: refuse, before any power is switched, what cannot boot (the
    board lacks a flash layout, an image is not signed as the board requires...);
+   also called before the build, with ``target.result`` None: refuse then what
+   needs no build;
 2. ``stage(target, folder)``: lay out what the TFTP server serves (by default the
    result's files);
 3. ``machine(target, machine)``: what the QEMU model needs attached (a disk, a flash
@@ -57,7 +59,8 @@ class BootSource(ABC):
     name: ClassVar[str]
 
     def check(self, target: Target) -> None:  # noqa: B027 (most sources refuse nothing)
-        """Refuse what cannot boot, before anything is powered or served."""
+        """Refuse what cannot boot, before anything is powered or served (and before
+        the build, when ``target.result`` is None)."""
 
     def stage(self, target: Target, folder: Path) -> None:
         """Put what the TFTP server serves into ``folder``: the result's files (the
@@ -142,15 +145,18 @@ class FlashBoot(BootSource):
     name = "flash"
 
     def check(self, target: Target) -> None:
-        self.commands(target)
+        board = target.require_board()
+        if board.firmware_partition() is None or (
+                target.result is not None and _manifest(target).flash_image is None):
+            raise EmbedbuildError(f"board {board.name} has no flash image to boot from",
+                                  hint="give the board [flash] and a uImage or [kernel.fit]")
 
     def commands(self, target: Target) -> list[str]:
+        self.check(target)
         board = target.require_board()
         manifest = _manifest(target)
         part = board.firmware_partition()
-        if part is None or manifest.flash_image is None:
-            raise EmbedbuildError(f"board {board.name} has no flash image to boot from",
-                                  hint="give the board [flash] and a uImage or [kernel.fit]")
+        assert part is not None and manifest.flash_image is not None
         return bootcmd.flash_boot(board, part, manifest.files[manifest.flash_image].size)
 
 
@@ -179,9 +185,11 @@ class SdBoot(AutoBoot):
             raise EmbedbuildError("--from-sd boots the board's QEMU model from its SD-card "
                                   "image", hint="on the real board: `embedbuild write-sd "
                                   "BOARD DEVICE`, put the card in and power it on")
-        if _manifest(target).sdcard is None:
-            raise EmbedbuildError(f"board {board.name} builds no SD-card image",
-                                  hint="give the board an [sdcard] table (see README.md)")
+        if board.sdcard is None or (target.result is not None
+                                    and _manifest(target).sdcard is None):
+            raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card "
+                                  "image", hint="boot it over TFTP, or give it an [sdcard] "
+                                  "table (see README.md)")
 
     def machine(self, target: Target, machine: QemuMachine) -> QemuMachine:
         sd = _manifest(target).sdcard
