@@ -64,7 +64,8 @@ class BootReport:
     def to_json(self) -> dict:
         """The timeline as data, times in seconds from the power coming on (or the first
         stage): each stage with its start and end, each transfer with its file, bytes,
-        start and end."""
+        start and end, and every step (stages, U-Boot commands, QEMU's start...) with its
+        depth."""
         stages = self.timeline
         zero = self.powered_on if self.powered_on is not None else \
             (stages[0].start if stages else 0.0)
@@ -76,6 +77,10 @@ class BootReport:
                            "start": round(t.started - zero, 6),
                            "end": round(t.started + t.seconds - zero, 6)}
                           for t in self.transfers if t.started],
+            "steps": [{"name": e.name, "depth": e.depth, "start": round(e.start - zero, 6),
+                       "end": round(e.end - zero, 6), **_plain(e.fields),
+                       **({"error": e.error} if e.error else {})}
+                      for e in self.steps.events if e.end is not None],
         }
 
     def write(self, path: Path) -> None:

@@ -140,7 +140,8 @@ class Target:
                 self.qemu = QemuBoard(self._machine(source), self.network, self.workdir)
                 # Registered before the start: an error or Ctrl-C while QEMU starts stops it too.
                 self._stack.callback(self.qemu.power_off)
-                pty = self.qemu.power_on()
+                with self.steps("QEMU start", machine=self.qemu.spec.machine):
+                    pty = self.qemu.power_on()
                 port = port or pty
             if self.power is None:  # else bound by the caller (a fake, in tests)
                 self.power = power_driver(self.bench.power, self.qemu, self.steps)
