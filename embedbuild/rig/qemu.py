@@ -60,7 +60,7 @@ class QemuBoard:
         self.spec = machine.spec
         self.firmware = machine.firmware or machine.spec.firmware
         self.console_link = machine.console_link
-        self.halted = True
+        self.halted = True  # the CPU waits for release(), the power coming on
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -110,12 +110,12 @@ class QemuBoard:
         return ["-chardev", f"pty,id=console,path={self.console_link}",
                 "-serial", "chardev:console"]
 
-    def power_on(self, timeout: float = 10) -> str:
+    def start(self, timeout: float = 10) -> str:
         """Start QEMU (its CPU stopped while ``halted``); returns the pty path of its
         serial console. The flash file is made first if missing.
 
         If starting fails or is interrupted (Ctrl-C, SIGTERM) before this returns,
-        QEMU is stopped here: the caller has nothing to power off yet.
+        QEMU is stopped here: the caller has nothing to stop yet.
         """
         out_path = self.workdir / "qemu.out"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ class QemuBoard:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def power_off(self) -> None:
+    def stop(self) -> None:
         """Stop QEMU (QMP quit, then kill) and wait for it; a signal meanwhile waits
         until QEMU is gone."""
         if self.proc is None or self.proc.poll() is not None:

@@ -139,9 +139,9 @@ class Target:
                 assert self.network is not None
                 self.qemu = QemuBoard(self._machine(source), self.network, self.workdir)
                 # Registered before the start: an error or Ctrl-C while QEMU starts stops it too.
-                self._stack.callback(self.qemu.power_off)
+                self._stack.callback(self.qemu.stop)
                 with self.steps("QEMU start", machine=self.qemu.spec.machine):
-                    pty = self.qemu.power_on()
+                    pty = self.qemu.start()
                 port = port or pty
             if self.power is None:  # else bound by the caller (a fake, in tests)
                 self.power = power_driver(self.bench.power, self.qemu, self.steps)
