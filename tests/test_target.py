@@ -337,6 +337,39 @@ def test_the_rig_imports_no_build_step_and_no_session():
                     (path.name, name)
 
 
+def _runtime_imports(path: Path) -> set[str]:
+    """The embedbuild.rig modules a rig module imports when it is loaded (not under
+    TYPE_CHECKING, not inside a function)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("embedbuild.rig"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("embedbuild.rig")}
+    return found
+
+
+def test_the_rig_has_no_import_circle():
+    import embedbuild.rig as rig
+
+    modules = {f"embedbuild.rig.{p.stem}": p for p in Path(rig.__path__[0]).glob("*.py")}
+    graph = {m: {i for i in _runtime_imports(p) if i in modules and i != m}
+             for m, p in modules.items()}
+    done: set[str] = set()
+
+    def visit(m: str, path: tuple[str, ...]) -> None:
+        assert m not in path, " -> ".join((*path, m))
+        if m not in done:
+            for n in graph[m]:
+                visit(n, (*path, m))
+            done.add(m)
+
+    for m in graph:
+        visit(m, ())
+    assert graph["embedbuild.rig.resource"] == set()  # data only, at the bottom
+
+
 def test_a_new_way_to_boot_is_one_class():
     """The extension point the next boot sources (PXE, an A/B slot, a signed FIT) use."""
     assert bootsource.BootSource.__abstractmethods__ == frozenset({"commands"})

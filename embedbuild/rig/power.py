@@ -37,10 +37,12 @@ class QemuPowerDriver(PowerProtocol):
     """The QEMU model's power: its CPU started (QMP ``cont``) and, off, stopped and reset
     so that the next on() boots it afresh."""
 
-    def __init__(self, qemu: QemuBoard) -> None:
+    def __init__(self, qemu: QemuBoard, steps: Steps | None = None) -> None:
         self.qemu = qemu
+        self.steps = steps
         self._ran = False
 
+    @step("QEMU cont")
     def on(self) -> None:
         self.qemu.release()
         self._ran = True
@@ -51,6 +53,7 @@ class QemuPowerDriver(PowerProtocol):
             self.off()
         self.on()
 
+    @step("QEMU stop and reset")
     def off(self) -> None:
         if self.qemu.proc is not None and self.qemu.proc.poll() is None:
             self.qemu.qmp("stop")
@@ -97,4 +100,4 @@ def power_driver(resource: PowerSwitch, qemu: QemuBoard | None,
         return CommandPowerDriver(resource, steps)
     if qemu is None:
         raise PowerError("QEMU power without a QEMU machine on the bench")
-    return QemuPowerDriver(qemu)
+    return QemuPowerDriver(qemu, steps)
