@@ -12,6 +12,7 @@ import importlib
 import inspect
 import ipaddress
 import itertools
+import os
 import pkgutil
 import time
 from pathlib import Path
@@ -168,6 +169,27 @@ def test_flash_boot_needs_a_flash_image(tmp_path):
     target = Target(board, BenchOptions().bench(board), tmp_path, _result(tmp_path))
     with pytest.raises(EmbedbuildError, match="has no flash image to boot from"):
         FlashBoot().check(target)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="boot --qemu checks for root first")
+@pytest.mark.parametrize("args, needle", [
+    (["--from-flash", "--boot", "sd"], "one way to boot at a time, not flash and sd"),
+    (["--from-flash", "--initrd", "x.cpio"], "--initrd goes with a TFTP boot, not --boot flash"),
+    (["--power-on", "relay on"], "--power-on/--power-off switch a real board"),
+    (["--boot", "pxe"], "invalid choice: 'pxe'"),
+])
+def test_the_command_line_refuses_a_boot_it_cannot_make(tmp_path, capsys, args, needle):
+    from embedbuild.cli import main
+
+    store = tmp_path / "store"
+    try:
+        code = main(["--store", str(store), "boot", "qemu-arm-virt", "--qemu", "--no-console",
+                     *args])
+    except SystemExit as e:  # argparse's own refusal
+        code = e.code
+    err = capsys.readouterr().err
+    assert code in (1, 2) and needle in err and "Traceback" not in err
+    assert not store.exists()  # refused before building
 
 
 # ---------------------------------------------------------------- power
