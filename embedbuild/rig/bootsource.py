@@ -30,7 +30,8 @@ A new way to boot is one new class here (or in its own module) and its test, e.g
             return ["setenv bootfile pxelinux.cfg/", "pxe get", "pxe boot"]
 
 Registered sources are chosen by name: ``embedbuild boot BOARD --boot pxe``, the
-pytest plugin's ``--eb-boot pxe``.
+pytest plugin's ``--eb-boot pxe``. A source in a module of its own registers when
+that module is imported: import it at the end of this one.
 """
 
 from __future__ import annotations
