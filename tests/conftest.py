@@ -177,3 +177,12 @@ def hello_initramfs(tmp_path_factory) -> Path:
 
 
 HELLO_READY = r"embedbuild-test-init: running on (\S+) (\S+)"
+
+
+def qemu_target(board, workdir: Path, result: Path | None = None, flash: Path | None = None):
+    """The one target object for a board's QEMU model on this machine (as `boot --qemu`
+    makes it), its flash backed by ``flash`` (None: a new erased one in ``workdir``)."""
+    from embedbuild.rig.bench import BenchOptions
+    from embedbuild.rig.target import Target
+
+    return Target(board, BenchOptions().bench(board, flash), workdir, result)

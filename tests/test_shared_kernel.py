@@ -19,6 +19,7 @@ from embedbuild import bootcmd
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.plan import plan_board
+from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.steps.dtbcheck import dtb_check_step
@@ -60,8 +61,8 @@ def test_boot_commands_per_board():
         "tftpboot 0x280000 Image", "tftpboot 0x8300000 rk3326-odroid-go2.dtb",
         "tftpboot 0xa200000 initramfs.cpio.gz", "booti 0x280000 0xa200000:${filesize} 0x8300000"]
     # A USB Ethernet adapter exists for U-Boot only after `usb start`.
-    assert bootcmd.network(go2.uboot, "192.168.1.254", "192.168.1.20",
-                           "255.255.255.0")[0] == "usb start"
+    link = LanLink.parse("192.168.1.254", "192.168.1.20")
+    assert bootcmd.network(go2.uboot, link)[0] == "usb start"
 
 
 def test_the_kernel_key_ignores_what_the_sharing_board_sets(boards: Path, monkeypatch):

@@ -12,6 +12,7 @@ from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.outputs import REGISTRY, applicable, output
 from embedbuild.plan import plan_board
+from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
@@ -31,7 +32,7 @@ def test_tftp_boot_commands_come_from_the_plan(board: str, last: str):
 
 def test_network_commands_carry_the_boards_tftp_settings():
     b = load_board("qemu-arm-virt")
-    cmds = bootcmd.network(b.uboot, "10.77.0.1", "10.77.0.2", "255.255.255.0")
+    cmds = bootcmd.network(b.uboot, LanLink.parse("10.77.0.1", "10.77.0.2"))
     assert "setenv tftpwindowsize 16" in cmds and "setenv ipaddr 10.77.0.2" in cmds
 
 

@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli, manifest
+from conftest import ROOT, cli, manifest, qemu_target
 
 from embedbuild.cpio import Entry
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.model.board import Arch
-from embedbuild.rig.boot import qemu_target
+from embedbuild.rig.bootsource import TftpBoot
 from embedbuild.rootfs import check_and_close
 from embedbuild.toolchain import Toolchain
 
@@ -126,8 +126,8 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
             str(tmp_path / "r"), store=session_store)
     assert r.code == 0, r.err
     board = load_board("qemu-arm-virt", sysfile)
-    with qemu_target(board, (tmp_path / "r").resolve(), tmp_path / "w",
-                     ready=r"embedbuild: system (ready|up with failed services)\n") as t:
+    with qemu_target(board, tmp_path / "w", (tmp_path / "r").resolve()) as t:
+        t.boot(TftpBoot(), ready=r"embedbuild: system (ready|up with failed services)\n")
         log = t.console.text
     assert "embedbuild: service broken exited with status 3 (not restarted)" in log
     assert "embedbuild: system up with failed services" in log
