@@ -1,0 +1,441 @@
+"""Reading bytes from outside, bounded: a byte limit, a total deadline, and for JSON a
+nesting limit, checked as the bytes arrive, never after.
+
+Everything embedbuild fetches from a network or a shared folder goes through here: a
+binary cache's descriptions and archives, and source archives from substituters. A
+location is an http(s) URL or a path. A path is opened without following a symlink
+as its last component and must be a regular file (checked on the open descriptor, so
+a FIFO or a device never stalls or floods the reader). An HTTP transfer is watched by
+a timer that shuts its socket down when the deadline passes, so a server that sends a
+byte a second (in its headers as much as in its body) costs the deadline, not more.
+
+Every failure is a FetchError subclass naming the location: Unreachable, Missing,
+NotAFile, TooLarge, TooSlow, Truncated, Mismatch, Malformed. On any failure the
+partial file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from embedbuild.errors import EmbedbuildError
+
+DEFAULT_TIMEOUT = 5.0  # seconds to connect, and for each read: a silent peer
+CHUNK = 1 << 16
+# JSON nested deeper than this is refused before it is parsed (json would recurse).
+MAX_DEPTH = 64
+
+
+class FetchError(EmbedbuildError):
+    """Something fetched from outside is not usable; ``where`` names the location."""
+
+
+class Unreachable(FetchError):
+    """The location cannot be reached or stopped answering (refused, reset, silent)."""
+
+
+class Missing(FetchError):
+    """The location does not hold the file (HTTP 404/410, no such file)."""
+
+
+class NotAFile(FetchError):
+    """A path names a symlink, folder, device or FIFO instead of a regular file."""
+
+
+class TooLarge(FetchError):
+    """More bytes than the limit (announced, or as they arrived)."""
+
+
+class TooSlow(FetchError):
+    """Not complete by the deadline."""
+
+
+class Truncated(FetchError):
+    """Fewer bytes than the exact size expected."""
+
+
+class Mismatch(FetchError):
+    """The bytes' sha256 is not the one expected."""
+
+
+class Malformed(FetchError):
+    """Bytes that do not parse as what they should be (JSON, too deeply nested)."""
+
+
+class Deadline:
+    """A moment (monotonic clock) by which something must be done.
+
+    Args:
+        seconds: from now.
+        what: what it bounds, for messages ("the item", "the build's cache time").
+        parent: an outer deadline that may come sooner (an item's within a build's).
+    """
+
+    def __init__(self, seconds: float, what: str = "the deadline",
+                 parent: Deadline | None = None) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.at = time.monotonic() + seconds
+        self.parent = parent
+
+    def binding(self) -> Deadline:
+        """The deadline that comes first: this one or one of its parents."""
+        d = self.parent.binding() if self.parent is not None else None
+        return d if d is not None and d.at < self.at else self
+
+    def left(self) -> float:
+        """Seconds left (negative once passed)."""
+        return self.binding().at - time.monotonic()
+
+    def passed(self) -> bool:
+        """True once the deadline (or a parent's) has passed."""
+        return self.left() <= 0
+
+    def describe(self) -> str:
+        """e.g. 'the 300 s deadline for the item'."""
+        d = self.binding()
+        return f"{d.what} ({d.seconds:g} s)"
+
+
+class Readable(Protocol):
+    """What copy_bounded reads from: a binary stream."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def _human(n: int) -> str:
+    return f"{n:,} bytes"
+
+
+def _open_file(path: Path, where: str) -> tuple[Readable, int]:
+    """A regular file opened without following a final symlink, and its size."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; cleared once it is
+        # known to be a regular file (where it changes nothing anyway).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise Missing("no such file", where=where) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotAFile("a symlink, not a regular file: not followed", where=where,
+                           hint="a cache folder holds its files themselves") from None
+        if e.errno == errno.ENOTDIR:
+            raise Missing("no such file", where=where) from None
+        raise Unreachable(f"cannot open it: {e.strerror}", where=where) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
+                    stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+                    stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "not a file")
+            raise NotAFile(f"{kind}, not a regular file: not read", where=where)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Watch:
+    """The sockets of one HTTP transfer, shut down by a timer at the deadline: a read
+    blocked on them returns at once, whatever the server does."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.socks: list[socket.socket] = []
+        self.expired = False
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(max(deadline.left(), 0), self.expire)
+        self.timer.daemon = True
+
+    def add(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.socks.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for s in self.socks:
+                self._shut(s)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _handlers(watch: _Watch) -> list[urllib.request.BaseHandler]:
+    """http and https only (no file:, ftp: or data: even after a redirect), every
+    connection registered with the watch, at most 4 redirects."""
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch.add(self.sock)
+
+    class TlsConn(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch.add(self.sock)
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(Conn, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(TlsConn, req, context=self._context)
+
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        max_redirections = 4
+
+    return [urllib.request.ProxyHandler(), Http(), Https(),
+            urllib.request.HTTPDefaultErrorHandler(), Redirects(),
+            urllib.request.HTTPErrorProcessor()]
+
+
+def why(e: BaseException) -> str:
+    """A network failure in words."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        e = e.reason if isinstance(e.reason, BaseException) else e
+    if isinstance(e, TimeoutError | socket.timeout):
+        return "no answer (timed out)"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (is it down?)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if isinstance(e, http.client.HTTPException | ValueError):
+        return f"{e.__class__.__name__}: {e}"
+    return str(e) or e.__class__.__name__
+
+
+# What talking to a server can raise: refused, reset, timed out, a malformed answer
+# (http.client.HTTPException) or a URL it cannot even send (InvalidURL, a ValueError).
+NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
+
+
+def is_url(location: str | Path) -> bool:
+    """True for an http(s) URL, False for a path."""
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
+
+
+@contextlib.contextmanager
+def open_location(location: str | Path, *, deadline: Deadline,
+                  timeout: float = DEFAULT_TIMEOUT,
+                  method: str = "GET") -> Iterator[tuple[Readable, int | None]]:
+    """Open an http(s) URL or a path for reading: (stream, announced size or None).
+
+    Raises Missing, NotAFile, Unreachable or TooSlow (the deadline passed while
+    connecting or reading the headers)."""
+    where = str(location)
+    if not is_url(location):
+        if isinstance(location, str) and "://" in location:
+            raise Unreachable("only http://, https:// and folders are read", where=where)
+        stream, size = _open_file(Path(location), where)
+        with stream:
+            yield stream, size
+        return
+    if deadline.passed():
+        raise TooSlow(f"not begun by {deadline.describe()}", where=where)
+    watch = _Watch(deadline)
+    opener = urllib.request.OpenerDirector()
+    for h in _handlers(watch):
+        opener.add_handler(h)
+    watch.timer.start()
+    try:
+        try:
+            resp = opener.open(urllib.request.Request(location, method=method),
+                               timeout=max(min(timeout, deadline.left()), 0.01))
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in (404, 410):
+                raise Missing(f"not there (HTTP {e.code})", where=where) from None
+            raise Unreachable(why(e), where=where) from None
+        except NETWORK_ERRORS as e:
+            if watch.expired:
+                raise TooSlow(f"no complete answer within {deadline.describe()}",
+                              where=where) from None
+            raise Unreachable(why(e), where=where) from None
+        with resp:
+            yield _HttpStream(resp, watch, deadline, where), resp.length
+    finally:
+        watch.timer.cancel()
+
+
+class _HttpStream:
+    """An HTTP body: read1 (one receive at most, so a slow server cannot hold a read
+    until a whole chunk gathers), network failures as FetchErrors."""
+
+    def __init__(self, resp, watch: _Watch, deadline: Deadline, where: str) -> None:
+        self.resp, self.watch, self.deadline, self.where = resp, watch, deadline, where
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            data = self.resp.read1(n)
+        except NETWORK_ERRORS as e:
+            if self.watch.expired:
+                raise TooSlow(f"not complete within {self.deadline.describe()}",
+                              where=self.where) from None
+            raise Unreachable(why(e), where=self.where) from None
+        if not data and self.watch.expired:  # the timer's shutdown, not the body's end
+            raise TooSlow(f"not complete within {self.deadline.describe()}",
+                          where=self.where)
+        return data
+
+
+def copy_bounded(open_source: Callable[[], contextlib.AbstractContextManager],
+                 dest: Path, *, limit: int, deadline: Deadline, exact: bool = False,
+                 sha256: str | None = None, progress: Callable[[int], None] | None = None,
+                 where: str = "") -> int:
+    """Copy what ``open_source()`` opens into dest (created or replaced), reading at most
+    ``limit`` bytes and finishing by ``deadline``; returns the bytes copied.
+
+    ``open_source()`` is a context manager yielding a stream (``read(n)``), or a pair
+    (stream, announced size or None): an announced size over the limit fails before a
+    byte is read. With ``exact``, fewer than ``limit`` bytes is Truncated; with
+    ``sha256``, other bytes are a Mismatch. ``progress(bytes so far)`` is called as
+    bytes arrive. On any failure dest is removed and a FetchError raised (TooLarge,
+    TooSlow, Truncated, Mismatch, or what opening raised); an OSError writing dest is
+    raised as it is (this machine's problem, not the source's)."""
+    h = hashlib.sha256() if sha256 else None
+    done = 0
+    try:
+        with open_source() as opened, open(dest, "wb") as out:
+            stream, announced = opened if isinstance(opened, tuple) else (opened, None)
+            if announced is not None and announced > limit:
+                raise TooLarge(f"announces {_human(announced)}, more than the "
+                               f"{_human(limit)} expected", where=where)
+            while True:
+                if deadline.passed():
+                    raise TooSlow(f"not complete within {deadline.describe()}: "
+                                  f"{_human(done)} arrived", where=where)
+                # One byte past the limit is enough to know it is too much.
+                chunk = stream.read(min(CHUNK, limit - done + 1))
+                if not chunk:
+                    break
+                done += len(chunk)
+                if done > limit:
+                    raise TooLarge(f"more than the {_human(limit)} expected: not read "
+                                   "further", where=where)
+                if h:
+                    h.update(chunk)
+                out.write(chunk)
+                if progress:
+                    progress(done)
+        if exact and done != limit:
+            raise Truncated(f"{_human(done)}, {_human(limit)} expected (truncated)",
+                            where=where)
+        if h and h.hexdigest() != sha256:
+            raise Mismatch("its sha256 differs from the one expected", where=where)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return done
+
+
+def fetch(location: str | Path, dest: Path, *, limit: int, deadline: Deadline,
+          exact: bool = False, sha256: str | None = None,
+          timeout: float = DEFAULT_TIMEOUT,
+          progress: Callable[[int], None] | None = None) -> int:
+    """Copy an http(s) URL or a file (a regular file, not through a final symlink) to
+    dest: at most ``limit`` bytes (exactly, with ``exact``), by ``deadline``, each
+    connect and read waiting ``timeout`` seconds at most, checked against ``sha256``
+    when given. Returns the bytes copied; on failure dest is removed and a FetchError
+    raised (see copy_bounded and open_location)."""
+    return copy_bounded(lambda: open_location(location, deadline=deadline, timeout=timeout),
+                        dest, limit=limit, deadline=deadline, exact=exact, sha256=sha256,
+                        progress=progress, where=str(location))
+
+
+def fetch_bytes(location: str | Path, *, limit: int, deadline: Deadline,
+                timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """The bytes at location (at most ``limit``, by ``deadline``), for small things such
+    as descriptions. Raises a FetchError as fetch does."""
+    where = str(location)
+    parts: list[bytes] = []
+    done = 0
+    with open_location(location, deadline=deadline, timeout=timeout) as (stream, announced):
+        if announced is not None and announced > limit:
+            raise TooLarge(f"announces {_human(announced)}, more than the "
+                           f"{_human(limit)} allowed", where=where)
+        while True:
+            if deadline.passed():
+                raise TooSlow(f"not complete within {deadline.describe()}: "
+                              f"{_human(done)} arrived", where=where)
+            chunk = stream.read(min(CHUNK, limit - done + 1))
+            if not chunk:
+                return b"".join(parts)
+            done += len(chunk)
+            if done > limit:
+                raise TooLarge(f"more than the {_human(limit)} allowed: not read further",
+                               where=where)
+            parts.append(chunk)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_INNERMOST = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+
+
+def nesting_ok(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
+    """True when no array or object in the JSON text is nested deeper than max_depth.
+    Strings are cut out first; then each pass removes the innermost brackets, so
+    max_depth passes leave none behind in acceptable text (linear per pass, no
+    recursion whatever the input)."""
+    rest = _STRING.sub(b"", data)
+    for _ in range(max_depth):
+        if not (b"[" in rest or b"{" in rest):
+            return True
+        rest = _INNERMOST.sub(b"", rest)
+    return not (b"[" in rest or b"{" in rest)
+
+
+def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, where: str = "") -> object:
+    """JSON from bytes someone else wrote: Malformed when it is not UTF-8 JSON or nests
+    deeper than max_depth (checked before parsing: json.loads would recurse)."""
+    if not nesting_ok(data, max_depth):
+        raise Malformed(f"JSON nested deeper than {max_depth} levels (or unbalanced)",
+                        where=where)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeError are ValueErrors
+        raise Malformed(f"not JSON ({e.__class__.__name__}: {e})", where=where) from None
+
+
+def read_file(path: Path, *, limit: int) -> bytes:
+    """A local regular file's bytes (not through a final symlink, at most ``limit``):
+    for records and keys that a person or a crash may have replaced with anything.
+    Raises Missing, NotAFile, TooLarge or Unreachable (unreadable)."""
+    where = str(path)
+    stream, size = _open_file(path, where)
+    with stream:
+        if size > limit:
+            raise TooLarge(f"{_human(size)}, more than the {_human(limit)} allowed",
+                           where=where)
+        parts, done = [], 0
+        try:
+            while chunk := stream.read(min(CHUNK << 4, limit - done + 1)):
+                parts.append(chunk)
+                done += len(chunk)
+                if done > limit:  # it grew while being read
+                    raise TooLarge(f"more than the {_human(limit)} allowed", where=where)
+        except OSError as e:
+            raise Unreachable(f"cannot read it: {e.strerror}", where=where) from None
+    return b"".join(parts)
