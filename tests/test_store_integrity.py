@@ -163,7 +163,7 @@ def test_gc_refuses_when_a_kept_item_has_an_unreadable_record(three, tmp_path: P
     _truncate(store.meta_path(items[0]) / "info.json")
     r = cli("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err
-    assert f"their info.json is unreadable: {items[0].name}" in r.err
+    assert f"their info.json is unreadable or ill-typed: {items[0].name}" in r.err
     assert "nothing was removed" in r.err and len(store.items()) == 3
 
 
