@@ -471,7 +471,7 @@ def cmd_cache_push(args) -> int:
     try:
         pushed, skipped = push(store, remote, items, key, print)
     except Unreachable as e:
-        raise EmbedbuildError(f"cannot push: {e}", where=args.dest,
+        raise EmbedbuildError(f"cannot push: {e.message}", where=args.dest,
                               hint="check the URL and that the server takes PUT") from None
     print(f"{pushed} item(s) pushed, {skipped} already in {args.dest}")
     return 0

@@ -150,6 +150,7 @@ def _resign(folder: Path, key: Path, extra_file: bool = False) -> None:
     if extra_file:
         desc["files"]["extra.bin"] = {"type": "file", "mode": 0o444, "size": 1,
                                       "sha256": "0" * 64}
+        desc["size"] += 1
     d.write_text(json.dumps(load_secret(key).sign(desc)))
 
 
