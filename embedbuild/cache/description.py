@@ -20,6 +20,11 @@ SUFFIX = ".tar.zst"
 MAX_DESCRIPTION = 64 << 20
 # Archives and trees up to 1 TiB (a sanity bound: the free-space check decides).
 MAX_SIZE = 1 << 40
+# An item may unpack to this many times its archive's size (a kernel tree: about 6),
+# or to EXPANSION_FLOOR whatever its archive: a zstd bomb, however honestly described
+# (3 GiB of zeros in 100 KB), is refused before its archive is read.
+MAX_EXPANSION = 100
+EXPANSION_FLOOR = 64 << 20
 # Linux: PATH_MAX and NAME_MAX.
 MAX_PATH, MAX_NAME = 4095, 255
 
@@ -95,6 +100,10 @@ class Description(Record):
         if total != self.size:
             raise ValueError(f"size {self.size} is not the sum of its files' ({total})")
         return self
+
+    def expansion_allowed(self) -> int:
+        """The most bytes this item's archive may unpack to (MAX_EXPANSION)."""
+        return max(MAX_EXPANSION * self.archive.size, EXPANSION_FLOOR)
 
     def space_needed(self) -> int:
         """Bytes the unpacked tree takes on disk, roughly: each file rounded up to 4 KiB

@@ -31,7 +31,9 @@ from embedbuild.bounded import (
 )
 from embedbuild.cache.archive import ArchiveError, unpack
 from embedbuild.cache.description import (
+    EXPANSION_FLOOR,
     FORMAT,
+    MAX_EXPANSION,
     Description,
     DescriptionError,
     description_path,
@@ -199,9 +201,17 @@ class Substituters:
         return desc
 
     def _room(self, store: Store, desc: Description) -> None:
-        """Refused unless the store has room for the archive and the unpacked tree."""
+        """Refused unless the item expands no more than a description may say, and the
+        store has room for the archive and the unpacked tree: before a byte of it."""
+        if desc.size > desc.expansion_allowed():
+            raise _Refusal(f"it would unpack to {desc.size:,} bytes from a "
+                           f"{desc.archive.size:,}-byte archive, more than the "
+                           f"{MAX_EXPANSION}-fold (or {EXPANSION_FLOOR >> 20} MiB) taken")
         need = desc.archive.size + desc.space_needed() + RESERVE
-        free = shutil.disk_usage(store.root).free
+        where = store.root
+        while not where.exists():  # a store not made yet: the disk it will be on
+            where = where.parent
+        free = shutil.disk_usage(where).free
         if need > free:
             raise _Refusal(f"not enough free space in the store for it: it needs "
                            f"{need / 2**20:,.1f} MiB (archive, unpacked files and "
