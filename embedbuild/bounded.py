@@ -22,7 +22,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import socket
 import stat
 import threading
@@ -390,33 +389,33 @@ def fetch_bytes(location: str | Path, *, limit: int, deadline: Deadline,
             parts.append(chunk)
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_INNERMOST = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
-
-
-def nesting_ok(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
-    """True when no array or object in the JSON text is nested deeper than max_depth.
-    Strings are cut out first; then each pass removes the innermost brackets, so
-    max_depth passes leave none behind in acceptable text (linear per pass, no
-    recursion whatever the input)."""
-    rest = _STRING.sub(b"", data)
-    for _ in range(max_depth):
-        if not (b"[" in rest or b"{" in rest):
-            return True
-        rest = _INNERMOST.sub(b"", rest)
-    return not (b"[" in rest or b"{" in rest)
+def _nested_deeper(value: object, max_depth: int) -> bool:
+    """True when an array or object lies deeper than max_depth (no recursion here)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > max_depth:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, where: str = "") -> object:
     """JSON from bytes someone else wrote: Malformed when it is not UTF-8 JSON or nests
-    deeper than max_depth (checked before parsing: json.loads would recurse)."""
-    if not nesting_ok(data, max_depth):
-        raise Malformed(f"JSON nested deeper than {max_depth} levels (or unbalanced)",
-                        where=where)
+    deeper than max_depth. (json's C parser stops a very deep text by itself, with a
+    RecursionError, before it costs anything; the depth of the rest is counted here.)"""
+    too_deep = Malformed(f"JSON nested deeper than {max_depth} levels", where=where)
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeError are ValueErrors
-        raise Malformed(f"not JSON ({e.__class__.__name__}: {e})", where=where) from None
+        value = json.loads(data)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as e:  # JSONDecodeError and UnicodeError are ValueErrors
+        raise Malformed(f"not JSON ({e.__class__.__name__}: {str(e)[:200]})",
+                        where=where) from None
+    if _nested_deeper(value, max_depth):
+        raise too_deep
+    return value
 
 
 def read_file(path: Path, *, limit: int) -> bytes:

@@ -9,10 +9,19 @@ or an unknown entry type is a RecordError, never a value the store goes on with.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from embedbuild.bounded import FetchError, parse_json, read_file
 from embedbuild.errors import EmbedbuildError
@@ -22,11 +31,22 @@ from embedbuild.errors import EmbedbuildError
 MAX_INFO = 1 << 20
 MAX_FILES = 256 << 20
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+def _matching(pattern: str, what: str):
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+Sha256 = Annotated[str, _matching(r"[0-9a-f]{64}", "a sha256 (64 hex digits)")]
 # A store item's folder name: 32 hex digits of its key, '-', the step's name (one path
 # component: no '/', NUL or whitespace).
-ItemName = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}-[^/\s\x00]{1,200}$")]
-StepName = Annotated[str, StringConstraints(pattern=r"^[^/\s\x00]{1,200}$")]
+ItemName = Annotated[str, _matching(r"[0-9a-f]{32}-[^/\s\x00]{1,200}",
+                                    "the name of a store item")]
+StepName = Annotated[str, _matching(r"[^/\s\x00]{1,200}", "a step name")]
 # Permission bits only: the store never holds setuid, setgid or sticky bits.
 Mode = Annotated[int, Field(ge=0, le=0o777)]
 

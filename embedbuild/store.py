@@ -270,8 +270,9 @@ class Store:
         return self.root / META / item.name
 
     def complete(self, item: Path) -> bool:
-        """True when item is a finished output with its record."""
-        return (self.meta_path(item) / "info.json").is_file() and item.is_dir()
+        """True when item is a finished output with its record (which may still be
+        damaged: record() says)."""
+        return os.path.lexists(self.meta_path(item) / "info.json") and item.is_dir()
 
     # -- what the store records of an item (the one way other modules read it) -----
 
@@ -575,7 +576,7 @@ class Store:
         special files, write/setuid/setgid/sticky bits, or an unreadable record. An
         item that merely cannot be checked (no way to derive its files) is not."""
         name, meta = item.name, self.meta_path(item)
-        if not (meta / "info.json").is_file():
+        if not os.path.lexists(meta / "info.json"):
             return [f"{name}: incomplete item (no {META}/{name}/info.json)"], True
         try:
             info = read_info(meta / "info.json")
