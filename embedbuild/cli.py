@@ -263,17 +263,18 @@ def cmd_flash(args) -> int:
 def cmd_write_sd(args) -> int:
     from embedbuild.load import load_board
     from embedbuild.manifest import Manifest
-    from embedbuild.sdwrite import check_device, write_sd
+    from embedbuild.sdwrite import check, check_device, write_sd
 
     board = load_board(args.board)
     if board.sdcard is None:
         raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image")
     device = Path(args.device)
-    # Refusals that need no build come first: a wrong device fails in a second.
-    check_device(device, args.max_size)
+    # Refusals that need no build come first: a wrong device or image fails in a second.
     if args.image:
         image = Path(args.image)
+        check(image, device, args.max_size)
     else:
+        check_device(device, args.max_size)
         result = build_board(args, _store(args), _console()).result
         sd = Manifest.read(result).sdcard
         assert sd is not None
