@@ -121,16 +121,18 @@ def _human(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _open_file(path: Path, where: str) -> tuple[Readable, int]:
-    """A regular file opened without following a final symlink, and its size."""
+def _open_file(path: Path, where: str, follow_symlinks: bool = False) -> tuple[Readable, int]:
+    """A regular file opened (without following a final symlink, unless asked) and its
+    size."""
+    nofollow = 0 if follow_symlinks else os.O_NOFOLLOW
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; cleared once it is
         # known to be a regular file (where it changes nothing anyway).
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise Missing("no such file", where=where) from None
     except OSError as e:
-        if e.errno == errno.ELOOP:
+        if e.errno == errno.ELOOP and not follow_symlinks:
             raise NotAFile("a symlink, not a regular file: not followed", where=where,
                            hint="a cache folder holds its files themselves") from None
         if e.errno == errno.ENOTDIR:
@@ -418,12 +420,13 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, where: str = "") -> o
     return value
 
 
-def read_file(path: Path, *, limit: int) -> bytes:
-    """A local regular file's bytes (not through a final symlink, at most ``limit``):
-    for records and keys that a person or a crash may have replaced with anything.
-    Raises Missing, NotAFile, TooLarge or Unreachable (unreadable)."""
+def read_file(path: Path, *, limit: int, follow_symlinks: bool = False) -> bytes:
+    """A local regular file's bytes (at most ``limit``; not through a final symlink
+    unless ``follow_symlinks``): for records, keys and files a person names, any of
+    which may turn out to be a device, a FIFO or a folder. Raises Missing, NotAFile,
+    TooLarge or Unreachable (unreadable)."""
     where = str(path)
-    stream, size = _open_file(path, where)
+    stream, size = _open_file(path, where, follow_symlinks)
     with stream:
         if size > limit:
             raise TooLarge(f"{_human(size)}, more than the {_human(limit)} allowed",

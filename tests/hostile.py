@@ -148,14 +148,24 @@ def _du(path: Path) -> int:
 
 
 def run_watched(*args: str, store: Path, env: dict | None = None, watch: Path | None = None,
-                max_bytes: int = 256 << 20, seconds: float = 60.0) -> tuple[Run, str | None]:
+                max_bytes: int = 256 << 20, seconds: float = 60.0,
+                max_memory: int = 4 << 30) -> tuple[Run, str | None]:
     """Run the embedbuild CLI; a watchdog kills it (its whole process group) when
     ``watch`` (default: the store) holds more than max_bytes or the run takes longer
-    than ``seconds``. Returns (the run, why it was killed or None)."""
+    than ``seconds``; its address space is limited to max_memory (a reader that never
+    stops fails there, not in the machine's memory). Returns (the run, why it was killed
+    or None)."""
+    import resource
+
     full_env = {**os.environ, "EMBEDBUILD_STORE": str(store), "COLUMNS": "200", **(env or {})}
     watch = watch or store
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+
     p = subprocess.Popen([EMBEDBUILD, *args], env=full_env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=limit)
     killed: list[str] = []
     done = threading.Event()
 

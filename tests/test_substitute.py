@@ -342,3 +342,14 @@ def test_refusals_are_typed_results(signed: _Signed, tmp_path: Path):
     subs = Substituters([Remote(str(signed.folder))], signed.trusted, lambda line: None)
     got = subs.attempt(store, top, subs.remotes[0])
     assert isinstance(got, Refused) and not got.drop and "not signed" in got.reason
+
+
+@pytest.mark.parametrize("url", ["http://[::1:8080/eb", "http://127.0.0.1:99999/eb",
+                                 "ftp://127.0.0.1/eb"])
+def test_a_cache_url_that_does_not_parse_is_one_warning(signed: _Signed, tmp_path: Path,
+                                                         url: str):
+    warnings, calls, _ = _build_b(tmp_path / "b", signed, url)
+    [line] = warnings
+    assert line.startswith(f"cache {url}: ") and line.endswith("; not using it in this build")
+    assert calls == ["leaf", "mid", "top"]
+    _clean(tmp_path / "b")

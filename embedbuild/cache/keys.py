@@ -18,8 +18,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from embedbuild.bounded import FetchError, read_file
 from embedbuild.errors import EmbedbuildError
 
+MAX_KEY_FILE = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -107,9 +109,13 @@ def keygen(name: str, directory: Path = Path()) -> tuple[Path, Path]:
 
 def _read(path: Path, what: str) -> tuple[str, bytes]:
     try:
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EmbedbuildError(f"cannot read this {what} key: {e}", where=str(path)) from None
+        # A key file is one short line: anything else (a device, a huge file) is not read.
+        text = read_file(path, limit=MAX_KEY_FILE, follow_symlinks=True).decode().strip()
+    except FetchError as e:
+        raise EmbedbuildError(f"cannot read this {what} key: {e.message}",
+                              where=str(path)) from None
+    except UnicodeDecodeError:
+        text = ""
     name, _, b64 = text.partition(":")
     try:
         raw = base64.b64decode(b64, validate=True)

@@ -40,23 +40,25 @@ class Remote:
         self.location = location.rstrip("/")
         self.timeout = timeout
         self.http = location.startswith(("http://", "https://"))
+        # Any other URL (ftp://, file://) is refused where it is read, as unreachable.
+        self.url = "://" in location
 
     def __str__(self) -> str:
         return self.location
 
     def where(self, rel: str) -> str:
         """rel's URL, or its path in the folder (rel is one of the cache's own names)."""
-        return f"{self.location}/{rel}" if self.http else str(Path(self.location) / rel)
+        return f"{self.location}/{rel}" if self.url else str(Path(self.location) / rel)
 
     def _missing(self, e: Missing) -> Missing | Unreachable:
         """A file missing from a folder that is itself missing: the cache is down."""
-        if not self.http and not Path(self.location).is_dir():
+        if not self.url and not Path(self.location).is_dir():
             return Unreachable(f"no such folder {self.location}", where=self.location)
         return e
 
     def exists(self, rel: str) -> bool:
         """True when the cache holds rel (a regular file, in a folder)."""
-        if not self.http:
+        if not self.url:
             p = Path(self.location) / rel
             return p.is_file() and not p.is_symlink()
         try:
@@ -94,6 +96,9 @@ class Remote:
     def put(self, rel: str, src: Path | bytes) -> None:
         """Store src (a file or bytes) as rel; the name appears only once it is complete
         (a temporary name then a rename in a folder; nginx's PUT does the same)."""
+        if self.url and not self.http:
+            raise Unreachable("only http://, https:// and folders take uploads",
+                              where=self.location)
         if not self.http:
             dest = Path(self.location) / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
