@@ -26,9 +26,10 @@ from pydantic import (
 from embedbuild.bounded import FetchError, parse_json, read_file
 from embedbuild.errors import EmbedbuildError
 
-# An info.json is a few KiB; a files.json lists every file of an item (an unpacked
-# kernel tree's would run to about 15 MiB).
-MAX_INFO = 1 << 20
+# An info.json is a few KiB, but a step may put whatever data it depends on into its
+# inputs; a description (which carries it) may hold 64 MiB. A files.json lists every
+# file of an item (an unpacked kernel tree's would run to about 15 MiB).
+MAX_INFO = 64 << 20
 MAX_FILES = 256 << 20
 
 def _matching(pattern: str, what: str):

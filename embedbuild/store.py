@@ -69,6 +69,7 @@ _KINDS = {
 }
 _STORABLE = ("file", "dir", "symlink")
 MAX_DAMAGE = 1 << 20  # bytes of a damage mark read back (verify writes a few lines)
+MAX_TEMPROOTS = 16 << 20  # bytes of one process's temporary roots (item names, a line each)
 
 
 def cache_dir(variable: str, name: str) -> Path:
@@ -346,7 +347,7 @@ class Store:
                 _rmtree(f)  # the process is gone (or the pid now names another one)
                 continue
             try:
-                text = read_file(f, limit=MAX_INFO << 4).decode(errors="replace")
+                text = read_file(f, limit=MAX_TEMPROOTS).decode(errors="replace")
             except FetchError:
                 continue  # not a list of names: it roots nothing
             # Only item names count: a line naming anything else roots nothing.

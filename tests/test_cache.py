@@ -447,10 +447,10 @@ def test_slow_http_description_costs_the_deadline(keys, store_a, pushed, tmp_pat
     rel = str(_description(folder).relative_to(folder))
     t0 = time.monotonic()
     with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
-        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ndeadline = 2\n")
+        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ndeadline = 1\n")
     assert server.overrun == [] and time.monotonic() - t0 < 20
     built_locally(r, killed, tmp_path, store_a, "its description is too slow: not complete "
-                  "within the deadline for one item (2 s)")
+                  "within the deadline for one item (1 s)")
 
 
 def test_deeply_nested_description_is_refused(keys, store_a, pushed, tmp_path: Path):

@@ -146,11 +146,11 @@ HTTP_ATTACKS = {
     ("archive", "huge-length"): "its archive is larger than the {size:,} bytes its description",
     ("description", "endless"): "its description is larger than the largest description taken",
     ("description", "slow"): "its description is too slow: not complete within the deadline "
-                             "for one item (1.5 s)",
+                             "for one item (0.5 s)",
     ("description", "slow-headers"): "its description is too slow: no complete answer within "
-                                     "the deadline for one item (1.5 s)",
+                                     "the deadline for one item (0.5 s)",
     ("archive", "slow"): "its archive is too slow: not complete within the deadline for one "
-                         "item (1.5 s)",
+                         "item (0.5 s)",
 }
 
 
@@ -161,7 +161,7 @@ def test_hostile_http_cache_is_bounded(signed: _Signed, tmp_path: Path, attack):
            else signed.archive())
     size = (signed.folder / signed.archive()).stat().st_size
     with HostileServer(signed.folder, {rel: how}, max_seconds=15) as server:
-        warnings, _, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=1.5)
+        warnings, _, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=0.5)
     assert server.overrun == [], "the client did not stop: the server's watchdog did"
     [line] = warnings
     assert line.startswith(f"cache {server.url}: top refused: ")
@@ -174,11 +174,11 @@ def test_hostile_http_cache_is_bounded(signed: _Signed, tmp_path: Path, attack):
 def test_the_build_deadline_bounds_all_fetches(signed: _Signed, tmp_path: Path):
     with HostileServer(signed.folder, {signed.archive(): "slow"}, max_seconds=15) as server:
         warnings, calls, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=60,
-                                            build_deadline=1.5)
+                                            build_deadline=0.5)
     assert server.overrun == [] and seconds < 10
     [line] = warnings
     assert ("its archive is too slow: not complete within the time for all cache fetches of "
-            "this build (1.5 s)") in line
+            "this build (0.5 s)") in line
     assert calls == ["leaf", "mid", "top"]  # nothing more is asked once the time is spent
     _clean(tmp_path / "b")
 
@@ -264,7 +264,7 @@ def test_deep_nesting_inside_a_signed_description_is_refused(signed: _Signed, tm
     _clean(tmp_path / "b")
 
 
-BOMB = 256 << 20  # more than the small disk holds: a regression fails there, not on ours
+BOMB = 128 << 20  # more than the small disk holds: a regression fails there, not on ours
 
 
 def _files(out: dict | None = None) -> dict[str, dict]:
@@ -302,7 +302,7 @@ def test_zstd_bombs_stop_at_the_described_sizes(signed: _Signed, tmp_path: Path,
             e["sha256"] = zeros_sha256(e["size"])
     resign(signed.desc(), signed.secret,
            lambda d: with_archive(signed.folder, d, members, files, trailing))
-    with small_disk(tmp_path / "small", mib=160) as disk:
+    with small_disk(tmp_path / "small", mib=96) as disk:
         warnings, _, _ = _build_b(disk / "b", signed, str(signed.folder))
         [line] = warnings
         assert line.startswith(f"cache {signed.folder}: top refused: ") and why in line, line
