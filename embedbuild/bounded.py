@@ -36,7 +36,7 @@ from embedbuild.errors import EmbedbuildError
 
 DEFAULT_TIMEOUT = 5.0  # seconds to connect, and for each read: a silent peer
 CHUNK = 1 << 16
-# JSON nested deeper than this is refused before it is parsed (json would recurse).
+# JSON nested deeper than this is refused (descriptions nest about 6 deep).
 MAX_DEPTH = 64
 
 
@@ -81,7 +81,7 @@ class Deadline:
 
     Args:
         seconds: from now.
-        what: what it bounds, for messages ("the item", "the build's cache time").
+        what: what it bounds, for messages ("the deadline for one item").
         parent: an outer deadline that may come sooner (an item's within a build's).
     """
 
@@ -106,7 +106,7 @@ class Deadline:
         return self.left() <= 0
 
     def describe(self) -> str:
-        """e.g. 'the 300 s deadline for the item'."""
+        """The deadline that binds, in words: e.g. 'the deadline for one item (600 s)'."""
         d = self.binding()
         return f"{d.what} ({d.seconds:g} s)"
 
@@ -133,8 +133,7 @@ def _open_file(path: Path, where: str, follow_symlinks: bool = False) -> tuple[R
         raise Missing("no such file", where=where) from None
     except OSError as e:
         if e.errno == errno.ELOOP and not follow_symlinks:
-            raise NotAFile("a symlink, not a regular file: not followed", where=where,
-                           hint="a cache folder holds its files themselves") from None
+            raise NotAFile("a symlink, not a regular file (not followed)", where=where) from None
         if e.errno == errno.ENOTDIR:
             raise Missing("no such file", where=where) from None
         raise Unreachable(f"cannot open it: {e.strerror}", where=where) from None
@@ -144,7 +143,7 @@ def _open_file(path: Path, where: str, follow_symlinks: bool = False) -> tuple[R
             kind = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device",
                     stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
                     stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "not a file")
-            raise NotAFile(f"{kind}, not a regular file: not read", where=where)
+            raise NotAFile(f"{kind}, not a regular file", where=where)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0), st.st_size
     except BaseException:
