@@ -47,7 +47,6 @@ class Device:
         name: the kernel's name (sdb, mmcblk0, loop3), for a block device.
         model: vendor and model from /sys/block/X/device, if it says.
         partitions: (name, bytes) of its partitions.
-        rdevs: device numbers of the device and its partitions (to find their mounts).
         identity: (st_dev, st_ino) of a file, (0, st_rdev) of a block device: what the
             write checks it still opens.
     """
@@ -58,7 +57,6 @@ class Device:
     name: str | None = None
     model: str | None = None
     partitions: list[tuple[str, int]] = field(default_factory=list)
-    rdevs: set[int] = field(default_factory=set)
     identity: tuple[int, int] = (0, 0)
 
     def describe(self) -> list[str]:
@@ -135,12 +133,8 @@ def inspect(path: Path) -> Device:
     size = int(_sys(real / "size") or 0) * 512
     model = " ".join(filter(None, (_sys(real / "device" / "vendor"),
                                    _sys(real / "device" / "model")))) or None
-    parts, rdevs = [], {st.st_rdev}
-    for p in _partition_dirs(real):
-        parts.append((p.name, int(_sys(p / "size") or 0) * 512))
-        if (rdev := _devnum(_sys(p / "dev"))) is not None:
-            rdevs.add(rdev)
-    return Device(path, "block device", size, real.name, model, parts, rdevs,
+    parts = [(p.name, int(_sys(p / "size") or 0) * 512) for p in _partition_dirs(real)]
+    return Device(path, "block device", size, real.name, model, parts,
                   identity=(0, st.st_rdev))
 
 
