@@ -11,7 +11,12 @@ byte a second (in its headers as much as in its body) costs the deadline, not mo
 
 Every failure is a FetchError subclass naming the location: Unreachable, Missing,
 NotAFile, TooLarge, TooSlow, Truncated, Mismatch, Malformed. On any failure the
-partial file is removed.
+partial file is removed. For example, a source archive whose lock gives its size and
+sha256, from a substituter (a URL or a folder)::
+
+    deadline = Deadline(600, "the deadline for linux-6.1's source")
+    fetch(f"{substituter}/sources/{sha256}", dest, limit=size, exact=True,
+          sha256=sha256, deadline=deadline, progress=show)
 """
 
 from __future__ import annotations
