@@ -267,15 +267,18 @@ def open_location(location: str | Path, *, deadline: Deadline,
     watch.timer.start()
     try:
         try:
+            # The socket's timeout is the per-read one; the deadline is the timer's.
             resp = opener.open(urllib.request.Request(location, method=method),
-                               timeout=max(min(timeout, deadline.left()), 0.01))
+                               timeout=timeout)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code in (404, 410):
                 raise Missing(f"not there (HTTP {e.code})", where=where) from None
             raise Unreachable(why(e), where=where) from None
         except NETWORK_ERRORS as e:
-            if watch.expired:
+            # Past the deadline, whatever failed failed for lack of time (a read that
+            # timed out just before the timer ran included).
+            if watch.expired or deadline.passed():
                 raise TooSlow(f"no complete answer within {deadline.describe()}",
                               where=where) from None
             raise Unreachable(why(e), where=where) from None
@@ -296,7 +299,7 @@ class _HttpStream:
         try:
             data = self.resp.read1(n)
         except NETWORK_ERRORS as e:
-            if self.watch.expired:
+            if self.watch.expired or self.deadline.passed():
                 raise TooSlow(f"not complete within {self.deadline.describe()}",
                               where=self.where) from None
             raise Unreachable(why(e), where=self.where) from None
