@@ -6,8 +6,10 @@ binary cache's descriptions and archives, and source archives from substituters.
 location is an http(s) URL or a path. A path is opened without following a symlink
 as its last component and must be a regular file (checked on the open descriptor, so
 a FIFO or a device never stalls or floods the reader). An HTTP transfer is watched by
-a timer that shuts its socket down when the deadline passes, so a server that sends a
-byte a second (in its headers as much as in its body) costs the deadline, not more.
+a thread that shuts its socket down when the deadline passes, so a server that sends a
+byte a second (in its headers as much as in its body) costs the deadline, not more. A
+deadline may also ask for a minimum average rate after a grace period (Deadline's
+min_rate), so that a large download at a fair rate gets its time and a trickle does not.
 
 Every failure is a FetchError subclass naming the location: Unreachable, Missing,
 NotAFile, TooLarge, TooSlow, Truncated, Mismatch, Malformed. On any failure the
@@ -85,35 +87,72 @@ class Deadline:
     """A moment (monotonic clock) by which something must be done.
 
     Args:
-        seconds: from now.
+        seconds: the most it may take, from now.
         what: what it bounds, for messages ("the deadline for one item").
         parent: an outer deadline that may come sooner (an item's within a build's).
+        min_rate: bytes a second it must keep up on average once ``grace`` seconds
+            have passed (0: no such rule). Then the time allowed is ``grace`` plus a
+            second for every ``min_rate`` bytes that arrived (reported with arrived()),
+            and never more than ``seconds``: a source sending a byte a second is cut
+            off after the grace, a large download at a fair rate gets the time it needs.
+        grace: see min_rate.
     """
 
     def __init__(self, seconds: float, what: str = "the deadline",
-                 parent: Deadline | None = None) -> None:
+                 parent: Deadline | None = None, *, min_rate: float = 0,
+                 grace: float = 0) -> None:
         self.seconds = seconds
         self.what = what
-        self.at = time.monotonic() + seconds
         self.parent = parent
+        self.min_rate = min_rate
+        self.grace = grace
+        self.start = time.monotonic()
+        self.received = 0
+
+    def arrived(self, n: int) -> None:
+        """n more bytes arrived (they extend a min_rate deadline)."""
+        self.received += n
+
+    def _cap(self) -> float:
+        return self.start + self.seconds
+
+    def _rate_limit(self) -> float | None:
+        if not self.min_rate:
+            return None
+        return self.start + self.grace + self.received / self.min_rate
+
+    def at(self) -> float:
+        """When this deadline (not counting its parents) passes, as things stand."""
+        rate = self._rate_limit()
+        return self._cap() if rate is None else min(self._cap(), rate)
 
     def binding(self) -> Deadline:
         """The deadline that comes first: this one or one of its parents."""
         d = self.parent.binding() if self.parent is not None else None
-        return d if d is not None and d.at < self.at else self
+        return d if d is not None and d.at() < self.at() else self
 
     def left(self) -> float:
         """Seconds left (negative once passed)."""
-        return self.binding().at - time.monotonic()
+        return self.binding().at() - time.monotonic()
 
     def passed(self) -> bool:
         """True once the deadline (or a parent's) has passed."""
         return self.left() <= 0
 
-    def describe(self) -> str:
-        """The deadline that binds, in words: e.g. 'the deadline for one item (600 s)'."""
+    def overdue(self) -> str:
+        """Why the deadline that binds has passed, in words: 'not complete within the
+        deadline for one item (600 s)', or for a rate too low, what arrived in how long."""
         d = self.binding()
-        return f"{d.what} ({d.seconds:g} s)"
+        rate = d._rate_limit()
+        spent = time.monotonic() - d.start
+        if rate is not None and rate < d._cap():
+            return (f"slower than {_rate(d.min_rate)} after the first {d.grace:g} s: "
+                    f"{d.received:,} bytes in {spent:.1f} s")
+        return f"not complete within {d.what} ({d.seconds:g} s): {d.received:,} bytes arrived"
+
+
+def _rate(bps: float) -> str:
+    return f"{bps / 1024:g} KiB/s" if bps >= 1024 else f"{bps:g} bytes/s"
 
 
 class Readable(Protocol):
@@ -157,15 +196,30 @@ def _open_file(path: Path, where: str, follow_symlinks: bool = False) -> tuple[R
 
 
 class _Watch:
-    """The sockets of one HTTP transfer, shut down by a timer at the deadline: a read
-    blocked on them returns at once, whatever the server does."""
+    """The sockets of one HTTP transfer, shut down by a watcher thread once the deadline
+    passes (it may move while bytes arrive): a read blocked on them returns at once,
+    whatever the server does."""
 
     def __init__(self, deadline: Deadline) -> None:
         self.socks: list[socket.socket] = []
         self.expired = False
         self.lock = threading.Lock()
-        self.timer = threading.Timer(max(deadline.left(), 0), self.expire)
-        self.timer.daemon = True
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        # Checked at least four times a second: a deadline can only move later.
+        while not self.done.wait(min(max(self.deadline.left(), 0.0), 0.25)):
+            if self.deadline.passed():
+                self.expire()
+                return
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
 
     def add(self, sock: socket.socket) -> None:
         with self.lock:
@@ -259,15 +313,15 @@ def open_location(location: str | Path, *, deadline: Deadline,
             yield stream, size
         return
     if deadline.passed():
-        raise TooSlow(f"not begun by {deadline.describe()}", where=where)
+        raise TooSlow(f"not begun: {deadline.overdue()}", where=where)
     watch = _Watch(deadline)
     opener = urllib.request.OpenerDirector()
     for h in _handlers(watch):
         opener.add_handler(h)
-    watch.timer.start()
+    watch.start()
     try:
         try:
-            # The socket's timeout is the per-read one; the deadline is the timer's.
+            # The socket's timeout is the per-read one; the deadline is the watch's.
             resp = opener.open(urllib.request.Request(location, method=method),
                                timeout=timeout)
         except urllib.error.HTTPError as e:
@@ -277,15 +331,15 @@ def open_location(location: str | Path, *, deadline: Deadline,
             raise Unreachable(why(e), where=where) from None
         except NETWORK_ERRORS as e:
             # Past the deadline, whatever failed failed for lack of time (a read that
-            # timed out just before the timer ran included).
+            # timed out just before the watch ran included).
             if watch.expired or deadline.passed():
-                raise TooSlow(f"no complete answer within {deadline.describe()}",
+                raise TooSlow(f"no complete answer: {deadline.overdue()}",
                               where=where) from None
             raise Unreachable(why(e), where=where) from None
         with resp:
             yield _HttpStream(resp, watch, deadline, where), resp.length
     finally:
-        watch.timer.cancel()
+        watch.stop()
 
 
 class _HttpStream:
@@ -300,12 +354,10 @@ class _HttpStream:
             data = self.resp.read1(n)
         except NETWORK_ERRORS as e:
             if self.watch.expired or self.deadline.passed():
-                raise TooSlow(f"not complete within {self.deadline.describe()}",
-                              where=self.where) from None
+                raise TooSlow(self.deadline.overdue(), where=self.where) from None
             raise Unreachable(why(e), where=self.where) from None
-        if not data and self.watch.expired:  # the timer's shutdown, not the body's end
-            raise TooSlow(f"not complete within {self.deadline.describe()}",
-                          where=self.where)
+        if not data and self.watch.expired:  # the watch's shutdown, not the body's end
+            raise TooSlow(self.deadline.overdue(), where=self.where)
         return data
 
 
@@ -333,13 +385,13 @@ def copy_bounded(open_source: Callable[[], contextlib.AbstractContextManager],
                                f"{_human(limit)} expected", where=where)
             while True:
                 if deadline.passed():
-                    raise TooSlow(f"not complete within {deadline.describe()}: "
-                                  f"{_human(done)} arrived", where=where)
+                    raise TooSlow(deadline.overdue(), where=where)
                 # One byte past the limit is enough to know it is too much.
                 chunk = stream.read(min(CHUNK, limit - done + 1))
                 if not chunk:
                     break
                 done += len(chunk)
+                deadline.arrived(len(chunk))
                 if done > limit:
                     raise TooLarge(f"more than the {_human(limit)} expected: not read "
                                    "further", where=where)
@@ -386,12 +438,12 @@ def fetch_bytes(location: str | Path, *, limit: int, deadline: Deadline,
                            f"{_human(limit)} allowed", where=where)
         while True:
             if deadline.passed():
-                raise TooSlow(f"not complete within {deadline.describe()}: "
-                              f"{_human(done)} arrived", where=where)
+                raise TooSlow(deadline.overdue(), where=where)
             chunk = stream.read(min(CHUNK, limit - done + 1))
             if not chunk:
                 return b"".join(parts)
             done += len(chunk)
+            deadline.arrived(len(chunk))
             if done > limit:
                 raise TooLarge(f"more than the {_human(limit)} allowed: not read further",
                                where=where)

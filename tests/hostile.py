@@ -40,12 +40,14 @@ CHUNK = 1 << 16
 @dataclass
 class HostileServer:
     """Serve ``folder`` over HTTP on 127.0.0.1; ``behave`` maps a path (as requested,
-    e.g. 'items/KEY.json') to 'endless', 'huge-length', 'slow' or 'slow-headers'."""
+    e.g. 'items/KEY.json') to 'endless', 'huge-length', 'slow' or 'slow-headers' (a
+    byte every ``interval`` seconds)."""
 
     folder: Path
     behave: dict[str, str] = field(default_factory=dict)
     max_bytes: int = 128 << 20
     max_seconds: float = 20.0
+    interval: float = 1.0  # seconds between the bytes of a 'slow' answer
     overrun: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
 
@@ -121,7 +123,7 @@ class HostileServer:
                 return
             h.wfile.write(data[i:i + 1])
             h.wfile.flush()
-            if self.stop.wait(1.0):
+            if self.stop.wait(self.interval):
                 return
 
     def _slow(self, h, rel: str) -> None:

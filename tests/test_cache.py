@@ -441,15 +441,29 @@ def test_endless_http_archive_stops_at_its_signed_size(keys, store_a, pushed, tm
                   f"{_archive(folder).stat().st_size:,} bytes its description says")
 
 
-def test_slow_http_description_costs_the_deadline(keys, store_a, pushed, tmp_path: Path):
+def test_slow_http_description_is_cut_off(keys, store_a, pushed, tmp_path: Path):
+    """A byte a second, with the defaults but a timeout of 1 s: the description must keep
+    up 64 KiB/s after three timeouts, so it is cut off after 3 s, not after the item's
+    whole deadline (600 s) or never."""
     folder = tmp_path / "www"
     _push_folder(pushed, folder)
     rel = str(_description(folder).relative_to(folder))
     t0 = time.monotonic()
     with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
-        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ndeadline = 1\n")
+        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ntimeout = 1\n")
     assert server.overrun == [] and time.monotonic() - t0 < 20
-    built_locally(r, killed, tmp_path, store_a, "its description is too slow: not complete "
+    built_locally(r, killed, tmp_path, store_a, "its description is too slow: slower than "
+                  "64 KiB/s after the first 3 s: ")
+
+
+def test_slow_http_archive_costs_the_configured_deadline(keys, store_a, pushed, tmp_path: Path):
+    folder = tmp_path / "www"
+    _push_folder(pushed, folder)
+    rel = str(_archive(folder).relative_to(folder))
+    with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
+        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ndeadline = 1\n")
+    assert server.overrun == []
+    built_locally(r, killed, tmp_path, store_a, "its archive is too slow: not complete "
                   "within the deadline for one item (1 s)")
 
 

@@ -147,8 +147,8 @@ HTTP_ATTACKS = {
     ("description", "endless"): "its description is larger than the largest description taken",
     ("description", "slow"): "its description is too slow: not complete within the deadline "
                              "for one item (0.5 s)",
-    ("description", "slow-headers"): "its description is too slow: no complete answer within "
-                                     "the deadline for one item (0.5 s)",
+    ("description", "slow-headers"): "its description is too slow: no complete answer: not "
+                                     "complete within the deadline for one item (0.5 s)",
     ("archive", "slow"): "its archive is too slow: not complete within the deadline for one "
                          "item (0.5 s)",
 }
@@ -180,6 +180,21 @@ def test_the_build_deadline_bounds_all_fetches(signed: _Signed, tmp_path: Path):
     assert ("its archive is too slow: not complete within the time for all cache fetches of "
             "this build (0.5 s)") in line
     assert calls == ["leaf", "mid", "top"]  # nothing more is asked once the time is spent
+    _clean(tmp_path / "b")
+
+
+@pytest.mark.parametrize("what", ["description", "archive"])
+def test_a_trickle_is_cut_off_by_the_rate_it_keeps(signed: _Signed, tmp_path: Path, what: str):
+    """The deadline itself is far (60 s), but 10 bytes a second is far below the rate an
+    item must keep after its grace (three timeouts: 1.5 s): cut off then."""
+    rel = (str(signed.desc().relative_to(signed.folder)) if what == "description"
+           else signed.archive())
+    with HostileServer(signed.folder, {rel: "slow"}, interval=0.1, max_seconds=15) as server:
+        warnings, _, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=60,
+                                        timeout=0.5)
+    assert server.overrun == [] and seconds < 10
+    [line] = warnings
+    assert (f"its {what} is too slow: slower than 64 KiB/s after the first 1.5 s: ") in line, line
     _clean(tmp_path / "b")
 
 

@@ -45,4 +45,4 @@ def substituters(warn: Callable[[str], None],
     remotes = [Remote(c if "://" in c else str(Path(c).expanduser().absolute()),
                       settings.timeout) for c in caches]
     return Substituters(remotes, trusted, warn, progress, deadline=settings.deadline,
-                        build_deadline=settings.build_deadline)
+                        build_deadline=settings.build_deadline, min_rate=settings.min_rate)

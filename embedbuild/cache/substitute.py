@@ -45,9 +45,14 @@ from embedbuild.errors import EmbedbuildError
 from embedbuild.step import Step
 from embedbuild.store import Store
 
-# Seconds one item (description and archive) may take, and all fetches of one build.
+# Seconds one item (description and archive) may take at most, and all fetches of one
+# build. Within that, an item must keep up MIN_RATE bytes a second on average once
+# GRACE_TIMEOUTS times the cache's timeout have passed: a cache sending a byte a second
+# costs 15 s by default, not the whole deadline.
 ITEM_DEADLINE = 600.0
 BUILD_DEADLINE = 3600.0
+MIN_RATE = 64 << 10
+GRACE_TIMEOUTS = 3
 # Space left free in the store after an item is unpacked.
 RESERVE = 64 << 20
 
@@ -123,19 +128,22 @@ class Substituters:
 
     ``warn(line)`` gets one line per refusal; ``progress(step, cache, done, total)``
     is called as an archive downloads. Each item must arrive within ``deadline``
-    seconds, and all items of this build within ``build_deadline`` (counted from
-    here); after that, everything is built locally."""
+    seconds, at ``min_rate`` bytes a second on average after a grace of GRACE_TIMEOUTS
+    times its cache's timeout (0: no rate asked), and all items of this build within
+    ``build_deadline`` (counted from here); after that, everything is built locally."""
 
     def __init__(self, remotes: list[Remote], trusted: dict[str, PublicKey],
                  warn: Callable[[str], None],
                  progress: Callable[[Step, str, int, int], None] | None = None,
                  deadline: float = ITEM_DEADLINE,
-                 build_deadline: float = BUILD_DEADLINE) -> None:
+                 build_deadline: float = BUILD_DEADLINE,
+                 min_rate: float = MIN_RATE) -> None:
         self.remotes = remotes
         self.trusted = trusted
         self.warn = warn
         self.progress = progress or (lambda step, cache, done, total: None)
         self.deadline = deadline
+        self.min_rate = min_rate
         self.build_deadline = Deadline(build_deadline, "the time for all cache fetches "
                                        "of this build")
         # Caches not asked again in this run: down, not answering, too slow, or signed
@@ -163,7 +171,8 @@ class Substituters:
         the cache does not have it."""
         t0 = time.monotonic()
         deadline = Deadline(self.deadline, "the deadline for one item",
-                            parent=self.build_deadline)
+                            parent=self.build_deadline, min_rate=self.min_rate,
+                            grace=GRACE_TIMEOUTS * remote.timeout)
         try:
             try:
                 data = remote.get_json(description_path(step.key), deadline)
