@@ -418,7 +418,11 @@ def cmd_size(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    items, freed = _store(args).gc()
+    store = _store(args)
+    if args.repair:
+        for problem in store.repair_records():
+            print(problem)
+    items, freed = store.gc()
     print(f"removed {items} item(s), {freed / 2**20:.1f} MiB")
     return 0
 
@@ -589,7 +593,11 @@ def parser() -> argparse.ArgumentParser:
                        parents=[system, cc])
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
-    sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
+    s = sub.add_parser("gc", help="remove store items no result link reaches")
+    s.add_argument("--repair", action="store_true",
+                   help="first remove the items whose record is unreadable or ill-typed "
+                   "(damage: builds remake them)")
+    s.set_defaults(fn=cmd_gc)
     s = sub.add_parser("cache", help="share built items: signing keys, pushing to a cache")
     cache = s.add_subparsers(dest="cache_command", required=True)
     s = cache.add_parser("keygen", help="write NAME.secret and NAME.public (ed25519)")

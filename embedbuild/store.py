@@ -538,10 +538,27 @@ class Store:
                 "cannot tell what these items depend on, their info.json is unreadable "
                 "or ill-typed: " + ", ".join(sorted(unreadable)),
                 where=str(self.root / META),
-                hint="nothing was removed; `embedbuild verify --repair` removes damaged "
-                "items, then run gc again",
+                hint="nothing was removed; `embedbuild gc --repair` removes them first (or "
+                "`embedbuild verify --repair` every damaged item); builds remake them",
             )
         return live
+
+    def repair_records(self) -> list[str]:
+        """Remove every item whose record is unreadable or ill-typed (under gc's
+        exclusive lock, so no build is using it): what `gc` cannot get past. Returns the
+        problems found, one line per item; building again remakes them."""
+        self._ensure()
+        problems = []
+        with self._flock(self.root / ".lock", fcntl.LOCK_EX):
+            for item in self.items():
+                try:
+                    self.record(item)
+                except RecordError as e:
+                    problems.append(f"{item.name}: {META}/{item.name}/info.json is "
+                                    f"{e.message}: removed")
+                    for half in (item, self.meta_path(item)):
+                        self.discard(half)
+        return problems
 
     def gc(self) -> tuple[int, int]:
         """Remove every item no result link or running process reaches, and all leftovers.

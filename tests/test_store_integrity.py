@@ -382,10 +382,12 @@ def test_bad_record_through_the_cli(tmp_path: Path):
                      "should be a valid list\n")
     r = cli("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err and "nothing was removed" in r.err
-    assert len(r.err.splitlines()) == 2  # error and hint
-    r = cli("verify", "--repair", store=store.root)
-    assert r.code == 0 and "removed the damaged item(s) above" in r.out
-    assert cli("gc", store=store.root).code == 0
+    assert len(r.err.splitlines()) == 2 and "gc --repair" in r.err  # error and hint
+    r = cli("gc", "--repair", store=store.root)
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    assert r.out.splitlines()[0] == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: "
+                                     "deps: Input should be a valid list: removed")
+    assert not dep.exists() and cli("verify", store=store.root).code == 0
 
 
 def test_odd_store_metadata_does_not_stop_gc(tmp_path: Path):
