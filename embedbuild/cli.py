@@ -336,17 +336,18 @@ def cmd_flash(args) -> int:
 def cmd_write_sd(args) -> int:
     from embedbuild.load import load_board
     from embedbuild.manifest import Manifest
-    from embedbuild.sdwrite import check_device, write_sd
+    from embedbuild.sdwrite import check, check_device, write_sd
 
     board = load_board(args.board)
     if board.sdcard is None:
         raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image")
     device = Path(args.device)
-    # Refusals that need no build come first: a wrong device fails in a second.
-    check_device(device, args.max_size)
+    # Refusals that need no build come first: a wrong device or image fails in a second.
     if args.image:
         image = Path(args.image)
+        check(image, device, args.max_size)
     else:
+        check_device(device, args.max_size)
         result = build_board(args, _store(args), _console()).result
         sd = Manifest.read(result).sdcard
         assert sd is not None
@@ -496,7 +497,11 @@ def cmd_size(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    items, freed = _store(args).gc()
+    store = _store(args)
+    if args.repair:
+        for problem in store.repair_records():
+            print(problem)
+    items, freed = store.gc()
     print(f"removed {items} item(s), {freed / 2**20:.1f} MiB")
     return 0
 
@@ -550,7 +555,7 @@ def cmd_cache_push(args) -> int:
     try:
         pushed, skipped = push(store, remote, items, key, print)
     except Unreachable as e:
-        raise EmbedbuildError(f"cannot push: {e}", where=args.dest,
+        raise EmbedbuildError(f"cannot push: {e.message}", where=args.dest,
                               hint="check the URL and that the server takes PUT") from None
     print(f"{pushed} item(s) pushed, {skipped} already in {args.dest}")
     return 0
@@ -731,7 +736,11 @@ def parser() -> argparse.ArgumentParser:
                        parents=[system, cc])
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
-    sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
+    s = sub.add_parser("gc", help="remove store items no result link reaches")
+    s.add_argument("--repair", action="store_true",
+                   help="first remove the items whose record is unreadable or ill-typed "
+                   "(damage: builds remake them)")
+    s.set_defaults(fn=cmd_gc)
     s = sub.add_parser("cache", help="share built items: signing keys, pushing to a cache")
     cache = s.add_subparsers(dest="cache_command", required=True)
     s = cache.add_parser("keygen", help="write NAME.secret and NAME.public (ed25519)")

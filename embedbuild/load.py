@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from embedbuild.bounded import FetchError, read_file
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
@@ -30,6 +31,9 @@ PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
 COMMON = "common"
 # The lock, in the common folder beside the boards: every input's exact version and hash.
 LOCK = "lock.toml"
+# The most a board, system, overlay or config file and a Kconfig fragment may hold
+# (a full defconfig is about 200 KB).
+MAX_TEXT = 16 << 20
 
 
 def boards_dirs() -> list[Path]:
@@ -78,12 +82,12 @@ def find_board(name_or_path: str) -> Path:
 
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; syntax errors become BoardError at file:line."""
-    try:
-        text = read_text(path, "TOML files are UTF-8")
-    except OSError as e:
-        raise BoardError(f"cannot read: {e.strerror}", where=str(path)) from None
+    text = read_text(path, "TOML files are UTF-8")
     try:
         return tomllib.loads(text), text
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise BoardError("malformed TOML: arrays or tables nested too deeply", where=str(path),
+                         hint="nest less (a board or system needs a few levels)") from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
@@ -431,8 +435,12 @@ def check_fragments(board: Board, path: Path, text: str) -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file; a byte that is not UTF-8 is an error at its line."""
-    data = path.read_bytes()
+    """A UTF-8 text file (a regular file of at most MAX_TEXT bytes); a byte that is not
+    UTF-8 is an error at its line."""
+    try:
+        data = read_file(path, limit=MAX_TEXT, follow_symlinks=True)
+    except FetchError as e:
+        raise BoardError(f"cannot read: {e.message}", where=str(path)) from None
     try:
         return data.decode()
     except UnicodeDecodeError as e:

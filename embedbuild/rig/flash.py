@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedbuild import bootcmd
+from embedbuild.bounded import FetchError, TooLarge, read_file
 from embedbuild.errors import EmbedbuildError
 from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board, Partition
@@ -61,15 +62,17 @@ def built_image(board: Board, result: Path) -> Path:
 
 def check_image(part: Partition, image: Path) -> bytes:
     """The image's bytes, refused when they do not fit the partition."""
+    # Read bounded: a regular file of at most the partition's size (never a device).
     try:
-        data = image.read_bytes()
-    except OSError as e:
-        raise FlashError(f"cannot read image: {e.strerror}", where=str(image)) from None
-    if len(data) > part.size:
+        data = read_file(image, limit=part.size, follow_symlinks=True)
+    except TooLarge:
+        size = image.stat().st_size
         raise FlashError(
-            f"image is {len(data):,} bytes, {len(data) - part.size:,} more than partition "
+            f"image is {size:,} bytes, {size - part.size:,} more than partition "
             f"{part.name!r} ({part.size:,} bytes)", where=str(image),
-            hint="shrink the image; `embedbuild size BOARD` shows where the bytes go")
+            hint="shrink the image; `embedbuild size BOARD` shows where the bytes go") from None
+    except FetchError as e:
+        raise FlashError(f"cannot read image: {e.message}", where=str(image)) from None
     if not data:
         raise FlashError("image is empty", where=str(image))
     return data

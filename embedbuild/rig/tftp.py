@@ -264,7 +264,8 @@ def parse_request(data: bytes) -> Request:
 def _int_option(options: dict[str, str], key: str, lo: int, hi: int) -> int | None:
     """An option's value if it is an integer in [lo, hi]; out of range it is ignored."""
     v = options.get(key, "")
-    if not v.isdigit() or not lo <= int(v) <= hi:
+    # ASCII digits only, and few: str.isdigit() takes '²', which int() refuses.
+    if not (v.isascii() and v.isdigit() and len(v) <= 10) or not lo <= int(v) <= hi:
         return None
     return int(v)
 
