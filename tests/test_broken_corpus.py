@@ -178,7 +178,7 @@ def test_init_passes_user_values_through_quoted(tmp_path: Path):
     """What the corpus cannot show by refusing: values that are valid but full of shell
     syntax reach the service exactly as written, and nothing else of them runs in /init."""
     from embedbuild.load import load_system
-    from embedbuild.rootfs import render_init
+    from embedbuild.rootfs.generated import render_init
 
     tricky = "it's $HOME; `reboot -f` \"$(halt)\" \\ & | > x"
     sysfile = tmp_path / "s.toml"

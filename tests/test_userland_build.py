@@ -16,7 +16,7 @@ from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.model.board import Arch
 from embedbuild.rig.boot import qemu_target
-from embedbuild.rootfs import check_and_close
+from embedbuild.rootfs.libraries import check_and_close
 from embedbuild.toolchain import Toolchain
 
 pytestmark = pytest.mark.slow
