@@ -21,6 +21,8 @@ class Source(BaseModel):
         filename: for ``debian``: which file of the source package to take.
         sha256: the pinned hash; a mismatch is an error and the file is not used.
         strip: leading path components removed when unpacking.
+        version: the exact version it is (for a Debian source package, its version).
+        size: the file's size in bytes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -32,6 +34,8 @@ class Source(BaseModel):
     filename: str | None = None
     sha256: str
     strip: int = Field(default=1, ge=0)
+    version: str | None = None
+    size: int | None = Field(default=None, gt=0)
 
     @field_validator("file")
     @classmethod

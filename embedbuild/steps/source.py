@@ -29,6 +29,9 @@ def downloads_dir() -> Path:
 
 
 def _check(path: Path, src: Source, origin: str) -> None:
+    if src.size is not None and (size := path.stat().st_size) != src.size:
+        raise SourceError(f"size mismatch for {origin}: expected {src.size:,} bytes, got "
+                          f"{size:,}", hint="the file was not used")
     got = hash_file(path)
     if got != src.sha256:
         raise SourceError(
