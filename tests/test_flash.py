@@ -184,29 +184,32 @@ def test_boot_from_flash_commands():
     assert bootcmd.flash_boot(ap, ap.flash.partition("firmware"), 100)[-1] == "bootm 0x9f070000"
 
 
-def _mkfit(tmp_path: Path) -> tuple[Path, bytes, bytes]:
+def _mkfit(tmp_path: Path) -> tuple[Path, fit.FitDescription, dict[str, bytes]]:
     board = load_board("qemu-arm-virt")
-    kernel, ramdisk = b"K" * 5000, b"R" * 3000
-    (tmp_path / "zImage").write_bytes(kernel)
-    (tmp_path / "initramfs.cpio.gz").write_bytes(ramdisk)
-    (tmp_path / "x.its").write_text(fit.its(board, "zImage", "initramfs.cpio.gz"))
+    data = {"kernel-1": b"K" * 5000, "ramdisk-1": b"R" * 3000}
+    (tmp_path / "zImage").write_bytes(data["kernel-1"])
+    (tmp_path / "initramfs.cpio.gz").write_bytes(data["ramdisk-1"])
+    desc = fit.describe(board, "zImage", "initramfs.cpio.gz")
+    (tmp_path / "x.its").write_text(desc.its())
     subprocess.run(["mkimage", "-f", tmp_path / "x.its", tmp_path / "x.itb"], check=True,
                    capture_output=True)
-    return tmp_path / "x.itb", kernel, ramdisk
+    return tmp_path / "x.itb", desc, data
 
 
 def test_fit_is_parsed_back_and_checked(tmp_path: Path):
-    board = load_board("qemu-arm-virt")
-    itb, kernel, ramdisk = _mkfit(tmp_path)
-    facts = fit.verify(itb, board, kernel, ramdisk)
-    assert facts["load"] == "0x40400000" and facts["ramdisk_load"] == "0x44000000"
+    itb, desc, data = _mkfit(tmp_path)
+    facts = fit.verify(itb, desc, data)
+    assert facts["images"]["kernel-1"]["load"] == "0x40400000"
+    assert facts["images"]["ramdisk-1"]["load"] == "0x44000000"
+    assert facts["configurations"]["conf-1"] == {"kernel": "kernel-1", "ramdisk": "ramdisk-1",
+                                                 "signatures": []}
     listing = subprocess.run(["dumpimage", "-l", itb], capture_output=True, text=True).stdout
     assert re.search(r"Hash algo:\s+sha256", listing)
-    data = bytearray(itb.read_bytes())
-    data[data.index(b"K" * 100) + 10] ^= 1  # one bit of the kernel: its hash must disagree
-    itb.write_bytes(data)
+    blob = bytearray(itb.read_bytes())
+    blob[blob.index(b"K" * 100) + 10] ^= 1  # one bit of the kernel: its hash must disagree
+    itb.write_bytes(blob)
     with pytest.raises(StepError) as e:
-        fit.verify(itb, board, b"K" * 10 + bytes([ord("K") ^ 1]) + b"K" * 4989, ramdisk)
+        fit.verify(itb, desc, {**data, "kernel-1": bytes(blob[blob.index(b"K" * 100):][:5000])})
     assert "kernel-1 has no matching sha256 hash" in str(e.value)
 
 
