@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, run_main
 
 from embedbuild import bootcmd
 from embedbuild.errors import StepError
@@ -43,7 +43,7 @@ def _error_line(r) -> str:
 def test_bad_layouts_are_refused_at_load(boards: Path, tmp_path: Path, old: str, new: str,
                                          message: str):
     _replace(boards / "qemu-arm-virt" / "board.toml", old, new)
-    r = cli("show", str(boards / "qemu-arm-virt"), store=tmp_path / "s")
+    r = run_main("show", str(boards / "qemu-arm-virt"), store=tmp_path / "s")
     line = _error_line(r)
     assert message in line and "board.toml" in line
 
@@ -64,8 +64,10 @@ def image(tmp_path: Path) -> Path:
     return p
 
 
-def _flash(board: str, *args: str, tmp_path: Path) -> object:
-    return cli("flash", board, *args, store=tmp_path / "store",
+def _flash(board: str, *args: str, tmp_path: Path, process: bool = False) -> object:
+    """`embedbuild flash` (in this process; in one of its own with ``process``)."""
+    run = cli if process else run_main
+    return run("flash", board, *args, store=tmp_path / "store",
                env={"EMBEDBUILD_BENCH": str(tmp_path / "bench")})
 
 
@@ -104,7 +106,7 @@ def test_image_one_byte_too_large_is_refused_before_power(tmp_path: Path):
 
 def test_flash_without_a_bench_says_what_to_give(image: Path, tmp_path: Path):
     r = _flash("qemu-arm-virt", "--partition", "firmware", "--image", str(image),
-               tmp_path=tmp_path)
+               tmp_path=tmp_path, process=True)
     assert "--qemu or --serial" in _error_line(r)
 
 
