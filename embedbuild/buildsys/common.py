@@ -50,7 +50,8 @@ def stage_sysroot(ctx: Context) -> Path | None:
                 owner[rel] = role.removeprefix("lib-")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dest, follow_symlinks=False)
-                dest.chmod(dest.stat().st_mode | 0o200)
+                if not dest.is_symlink():  # its own copy: the store's is read-only
+                    dest.chmod(dest.stat().st_mode | 0o200)
     return root
 
 
