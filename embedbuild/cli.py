@@ -7,6 +7,7 @@ traceback (set EMBEDBUILD_BACKTRACE=1 to see one).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -468,6 +469,7 @@ def cmd_cache_push(args) -> int:
     return 0
 
 
+@functools.cache  # ~20 sub-parsers, each looking gettext up on disk: 30 ms, made once
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
