@@ -49,11 +49,14 @@ class Manifest(_Model):
     def _sections(self) -> Self:
         types = sections()
         extra = self.__pydantic_extra__ or {}
-        for key, value in extra.items():
+        for key, value in list(extra.items()):
             if key not in types:
                 raise ValueError(f"{key!r} is no section an output declares "
                                  f"({', '.join(sorted(types))})")
-            extra[key] = TypeAdapter(types[key]).validate_python(value)
+            if value is None:  # written as null: the result has no such section
+                del extra[key]
+            else:
+                extra[key] = TypeAdapter(types[key]).validate_python(value)
         return self
 
     def __getattr__(self, name: str) -> Any:

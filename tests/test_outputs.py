@@ -143,3 +143,16 @@ def test_a_signed_configuration_covers_its_images(tmp_path: Path, keydir: Path):
     assert narrow.check(blob, data) == []
     assert desc.check(blob, data) == ["/configurations/conf-1/signature-1 does not cover "
                                       "/images/ramdisk-1, /images/ramdisk-1/hash-1"]
+
+
+def test_a_result_made_before_sections_were_declared_reads_the_same(tmp_path: Path):
+    # A manifest.json as the result step wrote it before: null for what a board has not.
+    old = {**CORE, "kernel": {"file": "zImage", "cmdline": "c", "load": None, "entry": None,
+                              "compression": None},
+           "uboot": {"prompt": "=> ", "kernel_addr": "0x40400000", "ramdisk_addr": None,
+                     "fdt_addr": None, "tftpboot": ["bootz 0x40400000"]},
+           "initramfs": [], "flash_image": None, "sdcard": None}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    m = Manifest.read(tmp_path)
+    assert m.flash_image is None and m.sdcard is None and m.initramfs == []
+    assert m.uboot.tftpboot == ["bootz 0x40400000"]
