@@ -4,7 +4,7 @@ A recipe is one module under embedbuild/packages/: a class that subclasses the
 shared build infrastructure of its build system (embedbuild/buildsys/: kbuild,
 plain make, autotools) and sets only data, registered with ``@recipe``:
 
-- ``source``: the name of its input in the lock (boards/common/sources.toml);
+- ``source``: the name of its input in the lock (boards/common/lock.toml);
 - ``depends``: library recipes it links against, by name (their staged headers and
   static libraries form a per-toolchain sysroot for its build);
 - how it is configured and built: the infrastructure's settings and hooks;
