@@ -97,11 +97,6 @@ class Recipe:
     revision: ClassVar[int] = 0
 
     @property
-    def summary(self) -> str:
-        """The first line of the recipe's docstring."""
-        return (type(self).__doc__ or "").strip().split("\n")[0]
-
-    @property
     def label(self) -> str:
         """What the image's component list and `embedbuild size` call it."""
         return self.name if self.base else f"package {self.name}"
