@@ -201,3 +201,45 @@ def test_a_service_of_a_package_the_system_does_not_list(tool_recipe: str, board
     with pytest.raises(EmbedbuildError, match="service 'tool' uses the default of package "
                        "tool, which packages does not list"):
         load_board(str(boards / "qemu-arm-virt"))
+
+
+def test_a_data_package_compiles_nothing(tmp_path: Path):
+    """A package of data files (a regulatory database): make_args None runs no make (its
+    Makefile here would fail), the install hook takes the files, the declared one is
+    checked."""
+    import hashlib
+    import io
+    import tarfile
+
+    from embedbuild.model.source import Source
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("db/Makefile", b"all:\n\tfalse\n"), ("db/x.db", b"data\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "db.tar").write_bytes(buf.getvalue())
+    src = Source(file=tmp_path / "db.tar", sha256=hashlib.sha256(buf.getvalue()).hexdigest())
+    registry()
+
+    @recipe("dataset")
+    class Dataset(MakeRecipe):
+        """A file for the image, nothing to compile."""
+
+        source = "dataset"
+        make_args = None
+        installs = ("lib/firmware/x.db",)
+
+        def install(self, ctx, build, root, target, env):
+            (root / "lib" / "firmware").mkdir(parents=True)
+            (root / "lib" / "firmware" / "x.db").write_bytes((build / "x.db").read_bytes())
+
+    try:
+        board = load_board("qemu-arm-virt")
+        board = board.model_copy(update={"sources": {**board.sources, "dataset": src}})
+        step = Planner(board).package("dataset")
+        item = realise(Store(tmp_path / "s"), step)[step.key]
+        assert (item / "root" / "lib" / "firmware" / "x.db").read_bytes() == b"data\n"
+    finally:
+        del REGISTRY["dataset"]

@@ -58,13 +58,14 @@ class MakeRecipe(Recipe):
     Class attributes:
         configure_args: arguments to ./configure (``--host`` is added); None: the
             package has no configure script.
-        make_args: arguments to make (targets, variables).
+        make_args: arguments to make (targets, variables); None: nothing to compile (a
+            data package, such as a regulatory database: ``install`` takes its files).
     Hooks: ``prepare`` (write option headers or a .config into the copy) and ``install``
     (put the files into the image tree; default: ``make install DESTDIR=``).
     """
 
     configure_args: ClassVar[tuple[str, ...] | None] = None
-    make_args: ClassVar[tuple[str, ...]] = ()
+    make_args: ClassVar[tuple[str, ...] | None] = ()
 
     def prepare(self, ctx: Context, build: Path, target: Target) -> None:
         """Adjust the writable source copy before configure (option files)."""
@@ -87,8 +88,9 @@ class MakeRecipe(Recipe):
             if self.configure_args is not None:
                 ctx.run.run(["./configure", f"--host={tc.triplet}", *self.configure_args],
                             cwd=b, env=env, what=f"configuring {self.name}")
-            ctx.run.run(["make", f"-j{ctx.jobs}", *self.make_args], cwd=b, env=env,
-                        what=f"building {self.name}")
+            if self.make_args is not None:
+                ctx.run.run(["make", f"-j{ctx.jobs}", *self.make_args], cwd=b, env=env,
+                            what=f"building {self.name}")
             root = ctx.output("root")
             root.mkdir(exist_ok=True)
             self.install(ctx, b, root, target, env)
