@@ -7,6 +7,7 @@ traceback (set EMBEDBUILD_BACKTRACE=1 to see one).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -464,31 +465,22 @@ def cmd_test(args) -> int:
 
 def cmd_size(args) -> int:
     from embedbuild.manifest import Manifest
+    from embedbuild.outputs import registry
 
     built = build_board(args, _store(args), _console())
     m = Manifest.read(built.result)
-    rows = [(c.component, c.raw, c.compressed) for c in m.initramfs]
-    kbytes = m.files[m.kernel.file].size
-    separate = bool(m.with_role("initramfs"))
-    total = kbytes + (sum(r[2] for r in rows) if separate else 0)
+    outputs = registry()
+    # Each output says what it adds: the initramfs its components, the kernel its image...
+    lines = [line for name in m.outputs if (size := outputs[name].size) for line in size(m)]
+    total = sum(line.loaded for line in lines)
+
+    def num(n: int | None, width: int) -> str:
+        return f"{n:{width},}" if n is not None else " " * width
+
     print(f"{'component':40} {'raw':>10} {'compressed':>11}")
-    for name, raw, comp in rows:
-        print(f"{name:40} {raw:10,} {comp:11,}")
-    if rows:
-        where = "initramfs" if separate else "initramfs (built into the kernel)"
-        print(f"{where:40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
-    print(f"{'kernel (' + m.kernel.file + ')':40} {'':10} {kbytes:11,}")
+    for line in lines:
+        print(f"{line.what:40} {num(line.raw, 10)} {num(line.stored, 11)}".rstrip())
     print(f"{'total loaded':40} {'':10} {total:11,}")
-    if m.sdcard is not None:
-        sd = m.sdcard
-        print(f"{'SD-card image (' + sd.image + ')':40} {'':10} {sd.size:11,}")
-        for p in sd.partitions:
-            print(f"  partition {p.number} ({p.filesystem}, {p.size:,} bytes): "
-                  f"{len(p.files)} files, {sum(f.size for f in p.files.values()):,} bytes")
-        for r in sd.raw:
-            what = (f"{r.length:,} of {r.size:,} bytes" if r.file
-                    else f"not written (${r.env} unset)")
-            print(f"  raw {r.name} at 0x{r.offset:x}: {what}")
     part = built.board.firmware_partition()
     if part is not None:
         print(f"share of the {part.name} partition ({part.size:,} bytes): "
@@ -612,6 +604,7 @@ def cmd_sources_update(args) -> int:
     return 0
 
 
+@functools.cache  # ~20 sub-parsers, each looking gettext up on disk: 30 ms, made once
 def parser() -> argparse.ArgumentParser:
     from embedbuild.rig.bootsource import BOOT_SOURCES
 

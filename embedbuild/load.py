@@ -25,6 +25,7 @@ from embedbuild.model.config import UserConfig
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
 from embedbuild.model.system import Overlay, OverlayAttrs, System
+from embedbuild.packages import load_context, userland
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -281,7 +282,8 @@ def load_board(name_or_path: str, system: Path | None = None,
         data["kernel"] = {**{k: getattr(owner.kernel, k) for k in KERNEL_BUILD_KEYS},
                           **{k: v for k, v in kernel.items() if k != "from"}}
     sys_where = str(system) if system is not None else str(path)
-    context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
+    context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where),
+               **load_context()}
     if system is not None:
         data.pop("system", None)
     board: Board = _validate(Board, data, path, text, context)
@@ -452,7 +454,7 @@ def read_text(path: Path, what: str) -> str:
 def check_references(board: Board, path: Path, text: str, common: Path) -> None:
     """Every name the board uses must resolve: sources, the userland its system needs,
     overlays that do not collide with each other or with the generated files."""
-    from embedbuild.rootfs import check_overlays
+    from embedbuild.rootfs.owners import check_overlays
 
     known = ", ".join(sorted(board.sources)) or "none"
     hint = f"define it under [sources] or in {common}; known: {known}"
@@ -482,18 +484,20 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
                          "ramdisk_addr to load it to",
                          where=_where(path, text, "uboot"),
                          hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
-    for pkg in ("busybox", *board.system.packages):
-        if pkg not in board.sources:
-            raise BoardError(f"no source named {pkg!r} for package {pkg}",
+    recipes = userland(board.system.packages)
+    for r in recipes:
+        if r.source not in board.sources:
+            raise BoardError(f"no source named {r.source!r} for package {r.name}",
                              where=_where(path, text, "system", "packages"), hint=hint)
-    check_overlays(board.system, board.name)
+    check_overlays(board.system, board.name, [d for r in recipes for d in r.dirs])
 
 
 def load_system(path: Path) -> System:
     """A system file (the same keys as a board's [system] table), overlays resolved."""
     data, text = read_toml(path)
     return _validate(System, data, path, text,
-                     {"find_overlay": lambda name: find_overlay(name, str(path))})
+                     {"find_overlay": lambda name: find_overlay(name, str(path)),
+                      **load_context()})
 
 
 def overlays_dirs() -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cache_server import closed_port_url, nginx, silent_server, tree_bytes
-from conftest import cli
+from conftest import cli, run_main
 from hostile import (
     HostileServer,
     Member,
@@ -47,7 +47,7 @@ def keys(tmp_path_factory) -> Path:
     """A folder with two key pairs: ci (trusted by the tests) and stranger."""
     d = tmp_path_factory.mktemp("keys")
     for name in ("ci", "stranger"):
-        r = cli("cache", "keygen", name, store=d / "unused", cwd=d)
+        r = run_main("cache", "keygen", name, store=d / "unused", cwd=d)
         assert r.code == 0, r.err
     return d
 
@@ -67,8 +67,8 @@ def cache(request, server, keys, store_a) -> tuple[str, Path]:
     A and signed by ci: (URL, its folder on the server)."""
     url, www = server
     name = request.node.name.replace("[", "-").replace("]", "")
-    r = cli("cache", "push", f"{url}/{name}", str(store_a[1]), "--key",
-            str(keys / "ci.secret"), store=store_a[0])
+    r = run_main("cache", "push", f"{url}/{name}", str(store_a[1]), "--key",
+                 str(keys / "ci.secret"), store=store_a[0])
     assert r.code == 0, r.err
     assert "1 item(s) pushed" in r.out
     return f"{url}/{name}", www / name

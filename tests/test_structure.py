@@ -10,7 +10,8 @@ import pytest
 from embedbuild import bootcmd
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
-from embedbuild.outputs import REGISTRY, applicable, output
+from embedbuild.output import REGISTRY, output
+from embedbuild.outputs import applicable
 from embedbuild.plan import plan_board
 from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
@@ -25,7 +26,7 @@ from embedbuild.store import Store
 ])
 def test_tftp_boot_commands_come_from_the_plan(board: str, last: str):
     plan = plan_board(load_board(board))
-    cmds = plan.result.inputs["manifest"]["tftpboot"]
+    cmds = plan.result.inputs["manifest"]["uboot"]["tftpboot"]
     assert cmds[-1] == last
     assert cmds[0].startswith("setenv bootargs 'console=")
 
@@ -37,10 +38,10 @@ def test_network_commands_carry_the_boards_tftp_settings():
 
 
 def test_outputs_per_board():
-    assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == ["fit", "kernel",
-                                                                          "sdimage", "tftpboot"]
-    assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {"kernel", "tftpboot",
-                                                                      "uimage"}
+    assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == [
+        "fit", "initramfs", "kernel", "sdimage", "tftpboot"]
+    assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {
+        "initramfs", "kernel", "tftpboot", "uimage"}
 
 
 def test_an_output_name_is_registered_once():

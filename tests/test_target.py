@@ -22,8 +22,10 @@ from fakes import FakeDevice, FakeNoise, FakePower, FakeUBoot
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
-from embedbuild.manifest import FileInfo, KernelInfo, Manifest, UBootInfo
+from embedbuild.manifest import FileInfo, Manifest
 from embedbuild.model.system import READY_LINE
+from embedbuild.outputs.kernel import KernelInfo
+from embedbuild.outputs.tftpboot import UBootInfo
 from embedbuild.rig import bootsource
 from embedbuild.rig.bench import Bench, BenchOptions, qemu_link
 from embedbuild.rig.bootsource import (

@@ -10,15 +10,12 @@ size, by a deadline within the build's, at the substituters' minimum rate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from embedbuild.bounded import Deadline, FetchError, Missing, TooSlow, Unreachable, fetch
 from embedbuild.cache.remote import Remote
 from embedbuild.model.source import Source
-
-if TYPE_CHECKING:
-    from embedbuild.cache.substitute import Substituters
 
 # A source download from a cache must be complete within this many seconds (the
 # kernel tarball is 138 MB).
@@ -30,34 +27,35 @@ def download_path(sha256: str) -> str:
     return f"sources/{sha256}"
 
 
-def fetch_download(subs: Substituters, src: Source, dest: Path) -> bool:
-    """Fetch src's file from the first of the substituters that holds it into dest; True
-    when dest then holds exactly the locked bytes. Each refusal is one warning line; a
-    cache that cannot be reached, or is too slow, is not asked again in this build."""
-    from embedbuild.cache.substitute import GRACE_TIMEOUTS
-
+def fetch_download(remotes: list[Remote], src: Source, dest: Path, *, dropped: set[str],
+                   warn: Callable[[str], None], build_deadline: Deadline, min_rate: float,
+                   grace_timeouts: float) -> bool:
+    """Fetch src's file from the first cache that holds it into dest; True when dest then
+    holds exactly the locked bytes. Each refusal is one line to ``warn``; a cache that
+    cannot be reached, or is too slow, is added to ``dropped`` and not asked again. The
+    download must keep ``min_rate`` after ``grace_timeouts`` of the cache's timeout."""
     rel = download_path(src.sha256)
-    for remote in subs.remotes:
-        if remote.location in subs.dropped or subs.build_deadline.passed():
+    for remote in remotes:
+        if remote.location in dropped or build_deadline.passed():
             continue
         deadline = Deadline(DEADLINE, "the deadline for one source download",
-                            parent=subs.build_deadline, min_rate=subs.min_rate,
-                            grace=GRACE_TIMEOUTS * remote.timeout)
+                            parent=build_deadline, min_rate=min_rate,
+                            grace=grace_timeouts * remote.timeout)
         try:
             fetch(remote.where(rel), dest, limit=src.limit, exact=src.size is not None,
                   sha256=src.sha256, deadline=deadline, timeout=remote.timeout)
             return True
         except Missing:
             if not remote.url and not Path(remote.location).is_dir():
-                subs.dropped.add(remote.location)
-                subs.warn(f"cache {remote}: no such folder; not using it in this build")
+                dropped.add(remote.location)
+                warn(f"cache {remote}: no such folder; not using it in this build")
         except Unreachable as e:
-            subs.dropped.add(remote.location)
-            subs.warn(f"cache {remote}: {e.message}; not using it in this build")
+            dropped.add(remote.location)
+            warn(f"cache {remote}: {e.message}; not using it in this build")
         except FetchError as e:
             if isinstance(e, TooSlow):
-                subs.dropped.add(remote.location)
-            subs.warn(f"cache {remote}: source {src.basename} refused: {e.message}; "
+                dropped.add(remote.location)
+            warn(f"cache {remote}: source {src.basename} refused: {e.message}; "
                       "fetching it elsewhere")
     return False
 

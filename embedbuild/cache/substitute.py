@@ -171,7 +171,9 @@ class Substituters:
     def fetch_download(self, src: Source, dest: Path) -> bool:
         """A source file by its locked sha256 from the first cache holding it, into dest
         (see cache/downloads.py); True when dest holds the locked bytes."""
-        return fetch_download(self, src, dest)
+        return fetch_download(self.remotes, src, dest, dropped=self.dropped, warn=self.warn,
+                              build_deadline=self.build_deadline, min_rate=self.min_rate,
+                              grace_timeouts=GRACE_TIMEOUTS)
 
     def attempt(self, store: Store, step: Step, remote: Remote) -> Fetched | Refused | None:
         """Ask one cache for the step's item: Fetched, Refused (and why), or None when
