@@ -1,4 +1,4 @@
-"""QemuBoard's power on and off with a stand-in for qemu-system (no root, no QEMU):
+"""QemuBoard started and stopped with a stand-in for qemu-system (no root, no QEMU):
 a start that fails, times out or is interrupted leaves no process behind."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
 from embedbuild.rig.qemu import QemuBoard
+from embedbuild.rig.resource import QemuMachine
 
 
 class NoNetwork:
@@ -28,7 +29,8 @@ def _board(tmp_path: Path, script: str) -> QemuBoard:
     fake = tmp_path / "qemu-system-fake"
     fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\n{script}\n")
     fake.chmod(0o755)
-    return QemuBoard(Qemu(system=str(fake), machine="virt"), NoNetwork(), tmp_path)
+    return QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
+                     tmp_path)
 
 
 def _alive(tmp_path: Path) -> bool:
@@ -40,35 +42,35 @@ def _alive(tmp_path: Path) -> bool:
     return "\nState:\tZ" not in state
 
 
-def test_power_on_returns_the_pty_and_power_off_stops_it(tmp_path: Path):
+def test_start_returns_the_pty_and_stop_ends_it(tmp_path: Path):
     board = _board(tmp_path, "echo 'char device redirected to /dev/pts/99 (label serial0)'\n"
                              "exec sleep 60")
-    assert board.power_on(timeout=10) == "/dev/pts/99"
+    assert board.start(timeout=10) == "/dev/pts/99"
     assert _alive(tmp_path)
-    board.power_off()  # no QMP socket here: it is killed
+    board.stop()  # no QMP socket here: it is killed
     assert not _alive(tmp_path)
 
 
 def test_exit_at_start_is_reported(tmp_path: Path):
     board = _board(tmp_path, "echo 'qemu: could not load firmware' >&2; exit 1")
     with pytest.raises(EmbedbuildError, match=r"QEMU exited at start: .*could not load firmware"):
-        board.power_on(timeout=10)
+        board.start(timeout=10)
 
 
 def test_no_pty_in_time_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
     with pytest.raises(EmbedbuildError, match="did not open its serial pty"):
-        board.power_on(timeout=0.5)
+        board.start(timeout=0.5)
     assert not _alive(tmp_path)
 
 
 def test_interrupted_start_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
-    # Ctrl-C while power_on waits for the pty line
+    # Ctrl-C while start waits for the pty line
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        board.power_on(timeout=30)
+        board.start(timeout=30)
     timer.join()
     assert not _alive(tmp_path)
 
@@ -85,9 +87,9 @@ def test_console_link_for_a_serial_server(tmp_path: Path):
                              "exec sleep 60")
     board.console_link, board.halted = link, True
     try:
-        assert board.power_on(timeout=10) == "/dev/pts/99"
+        assert board.start(timeout=10) == "/dev/pts/99"
     finally:
-        board.power_off()
+        board.stop()
     argv = (tmp_path / "argv").read_text().split()
     assert ["-chardev", f"pty,id=console,path={link}", "-serial", "chardev:console"] == \
         argv[argv.index("-chardev"):argv.index("-chardev") + 4]

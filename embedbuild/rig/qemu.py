@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
-from embedbuild.model.board import Qemu
 from embedbuild.rig.netns import BenchNetwork, uninterrupted
+from embedbuild.rig.resource import QemuMachine
 
 _serial = itertools.count()
 
@@ -44,32 +44,23 @@ def flash_file(path: Path, size: int) -> Path:
 
 
 class QemuBoard:
-    """One QEMU process emulating a board.
+    """One QEMU process emulating a board, started with its CPU stopped: the console
+    opens first (on the pty, or through a serial server that opens it late), then
+    release() is the power coming on, so nothing the board prints is missed.
 
     Args:
-        spec: the board's [qemu] section.
+        machine: the board's QEMU model and what is attached (firmware, flash, disk,
+            console link for a serial server).
         network: the bench network whose tap the NIC uses.
         workdir: where the QMP socket and QEMU's own output go.
-        firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
-            by embedbuild.
-        flash: the file backing the board's flash (spec.pflash_unit), see flash_file().
-        console_link: a symlink QEMU makes to its serial pty, for a program configured
-            with a fixed path (a serial server such as ser2net); replaced if left behind.
-        halted: start with the CPU stopped until release(): a console that connects
-            late (through a serial server) then misses nothing the board prints.
-        disk: an SD-card image attached as spec.sd_device (a copy QEMU may write to).
     """
 
-    def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
-                 firmware: Path | None = None, flash: Path | None = None,
-                 console_link: Path | None = None, halted: bool = False,
-                 disk: Path | None = None) -> None:
-        self.spec = spec
-        self.firmware = firmware or spec.firmware
-        self.flash = flash
-        self.console_link = console_link
-        self.halted = halted
-        self.disk = disk
+    def __init__(self, machine: QemuMachine, network: BenchNetwork, workdir: Path) -> None:
+        self.machine = machine
+        self.spec = machine.spec
+        self.firmware = machine.firmware or machine.spec.firmware
+        self.console_link = machine.console_link
+        self.halted = True  # the CPU waits for release(), the power coming on
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -104,10 +95,11 @@ class QemuBoard:
             argv += ["-cpu", s.cpu]
         if self.firmware:
             argv += ["-bios", str(self.firmware)]
-        if self.flash is not None and s.pflash_unit is not None:
-            argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={self.flash}"]
-        if self.disk is not None:
-            argv += ["-drive", f"if=none,format=raw,id=sd0,file={self.disk}",
+        m = self.machine
+        if m.flash is not None and s.pflash_unit is not None:
+            argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={m.flash}"]
+        if m.disk is not None:
+            argv += ["-drive", f"if=none,format=raw,id=sd0,file={m.disk}",
                      "-device", f"{s.sd_device},drive=sd0"]
         argv += s.extra
         return [a for a in argv if a]
@@ -118,13 +110,18 @@ class QemuBoard:
         return ["-chardev", f"pty,id=console,path={self.console_link}",
                 "-serial", "chardev:console"]
 
-    def power_on(self, timeout: float = 10) -> str:
-        """Start QEMU; returns the pty path of its serial console.
+    def start(self, timeout: float = 10) -> str:
+        """Start QEMU (its CPU stopped while ``halted``); returns the pty path of its
+        serial console. The flash file is made first if missing.
 
         If starting fails or is interrupted (Ctrl-C, SIGTERM) before this returns,
-        QEMU is stopped here: the caller has nothing to power off yet.
+        QEMU is stopped here: the caller has nothing to stop yet.
         """
         out_path = self.workdir / "qemu.out"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        m = self.machine
+        if m.flash is not None and self.spec.pflash_unit is not None:
+            flash_file(m.flash, m.flash_size)
         if self.console_link is not None:
             # QEMU refuses to replace a link a killed QEMU left behind.
             if self.console_link.is_symlink():
@@ -162,7 +159,8 @@ class QemuBoard:
             time.sleep(0.02)
         raise EmbedbuildError("QEMU did not open its serial pty in time")
 
-    def _qmp(self, command: str) -> None:
+    def qmp(self, command: str) -> None:
+        """Run one QMP command without arguments (cont, stop, system_reset, quit)."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(str(self.qmp_path))
@@ -178,7 +176,7 @@ class QemuBoard:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._qmp("cont")
+                self.qmp("cont")
                 return time.monotonic()
             except OSError as e:  # QMP's socket comes up after the serial pty
                 if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
@@ -194,14 +192,14 @@ class QemuBoard:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def power_off(self) -> None:
+    def stop(self) -> None:
         """Stop QEMU (QMP quit, then kill) and wait for it; a signal meanwhile waits
         until QEMU is gone."""
         if self.proc is None or self.proc.poll() is not None:
             return
         with uninterrupted():
             try:
-                self._qmp("quit")
+                self.qmp("quit")
                 self.proc.wait(timeout=3)
             except (OSError, subprocess.TimeoutExpired):
                 pass  # no QMP answer: the kill below does it
