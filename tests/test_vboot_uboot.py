@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli
+from embedbuild.rig.boot import uboot_prompt
 from vboot_fits import flip, make_fit, prop_offset
 
 from embedbuild import fdt
 from embedbuild.load import load_board
 from embedbuild.model.system import READY_LINE
-from embedbuild.rig.boot import uboot_prompt
 from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.qemu import QemuBoard, flash_file
 from embedbuild.rig.uboot import UBootDriver

@@ -243,6 +243,8 @@ class UBoot(Strict):
         ramdisk_addr: RAM address a separate initramfs is loaded to.
         fdt_addr: address of the device tree the bootloader passes; None when
             the image carries its own.
+        fit_addr: RAM address a whole FIT image is loaded to over TFTP (a board with
+            [signing] boots one); bootm copies its kernel and initramfs out from there.
         tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
         net_start: commands that bring up the network device before the first TFTP
@@ -255,6 +257,7 @@ class UBoot(Strict):
     kernel_addr: Address
     ramdisk_addr: Address | None = None
     fdt_addr: Address | None = None
+    fit_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
     tftp_windowsize: int = Field(default=1, ge=1, le=64)
     net_start: list[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]] = []
@@ -280,7 +283,7 @@ class UBoot(Strict):
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         seen: dict[int, str] = {}
-        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr", "fit_addr"):
             addr = getattr(self, key)
             if addr is None:
                 continue
@@ -651,7 +654,7 @@ class Board(Strict):
                         f"{self.kernel.image!r} is not a kernel image of arch "
                         f"{self.arch.value!r}: use one of {', '.join(ARCH_IMAGES[self.arch])}"))
         limit = (1 << self.word_bits) - 1
-        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr", "fit_addr"):
             addr = getattr(self.uboot, key)
             if addr is not None and addr > limit:
                 out.append((("uboot", key),
@@ -669,6 +672,24 @@ class Board(Strict):
                         f"{endian}-endian toolchain {self.cross_compile!r}"))
         if self.sdcard is not None:
             out += self.sdcard.layout_problems()
+        if self.signing is not None:
+            out += self._signing_problems()
+        return out
+
+    def _signing_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        # Verified boot boots signed FITs only: what would boot anything else is refused.
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        if self.kernel.fit is None:
+            out.append((("signing",), "[signing] signs the FIT image: add [kernel.fit]"))
+        if self.kernel.uimage is not None:
+            out.append((("kernel", "uimage"), "a legacy uImage carries no signature, and "
+                        "[signing] boots signed FITs only: remove [kernel.uimage]"))
+        if self.uboot.fit_addr is None:
+            out.append((("uboot",), "[signing] boots the FIT over TFTP: give uboot.fit_addr "
+                        "(a RAM address clear of kernel_addr and ramdisk_addr)"))
+        if self.system is not None and self.system.initramfs == "builtin":
+            out.append((("system", "initramfs"), "[signing] signs the initramfs inside the "
+                        "FIT: use initramfs = \"separate\""))
         return out
 
     def firmware_partition(self) -> Partition | None:

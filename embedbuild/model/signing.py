@@ -26,12 +26,19 @@ class Signing(Strict):
         sign_with: the keys that sign images (default: all of ``keys``); with "all" it
             must be all of them.
         algo: the hash of the signature (the key size gives the rest: sha256,rsa2048).
+        version: the anti-rollback version of the images this board builds, written into
+            the signed configuration (``embedbuild,version``); the boot commands refuse an
+            image whose version is below ``min_version`` in the device's U-Boot
+            environment. Raise it when older images must no longer boot. Small numbers
+            only (U-Boot's ``fdt get value`` reads a 32-bit cell whose bytes look like
+            text as a string).
     """
 
     keys: list[KeyName] = Field(min_length=1, max_length=8)
     required_mode: Literal["all", "any"] = "all"
     sign_with: list[KeyName] | None = None
     algo: Literal["sha256", "sha384", "sha512"] = "sha256"
+    version: int | None = Field(default=None, ge=0, le=0xFFFF)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

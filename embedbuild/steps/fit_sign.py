@@ -21,12 +21,15 @@ Why this is sound for a content-addressed store:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import stat
 from pathlib import Path
 
 from embedbuild import fdt
 from embedbuild.errors import StepError
+from embedbuild.fit import FitDescription
 from embedbuild.step import Context, Step
 from embedbuild.vboot.keys import default_keydir, load_public
 from embedbuild.vboot.uboot_key import PublicKey
@@ -77,21 +80,35 @@ def sign(unsigned: Path, out: Path, keydir: Path, keys: list[PublicKey], run) ->
 
 
 def fit_sign_step(name: str, unsigned: Step, output: str, keys: list[PublicKey],
-                  image: str = "image") -> Step:
+                  desc: FitDescription | None = None, image: str = "image") -> Step:
     """A step whose output ``image`` (file ``output``) is ``unsigned``'s output ``image``
-    signed by ``keys`` (the keys named in its signature nodes)."""
+    signed by ``keys`` (the keys named in its signature nodes). With ``desc`` (what the
+    unsigned FIT was made from) the signed FIT is checked against it as well (each image's
+    data as the unsigned FIT holds it, every signature node signed and covering what it
+    signs) and output ``header`` holds what was read back, for the manifest."""
 
     def build(ctx: Context) -> None:
-        sign(ctx.input("unsigned", image), ctx.output("image"), default_keydir(), keys,
-             ctx.run.run)
+        src = ctx.input("unsigned", image)
+        sign(src, ctx.output("image"), default_keydir(), keys, ctx.run.run)
+        if desc is None:
+            return
+        blob = ctx.output("image").read_bytes()
+        before = fdt.tree(src.read_bytes())
+        data = {img.node: before[f"/images/{img.node}"].get("data", b"")
+                for img in desc.images}
+        if problems := desc.check(blob, data):
+            raise StepError(f"{output} failed verification after signing: "
+                            + "; ".join(problems))
+        ctx.output("header").write_text(json.dumps(desc.facts(blob), indent=1))
 
     return Step(
         kind="fit-sign",
         name=name,
-        version=1,
+        version=2,
         inputs={"keys": [{"name": k.name, "n": f"{k.n:x}", "e": k.e, "algo": k.algo}
-                         for k in keys], "image": image},
+                         for k in keys], "image": image,
+                "description": dataclasses.asdict(desc) if desc else None},
         deps={"unsigned": unsigned},
         build=build,
-        outputs={"image": output},
+        outputs={"image": output} | ({"header": "fit.json"} if desc else {}),
     )

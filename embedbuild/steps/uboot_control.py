@@ -100,3 +100,31 @@ def check_keys(dtb: Path, keys: list[PublicKey], mode: str) -> None:
                         f"{', '.join(sorted(k[0] for k in want - got)) or 'none'}",
                         hint="a /signature node in the control .dts? remove it: [signing] "
                         "lists the keys")
+
+
+def keyring_step(board: Board, keys: list[PublicKey]) -> Step:
+    """For a board with [signing] whose U-Boot embedbuild does not build: output ``dtb``,
+    a device tree holding only the /signature node with the board's keys, as U-Boot's
+    control DTB must hold them (what the host checks images against, and what goes into
+    that U-Boot's DTB, e.g. with fdtgrep or by its vendor)."""
+    signing = board.signing
+    assert signing is not None
+
+    def build_fn(ctx: Context) -> None:
+        source = ctx.scratch / "keyring.dts"
+        source.write_text("/dts-v1/;\n\n/ {\n};\n" + signature_dts(keys, signing.required_mode))
+        ctx.run.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", ctx.output("dtb"), source],
+                    what="dtc (keyring)")
+        check_keys(ctx.output("dtb"), keys, signing.required_mode)
+
+    return Step(
+        kind="keyring",
+        name=f"{board.name}-keyring",
+        version=1,
+        inputs={"required_mode": signing.required_mode,
+                "keys": [{"name": k.name, "n": f"{k.n:x}", "e": k.e, "algo": k.algo}
+                         for k in keys]},
+        deps={},
+        build=build_fn,
+        outputs={"dtb": "keyring.dtb"},
+    )
