@@ -39,7 +39,7 @@ ITS = """/dts-v1/;
 			description = "the one that boots";
 			kernel = "kernel-1";
 			ramdisk = "ramdisk-1";
-{signatures}
+{version}{signatures}
 		}};
 	}};
 }};
@@ -57,18 +57,20 @@ def signature_nodes(signers: Sequence[tuple[str, str]], images: Sequence[str]) -
 def make_fit(folder: Path, keydir: Path | None, signers: Sequence[tuple[str, str]] = (),
              images: Sequence[str] = ("kernel", "ramdisk"), kernel: bytes | None = None,
              ramdisk: bytes | None = None, control: Path | None = None,
-             name: str = "image.itb") -> Path:
+             name: str = "image.itb", version: int | None = None) -> Path:
     """A FIT of a kernel and a ramdisk (deterministic filler unless given), conf-1 signed
     by ``signers`` with mkimage -k keydir (and their keys added to ``control`` with -K);
-    without keydir the signature nodes are left for a later ``mkimage -F -k``."""
+    without keydir the signature nodes are left for a later ``mkimage -F -k``. With
+    ``version``, conf-1 carries that anti-rollback version (signed with it)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.bin").write_bytes(kernel if kernel is not None else
                                         bytes(range(256)) * 400)
     (folder / "ramdisk.bin").write_bytes(ramdisk if ramdisk is not None else
                                          bytes(reversed(range(256))) * 200)
     its = folder / "image.its"
-    its.write_text(ITS.format(kernel="kernel.bin", ramdisk="ramdisk.bin",
-                              signatures=signature_nodes(signers, images)))
+    its.write_text(ITS.format(
+        kernel="kernel.bin", ramdisk="ramdisk.bin", signatures=signature_nodes(signers, images),
+        version=f"\t\t\tembedbuild,version = <{version}>;\n" if version is not None else ""))
     out = folder / name
     cmd = ["mkimage", "-f", str(its)]
     if keydir is not None:  # else the signature nodes stay empty: an unsigned FIT

@@ -66,7 +66,7 @@ class SignedFitBoot(BootSource):
                                   "no signature", where=str(board.dir / "board.toml"),
                                   hint="boot it with --boot tftp, or give it [signing] "
                                   "(README: Verified boot)")
-        if self.image is not None and not self.image.is_file():
+        if self.image is not None and not self.image.exists():
             raise EmbedbuildError(f"file to serve not found: {self.image}",
                                   hint="give an existing file")
         if target.result is not None:
