@@ -272,6 +272,7 @@ def cmd_boot(args) -> int:
     source.check(target)
     args.board = board
     target.result = build_board(args, _store(args), console).result
+    source.check(target)  # again, with what was built (a signed board's image is verified)
     with contextlib.ExitStack() as stack:
         # Kept after the run (console.log, QEMU's output, the files served, boot.json).
         workdir = stack.enter_context(bench_dir(board))

@@ -112,3 +112,19 @@ def prop_offset(blob: bytes, node: str, prop: str) -> int:
         elif t.kind == fdt.PROP and t.name == prop and "/" + "/".join(path[1:]) == node:
             return h.off_struct + t.offset + 12
     raise KeyError(f"{node} has no {prop}")
+
+
+def swap_data(path: Path, image: str, out: Path, at: int = 1000) -> Path:
+    """A copy of the FIT whose ``image`` node has one data byte changed and its sha256
+    hash-1 recomputed to match: what an attacker does to an image no signature covers."""
+    import hashlib
+
+    blob = bytearray(path.read_bytes())
+    start = prop_offset(bytes(blob), f"/images/{image}", "data")
+    size = int.from_bytes(blob[start - 8:start - 4], "big")  # the property's length
+    blob[start + at] ^= 0xFF
+    digest = hashlib.sha256(bytes(blob[start:start + size])).digest()
+    value = prop_offset(bytes(blob), f"/images/{image}/hash-1", "value")
+    blob[value:value + len(digest)] = digest
+    out.write_bytes(bytes(blob))
+    return out
