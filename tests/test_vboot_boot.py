@@ -242,12 +242,17 @@ def test_every_bad_image_is_refused_by_the_host_and_by_our_u_boot(built, keyless
         assert not verify(bad["narrow.itb"].read_bytes(), ring, "conf-1", strict=False).reason
         with pytest.raises(FitSignatureError, match="ramdisk ramdisk-1 is not covered"):
             SignedFitBoot(bad["narrow.itb"]).check(target)
-        # The unchecked ways to start a kernel are not in this U-Boot at all.
+        # The unchecked ways to start a kernel, and those that take its command line from
+        # the network or a disk, are not in this U-Boot at all.
         for command in ("bootz 0x48000000 - 0x40000000", "bootefi 0x48000000",
-                        "source 0x48000000"):
+                        "source 0x48000000", "bootelf 0x48000000", "go 0x48000000",
+                        "pxe get", "sysboot virtio 0:1 any 0x48000000 extlinux.conf"):
             r = ub.run(command)
             name = command.split()[0]
             assert r.status == 1 and f"Unknown command '{name}' - try 'help'" in r.output
+        # Nor does the unattended boot try disks and the network (distro boot).
+        r = ub.run("boot")
+        assert "embedbuild: no boot command saved" in r.output, r.output
         status, seen = attempt(ub, f"{BOARD}.itb",
                                f"bootm 0x{ADDR:x}#conf-1 0x44000000:0x1000 0x40000000")
         assert status == 1 and seen[-2:] == ["Wrong Ramdisk Image Format",

@@ -201,11 +201,18 @@ def test_u_boot_options_that_defeat_verified_boot():
     good = {"FIT_SIGNATURE": "y", "RSA": "y", "OF_SEPARATE": "y", "LEGACY_IMAGE_FORMAT": "n"}
     assert uboot_config.problems(good) == []
     debian = {**good, "LEGACY_IMAGE_FORMAT": "y", "OF_BOARD": "y", "CMD_BOOTZ": "y",
-              "SUPPORT_RAW_INITRD": "y", "EFI_LOADER": "y", "CMD_SOURCE": "y"}
+              "SUPPORT_RAW_INITRD": "y", "EFI_LOADER": "y", "CMD_SOURCE": "y", "CMD_PXE": "y",
+              "CMD_SYSBOOT": "y", "CMD_ELF": "y", "CMD_GO": "y",
+              "BOOTCOMMAND": '"run distro_bootcmd"'}
     found = uboot_config.problems(debian)
     assert [p.split(":")[0] for p in found] == [
         "CONFIG_LEGACY_IMAGE_FORMAT=y", "CONFIG_OF_BOARD=y", "CONFIG_SUPPORT_RAW_INITRD=y",
-        "CONFIG_CMD_BOOTZ=y", "CONFIG_EFI_LOADER=y", "CONFIG_CMD_SOURCE=y"]
+        "CONFIG_CMD_BOOTZ=y", "CONFIG_EFI_LOADER=y", "CONFIG_CMD_SOURCE=y", "CONFIG_CMD_PXE=y",
+        "CONFIG_CMD_SYSBOOT=y", "CONFIG_CMD_ELF=y", "CONFIG_CMD_GO=y",
+        'CONFIG_BOOTCOMMAND="run distro_bootcmd"']
+    assert uboot_config.problems({**good, "BOOTCOMMAND": '"bootflow scan -lb"'}) == [
+        'CONFIG_BOOTCOMMAND="bootflow scan -lb": the unattended boot runs bootflow, which '
+        "boots from every disk and the network with unsigned command lines"]
     assert uboot_config.problems({}) == [
         f"CONFIG_{s} is off: {why}" for s, why in uboot_config.NEEDED.items()]
 

@@ -20,7 +20,17 @@ BYPASSES = {
     "EFI_LOADER": "bootefi and distro boot's EFI method run any EFI binary, Linux included",
     "CMD_SOURCE": "source runs scripts, which distro boot fetches over DHCP/TFTP; a script "
                   "can `setenv verify n` or `bootm ADDR:kernel-1` past the signature",
+    "CMD_PXE": "pxe boot takes the kernel command line (append) from a file whichever DHCP "
+               "server answers names: a signed kernel then runs init=/bin/sh, and an old "
+               "signed image boots past the anti-rollback check",
+    "CMD_SYSBOOT": "sysboot takes the kernel command line from an unsigned extlinux.conf",
+    "BOOTMETH_DISTRO_PXE": "bootflow's PXE method, as pxe boot",
+    "CMD_ELF": "bootelf starts an ELF image (a vmlinux) with no check",
+    "CMD_GO": "go jumps to whatever code was loaded",
 }
+# What the unattended boot (CONFIG_BOOTCOMMAND) must not run: distro boot tries every
+# disk and the network (PXE), whose command lines and images are nobody's to sign.
+UNATTENDED = ("distro_bootcmd", "bootflow")
 # Symbol -> why it must be on.
 NEEDED = {
     "FIT_SIGNATURE": "U-Boot checks FIT signatures only with it",
@@ -33,5 +43,9 @@ def problems(config: dict[str, str]) -> list[str]:
     """What in a final U-Boot .config (symbol -> value, without CONFIG_) defeats
     verified boot, one line each; empty when nothing does."""
     out = [f"CONFIG_{s}=y: {why}" for s, why in BYPASSES.items() if config.get(s) == "y"]
+    command = config.get("BOOTCOMMAND", "")
+    out += [f"CONFIG_BOOTCOMMAND={command}: the unattended boot runs {w}, which boots "
+            "from every disk and the network with unsigned command lines"
+            for w in UNATTENDED if w in command]
     out += [f"CONFIG_{s} is off: {why}" for s, why in NEEDED.items() if config.get(s) != "y"]
     return out
