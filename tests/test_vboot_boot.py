@@ -475,3 +475,22 @@ def test_the_control_dts_is_what_qemu_describes(built, keyless, tmp_path):
     control = fdt.tree((built.result / "u-boot-control.dtb").read_bytes())
     assert {p: v for p, v in control.items() if not p.startswith("/signature")} == committed
     assert fdt.string(control[f"/signature/key-{VBOOT_KEY}"]["required"]) == "conf"
+
+
+def test_the_locked_fragment_is_a_u_boot_configuration(session_store, tmp_path):
+    """boards/qemu-arm-vboot/u-boot-locked.config (what a production board adds) over the
+    twin's fragment: U-Boot's checked config merge keeps every value it asks for (the
+    configuration only, seconds: the compile is the production board's)."""
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "common").symlink_to(ROOT / "boards" / "common")
+    shutil.copytree(ROOT / "boards" / BOARD, boards / BOARD)
+    toml = boards / BOARD / "board.toml"
+    toml.write_text(toml.read_text().replace(
+        'fragments = ["u-boot-vboot.config"]',
+        'fragments = ["u-boot-vboot.config", "u-boot-locked.config"]'))
+    r = cli("build", str(boards / BOARD), "--step", "uboot-config", "--out-link",
+            str(tmp_path / "config"), store=session_store)
+    assert r.code == 0, r.err
+    config = (tmp_path / "config").resolve() / "u-boot.config"
+    assert "CONFIG_BOOTDELAY=-2\n" in config.read_text()
