@@ -283,3 +283,23 @@ def test_image_and_boot_options_go_together(tmp_path, images):
     assert r.code == 1 and "--image goes with --boot signed-fit" in r.err
     r = run_main("boot", BOARD, "--qemu", "--initrd", str(images["good"]), store=store)
     assert r.code == 1 and "--initrd goes with a TFTP boot, not --boot signed-fit" in r.err
+
+
+def test_doctor_says_which_keys_a_signed_board_lacks(tmp_path, session_keys, monkeypatch):
+    from embedbuild.doctor import findings
+    from embedbuild.store import Store
+
+    board = load_board(BOARD)
+    monkeypatch.setenv("EMBEDBUILD_KEYS", str(tmp_path / "none"))
+    got = {f.what: f for f in findings(Store(tmp_path / "store"), board)}
+    assert not got["signing keys"].ok and "embedbuild keys new embedbuild-dev" in \
+        got["signing keys"].fix
+    assert "source linux-6.1" not in got  # the sources come from the plan, which needs keys
+    public = tmp_path / "public"
+    public.mkdir()
+    shutil.copy(session_keys / f"{VBOOT_KEY}.crt", public)
+    monkeypatch.setenv("EMBEDBUILD_KEYS", str(public))
+    got = {f.what: f for f in findings(Store(tmp_path / "store"), board)}
+    assert got["signing keys"].ok and got["private keys"].note
+    assert "can verify, not sign" in got["private keys"].detail
+    assert "source linux-6.1" in got
