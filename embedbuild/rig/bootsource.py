@@ -63,7 +63,9 @@ class BootSource(ABC):
 
     def check(self, target: Target) -> None:  # noqa: B027 (most sources refuse nothing)
         """Refuse what cannot boot, before anything is powered or served (and before
-        the build, when ``target.result`` is None)."""
+        the build, when ``target.result`` is None). A source that serves a board with
+        [signing] an image to boot verifies it first (vboot.gate.require_signed against
+        the result's keyring, as rig/signedfit.py does) or refuses the board."""
 
     def stage(self, target: Target, folder: Path) -> None:
         """Put what the TFTP server serves into ``folder``: the result's files (the

@@ -83,7 +83,8 @@ def fit_step(board: Board, kernel: Step, initramfs: Step,
     k_name = Path(kernel.output_path("image")).name
     rd_name = Path(initramfs.output_path("image")).name
     desc = describe(board, k_name, rd_name, signers)
-    signed = not signers
+    final = not signers  # else signed after this step, by steps/fit_sign.py
+    suffix = "" if final else "-unsigned"
 
     def build(ctx: Context) -> None:
         k, rd = ctx.input("kernel", "image"), ctx.input("initramfs", "image")
@@ -95,18 +96,18 @@ def fit_step(board: Board, kernel: Step, initramfs: Step,
         ctx.run.run(["mkimage", "-f", source, ctx.output("image")],
                     env={"SOURCE_DATE_EPOCH": "0"}, what="mkimage -f")
         facts = verify(ctx.output("image"), desc,
-                       {"kernel-1": k.read_bytes(), "ramdisk-1": rd.read_bytes()}, signed)
+                       {"kernel-1": k.read_bytes(), "ramdisk-1": rd.read_bytes()}, final)
         shutil.copyfile(source, ctx.output("its"))
         ctx.output("header").write_text(json.dumps(facts, indent=1))
 
     return Step(
         kind="fit",
-        name=f"{board.name}-fit" + ("" if signed else "-unsigned"),
+        name=f"{board.name}-fit{suffix}",
         version=2,
         inputs={"description": dataclasses.asdict(desc)},
         deps={"kernel": kernel, "initramfs": initramfs},
         build=build,
-        outputs={"image": f"{board.name}{'' if signed else '-unsigned'}.itb",
+        outputs={"image": f"{board.name}{suffix}.itb",
                  "its": f"{board.name}.its", "header": "fit.json"},
     )
 
