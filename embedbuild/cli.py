@@ -192,18 +192,25 @@ def _options(args):
 
 def _boot_source(args, board):
     """The boot source the command line asks for (--boot NAME, --from-flash, --from-sd)."""
-    from embedbuild.rig.bootsource import BOOT_SOURCES, TftpBoot
+    from embedbuild.rig.bootsource import TftpBoot
+    from embedbuild.rig.signedfit import SignedFitBoot
+    from embedbuild.rig.sources import BOOT_SOURCES, default_source
 
     asked = [name for name, on in (("flash", args.from_flash), ("sd", args.from_sd),
-                                   (args.boot, args.boot != TftpBoot.name)) if on]
+                                   (args.boot, args.boot is not None)) if on]
     if len(set(asked)) > 1:
         raise EmbedbuildError(f"one way to boot at a time, not {' and '.join(asked)}")
-    name = asked[0] if asked else TftpBoot.name
+    name = asked[0] if asked else default_source(board)
     if args.initrd:
         if name != TftpBoot.name:
             raise EmbedbuildError(f"--initrd goes with a TFTP boot, not --boot {name}: what "
                                   "boots is the board's own image there")
         return TftpBoot(Path(args.initrd).resolve())
+    if args.image:
+        if name != SignedFitBoot.name:
+            raise EmbedbuildError(f"--image goes with --boot {SignedFitBoot.name} (a board "
+                                  f"with [signing]), not --boot {name}")
+        return SignedFitBoot(Path(args.image).resolve())
     return BOOT_SOURCES[name]()
 
 
@@ -265,6 +272,7 @@ def cmd_boot(args) -> int:
     source.check(target)
     args.board = board
     target.result = build_board(args, _store(args), console).result
+    source.check(target)  # again, with what was built (a signed board's image is verified)
     with contextlib.ExitStack() as stack:
         # Kept after the run (console.log, QEMU's output, the files served, boot.json).
         workdir = stack.enter_context(bench_dir(board))
@@ -304,7 +312,7 @@ def cmd_flash(args) -> int:
         options.check(board)
     result = None if args.image else build_board(args, _store(args), _console()).result
     image = Path(args.image) if args.image else rig_flash.built_image(board, result)
-    job = rig_flash.FlashJob.prepare(board, args.partition, image)
+    job = rig_flash.FlashJob.prepare(board, args.partition, image, _keyring(args, board, result))
     if args.dry_run:
         link = options.link() if options.real or board.qemu is None else qemu_link(board)
         for cmd in job.sequence(link):
@@ -332,6 +340,21 @@ def cmd_flash(args) -> int:
             for line in report.lines():
                 print(line)
     return 0
+
+
+def _keyring(args, board, result):
+    """What a board with [signing] checks images against before they are flashed: its
+    result's keyring (with --image, only the keyring is built); None for other boards."""
+    if board.signing is None:
+        return None
+    from embedbuild.rig.signedfit import result_keyring
+    from embedbuild.vboot.verify import keyring_from_dtb
+
+    if result is not None:
+        return result_keyring(result)
+    built = build_board(args, _store(args), _console(), role="keyring")
+    path = built.path("keyring") / built.plan.steps["keyring"].output_path("dtb")
+    return keyring_from_dtb(path.read_bytes(), str(path))
 
 
 def cmd_write_sd(args) -> int:
@@ -460,7 +483,9 @@ def cmd_test(args) -> int:
         argv += ["--eb-netmask", options.netmask,
                  "--eb-power-timeout", str(options.power_timeout)]
     name = "flash" if args.from_flash else "sd" if args.from_sd else args.boot
-    return subprocess.call([*argv, "--eb-boot", name, *args.pytest_args], env=env)
+    if name is not None:  # else the board's default source
+        argv += ["--eb-boot", name]
+    return subprocess.call([*argv, *args.pytest_args], env=env)
 
 
 def cmd_size(args) -> int:
@@ -553,6 +578,33 @@ def cmd_cache_push(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from embedbuild.store import cache_dir, default_root
+    from embedbuild.vboot import keycmd
+    from embedbuild.vboot.keys import SigningKeyError, default_keydir
+
+    keydir = Path(args.keydir) if args.keydir else default_keydir()
+    if args.keys_command == "new":
+        # Never where builds are kept, downloaded or shared from.
+        shared = [Path(args.store) if args.store else default_root(),
+                  cache_dir("EMBEDBUILD_DOWNLOADS", "downloads"),
+                  Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "embedbuild")]
+        report = keycmd.new(keydir, args.name, args.bits, shared)
+    elif args.keys_command == "rotate":
+        report = keycmd.rotate(keydir, args.name)
+    elif args.keys_command == "check":
+        report = keycmd.check(Path(args.fit), args.config,
+                              Path(args.dtb) if args.dtb else None, args.key or [], keydir,
+                              args.required_mode, strict=not args.as_uboot)
+    else:
+        report = keycmd.show(keydir, args.name)
+    print("\n".join(report.lines))
+    if report.problem:
+        raise SigningKeyError(report.problem, where=str(keydir),
+                              hint="chmod 600 a private key; remake a key whose files differ")
+    return 0
+
+
 def _lock_file(args) -> Path:
     from embedbuild.load import PROJECT_BOARDS, lock_path
 
@@ -606,7 +658,7 @@ def cmd_sources_update(args) -> int:
 
 @functools.cache  # ~20 sub-parsers, each looking gettext up on disk: 30 ms, made once
 def parser() -> argparse.ArgumentParser:
-    from embedbuild.rig.bootsource import BOOT_SOURCES
+    from embedbuild.rig.sources import BOOT_SOURCES
 
     boot_sources = sorted(BOOT_SOURCES)
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
@@ -662,6 +714,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
     s.add_argument("--initrd", help="an extra initramfs file to load and boot")
+    s.add_argument("--image", help="a signed FIT to boot instead of the built one "
+                   "(--boot signed-fit); refused unless it verifies against the board's keys")
     s.add_argument("--ready", default=READY_LINE,
                    help="regex of the line that means the system is up")
     s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
@@ -670,9 +724,9 @@ def parser() -> argparse.ArgumentParser:
                    help="boot the image in the firmware partition instead of TFTP")
     s.add_argument("--from-sd", action="store_true",
                    help="attach the SD-card image (QEMU) and let U-Boot boot it, no key pressed")
-    s.add_argument("--boot", default="tftp", choices=boot_sources,
-                   help="how U-Boot boots it (a boot source; default tftp; --from-flash and "
-                   "--from-sd name two)")
+    s.add_argument("--boot", choices=boot_sources,
+                   help="how U-Boot boots it (a boot source; default tftp, signed-fit for "
+                   "a board with [signing]; --from-flash and --from-sd name two)")
     s.set_defaults(fn=cmd_boot)
     s = sub.add_parser("write-sd", help="write the board's SD-card image to a card, "
                        "checked before and read back after")
@@ -721,8 +775,9 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
     how.add_argument("--from-sd", action="store_true",
                      help="QEMU: boot the SD-card image, no key pressed")
-    how.add_argument("--boot", default="tftp", choices=boot_sources,
-                     help="how U-Boot boots it (a boot source; default tftp)")
+    how.add_argument("--boot", choices=boot_sources,
+                     help="how U-Boot boots it (a boot source; default tftp, signed-fit "
+                     "for a board with [signing])")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total",
@@ -745,6 +800,33 @@ def parser() -> argparse.ArgumentParser:
                    help="result links or store items (default: result)")
     s.add_argument("--key", required=True, metavar="NAME.secret", help="the signing key")
     s.set_defaults(fn=cmd_cache_push)
+    s = sub.add_parser("keys", help="verified boot: the keys that sign FIT images (kept "
+                       "outside the repository and the store)")
+    s.add_argument("--keydir", help="the key folder (default $EMBEDBUILD_KEYS or "
+                   "~/.config/embedbuild/keys)")
+    keys = s.add_subparsers(dest="keys_command", required=True)
+    s = keys.add_parser("new", help="make NAME.key (private, 0600) and NAME.crt (public)")
+    s.add_argument("name", help="the key's name (U-Boot's key-name-hint), e.g. dev")
+    s.add_argument("--bits", type=int, default=2048, choices=(2048, 3072, 4096))
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("show", help="the keys in the folder, or one in detail")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("rotate", help="a new key beside NAME (NAME-2, ...), and how "
+                        "a board moves to it")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_keys)
+    s = keys.add_parser("check", help="verify a FIT's configuration signature as U-Boot "
+                        "would, with a control DTB's keys or the key folder's")
+    s.add_argument("fit")
+    s.add_argument("--config", help="the configuration (default: the FIT's default)")
+    s.add_argument("--dtb", help="U-Boot's control DTB (its /signature keys and mode)")
+    s.add_argument("--key", action="append", metavar="NAME",
+                   help="a key of the folder, required (repeatable; default: all keys)")
+    s.add_argument("--required-mode", choices=("all", "any"), default="all")
+    s.add_argument("--as-uboot", action="store_true",
+                   help="only what U-Boot checks (accept a keyless DTB, uncovered images)")
+    s.set_defaults(fn=cmd_keys)
     s = sub.add_parser("sources", help="the lock: prefetch locked inputs, move it to new versions")
     srcs = s.add_subparsers(dest="sources_command", required=True)
     s = srcs.add_parser("fetch", help="download every locked file the boards need (then "

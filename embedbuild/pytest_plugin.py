@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--eb-power-on", help="a command that powers the real board on")
     g.addoption("--eb-power-off", help="a command that powers the real board off")
     g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
-    g.addoption("--eb-boot", default="tftp", help="how U-Boot boots it: a boot source's name")
+    g.addoption("--eb-boot", help="how U-Boot boots it: a boot source's name (default tftp, "
+                "signed-fit for a board with [signing])")
     g.addoption("--eb-from-flash", action="store_true",
                 help="boot from the firmware partition (--eb-boot flash)")
     g.addoption("--eb-from-sd", action="store_true",
@@ -75,7 +76,7 @@ class BootedTarget:
         return self.target.open_console().expect(regex, timeout, since).match
 
 
-def _boot_name(opt) -> str:
+def _boot_name(opt) -> str | None:
     if opt("--eb-from-flash"):
         return "flash"
     return "sd" if opt("--eb-from-sd") else opt("--eb-boot")
@@ -90,13 +91,13 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     from embedbuild.errors import EmbedbuildError
     from embedbuild.load import load_board
     from embedbuild.rig.bench import BenchOptions, flash_file
-    from embedbuild.rig.bootsource import BOOT_SOURCES
+    from embedbuild.rig.sources import BOOT_SOURCES, default_source
     from embedbuild.store import Store, default_root
 
     opt = config.getoption
     name = _boot_name(opt)
     try:
-        if name not in BOOT_SOURCES:
+        if name is not None and name not in BOOT_SOURCES:
             raise EmbedbuildError(f"--eb-boot {name}: no such boot source",
                                   hint=f"one of {', '.join(sorted(BOOT_SOURCES))}")
         options = BenchOptions(serial=opt("--eb-serial"), qemu=opt("--eb-qemu"),
@@ -110,6 +111,7 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     except ValidationError as e:
         raise pytest.UsageError(str(e)) from None
     board = load_board(opt("--eb-board"))
+    name = name or default_source(board)
     built = session.build(board, Store(store_root or default_root()))
     # The bench folder's flash, where `embedbuild flash` wrote, only when booting from it:
     # otherwise a new erased one, so that test sessions never share a flash file.

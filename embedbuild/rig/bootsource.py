@@ -31,7 +31,8 @@ A new way to boot is one new class here (or in its own module) and its test, e.g
 
 Registered sources are chosen by name: ``embedbuild boot BOARD --boot pxe``, the
 pytest plugin's ``--eb-boot pxe``. A source in a module of its own registers when
-that module is imported: import it at the end of this one.
+that module is imported: rig/sources.py imports each (this module cannot: the source
+imports it), and the command line and the plugin read the registry there.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from embedbuild.manifest import Manifest
 from embedbuild.rig.resource import QemuMachine
 
 if TYPE_CHECKING:
+    from embedbuild.model.board import Board
     from embedbuild.rig.target import Target
 
 # The copy of the SD-card image a QEMU board boots from, in the target's folder.
@@ -61,7 +63,9 @@ class BootSource(ABC):
 
     def check(self, target: Target) -> None:  # noqa: B027 (most sources refuse nothing)
         """Refuse what cannot boot, before anything is powered or served (and before
-        the build, when ``target.result`` is None)."""
+        the build, when ``target.result`` is None). A source that serves a board with
+        [signing] an image to boot verifies it first (vboot.gate.require_signed against
+        the result's keyring, as rig/signedfit.py does) or refuses the board."""
 
     def stage(self, target: Target, folder: Path) -> None:
         """Put what the TFTP server serves into ``folder``: the result's files (the
@@ -120,6 +124,12 @@ class TftpBoot(BootSource):
         self.initrd = initrd
 
     def check(self, target: Target) -> None:
+        board = target.require_board()
+        if board.signing is not None:
+            raise EmbedbuildError(
+                f"board {board.name} requires signed images ([signing]): a raw kernel and "
+                "initramfs are not served to it (its U-Boot would refuse them too)",
+                hint="boot its signed FIT: --boot signed-fit (the default for it)")
         if self.initrd is not None and not self.initrd.is_file():
             raise EmbedbuildError(f"file to serve not found: {self.initrd}",
                                   hint="give an existing file")
@@ -203,3 +213,10 @@ class SdBoot(AutoBoot):
         # factory: a bootcmd that `flash --set-bootcmd` saved in the persistent flash
         # would boot the flash instead. A new erased flash in the target's folder gives that.
         return machine.model_copy(update={"disk": copy, "flash": None})
+
+
+def default_source(board: Board) -> str:
+    """The boot source used when none is named: a board that requires signed images
+    boots its signed FIT, any other the TFTP one."""
+    return "signed-fit" if board.signing is not None else TftpBoot.name
+
