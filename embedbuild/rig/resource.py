@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
+from embedbuild.pxe import MacAddress
 
 
 class _Resource(BaseModel):
@@ -168,6 +169,8 @@ class QemuMachine(_Resource):
         disk: an SD-card image attached as spec.sd_device.
         console_link: where QEMU links its serial pty for a serial server (ser2net)
             configured with a fixed path; the console is then that server's URL.
+        mac: the NIC's MAC address (None: QEMU's default, 52:54:00:12:34:56); boards
+            sharing one bench LAN need their own, and a PXE boot is looked up by it.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -178,3 +181,4 @@ class QemuMachine(_Resource):
     flash_size: int = 0
     disk: Path | None = None
     console_link: Path | None = None
+    mac: MacAddress | None = None

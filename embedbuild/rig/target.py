@@ -48,10 +48,13 @@ class Target:
         workdir: this session's folder: console.log, QEMU's output, the files served
             (tftp/), the boot report (boot.json).
         result: the build result it boots and serves (None: nothing built).
+        network: a bench LAN someone else made and serves (a fleet's, with its own
+            TFTP server): the QEMU model joins it at ``network.tap`` and the target
+            starts no network and no TFTP server of its own (None: it makes both).
     """
 
     def __init__(self, board: Board | None, bench: Bench, workdir: Path,
-                 result: Path | None = None) -> None:
+                 result: Path | None = None, network: BenchNetwork | None = None) -> None:
         self.board = board
         self.bench = bench
         self.workdir = workdir
@@ -59,7 +62,8 @@ class Target:
         self.console_log: Path | None = workdir / "console.log"
         self.steps = Steps()
         self.report = BootReport(self.steps)
-        self.network: BenchNetwork | None = None
+        self.network = network
+        self.joined = network is not None
         self.tftp: TftpServer | None = None
         self.qemu: QemuBoard | None = None
         self.power: PowerProtocol | None = None
@@ -129,12 +133,13 @@ class Target:
             else:
                 stage_files(self.result, folder, extra)
             port = self.bench.serial.port
-            if self.bench.qemu is not None:
+            if self.bench.qemu is not None and not self.joined:
                 self.network = self._stack.enter_context(BenchNetwork(self.link))
-            self.tftp = self._stack.enter_context(TftpServer(
-                folder, self.link.server_ip, self.bench.tftp_port,
-                on_transfer=self.report.transfers.append,
-                netns=self.network.path if self.network else None))
+            if not self.joined:
+                self.tftp = self._stack.enter_context(TftpServer(
+                    folder, self.link.server_ip, self.bench.tftp_port,
+                    on_transfer=self.report.transfers.append,
+                    netns=self.network.path if self.network else None))
             if self.bench.qemu is not None:
                 assert self.network is not None
                 self.qemu = QemuBoard(self._machine(source), self.network, self.workdir)
