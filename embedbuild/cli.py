@@ -438,6 +438,94 @@ def cmd_tftp(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import contextlib
+    import fcntl
+    import ipaddress
+    import logging
+    import signal
+    import threading
+
+    from embedbuild.fleet.inventory import load_inventory
+    from embedbuild.fleet.layout import FleetTree
+    from embedbuild.fleet.server import FleetServer, store_builder
+    from embedbuild.rig.dhcp import DhcpServer, FixedAddress
+    from embedbuild.rig.tftp import TftpServer, parse_listen
+    from embedbuild.store import cache_dir
+
+    path = Path(args.inventory)
+    inv = load_inventory(path)  # every refusal before anything is built or served
+    if args.check:
+        for d in inv.device:
+            extra = "".join(f" {k} {v}" for k, v in (("system", d.system), ("append", d.append),
+                                                     ("ip", d.ip)) if v)
+            print(f"{d.name:16} {d.mac}  {d.board}{extra}")
+        u = inv.unknown
+        print(f"{'unknown devices':16} " + (f"{u.board}" + (f" system {u.system}" if u.system
+                                                          else "") if u else "refused"))
+        return 0
+    if not args.listen:
+        raise EmbedbuildError("serve needs --listen ADDR[:PORT]: this machine's address on "
+                              "the devices' network", hint="e.g. --listen 10.77.0.1")
+    host, port = parse_listen(args.listen)
+    dhcp = None
+    if args.dhcp_interface or args.dhcp_range:
+        if not (args.dhcp_interface and args.dhcp_range):
+            raise EmbedbuildError("a DHCP server needs --dhcp-interface IF and --dhcp-range "
+                                  "FIRST,LAST together")
+        try:
+            first, last = (ipaddress.IPv4Address(a.strip())
+                           for a in args.dhcp_range.split(","))
+            server = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise EmbedbuildError(f"--dhcp-range {args.dhcp_range!r} with --listen {host}: "
+                                  "give two IPv4 addresses and listen on an IPv4 address",
+                                  hint="e.g. --dhcp-range 10.77.0.100,10.77.0.199") from None
+        root = cache_dir("EMBEDBUILD_SERVE", "serve") / path.stem
+        dhcp = DhcpServer(args.dhcp_interface, first, last, server,
+                          log=Path(args.root or root) / "dnsmasq.log")
+        dhcp.check()
+        dhcp.check_fixed([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+    root = Path(args.root) if args.root else cache_dir("EMBEDBUILD_SERVE", "serve") / path.stem
+    root.mkdir(parents=True, exist_ok=True)
+    lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise EmbedbuildError("another embedbuild serve uses this folder", where=str(root),
+                              hint="stop it, or give another --root") from None
+
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    # The TFTP server's own refusals, except the names `pxe get` tries in turn (the
+    # fleet says once per device what it refused).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("embedbuild.tftp").addFilter(
+        lambda r: "pxelinux.cfg/" not in r.getMessage()
+        or "File not found" not in r.getMessage())
+    tree = FleetTree(root / "tftp", keep=args.keep)
+    fleet = FleetServer(path, tree, store_builder(_store(args), say), say, dhcp)
+    wake = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: wake.set())
+    with contextlib.ExitStack() as stack:
+        tftp = stack.enter_context(TftpServer(tree.root, host, port,
+                                              on_transfer=fleet.on_transfer))
+        say(f"serving {tree.root} on {tftp.address}/udp; the inventory is re-read when it "
+            f"changes or on SIGHUP (kill -HUP {os.getpid()}); Ctrl-C stops")
+        if dhcp is not None:
+            dhcp.start([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+            stack.callback(dhcp.stop)
+            say(f"DHCP on {dhcp.interface}: {dhcp.first}-{dhcp.last} (dnsmasq, log "
+                f"{dhcp.log})")
+        fleet.reload(inv)
+        try:
+            fleet.run(threading.Event(), wake)
+        except KeyboardInterrupt:
+            say("stopped")
+    return 0
+
+
 def cmd_test(args) -> int:
     import subprocess
 
@@ -711,6 +799,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
     s.set_defaults(fn=cmd_tftp)
+    s = sub.add_parser("serve", help="network-boot a fleet: build what an inventory names, "
+                       "serve each device by MAC over TFTP (PXE), optionally DHCP",
+                       parents=[cc])
+    s.add_argument("inventory", metavar="INVENTORY", help="the inventory file (TOML)")
+    s.add_argument("--listen", metavar="ADDR[:PORT]",
+                   help="this machine's address on the devices' network (TFTP, port 69)")
+    s.add_argument("--root", metavar="DIR", help="the served folder's parent (default "
+                   "$EMBEDBUILD_SERVE/NAME or ~/.cache/embedbuild/serve/NAME)")
+    s.add_argument("--dhcp-interface", metavar="IF",
+                   help="also run a DHCP server (dnsmasq) on this bench LAN interface")
+    s.add_argument("--dhcp-range", metavar="FIRST,LAST",
+                   help="addresses for devices without their own ip")
+    s.add_argument("--keep", type=float, default=600, metavar="SECONDS",
+                   help="how long a build no device is given any more stays servable")
+    s.add_argument("--check", action="store_true",
+                   help="check the inventory and print what each device boots; serve nothing")
+    s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
                        parents=[serial, cc])
     s.add_argument("board")

@@ -1,0 +1,200 @@
+"""The fleet server: builds what the inventory needs, lays it out in the TFTP tree
+(layout.py), keeps it in step with the inventory, and says what happens.
+
+The TFTP server (rig/tftp.py) serves the tree's root from a thread of its own the whole
+time: a reload (the inventory changed, or SIGHUP) builds and swaps files beside it, so
+no transfer under way is dropped. A build that fails leaves the devices that boot it on
+their previous files; an inventory that does not load leaves everything as it was.
+
+    tree = FleetTree(root)
+    fleet = FleetServer(inventory, tree, store_builder(store), print)
+    with TftpServer(tree.root, "10.77.0.1", 69, on_transfer=fleet.on_transfer):
+        fleet.run(stop, wake)            # until stop is set; wake: reload now
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from embedbuild.errors import EmbedbuildError
+from embedbuild.fleet.inventory import DEVICE_ARG, Boot, Inventory, load_inventory
+from embedbuild.fleet.layout import FleetTree
+from embedbuild.manifest import Manifest
+from embedbuild.model.board import Board
+from embedbuild.pxe import CONFIG_DIR, mac_of_config, result_entry
+from embedbuild.rig.dhcp import DhcpServer, FixedAddress
+from embedbuild.rig.tftp import Transfer
+from embedbuild.store import Store
+
+# Builds a (board, system file) and returns the loaded board and its result folder.
+Builder = Callable[[str, Path | None], tuple[Board, Path]]
+Say = Callable[[str], None]
+
+
+def store_builder(store: Store, warn: Say | None = None) -> Builder:
+    """Builds into ``store`` through the build session, as `embedbuild build` does."""
+
+    def build(board: str, system: Path | None) -> tuple[Board, Path]:
+        from embedbuild import session
+        from embedbuild.load import load_board
+
+        loaded = load_board(board, system)
+        return loaded, session.build(loaded, store, warn=warn).result
+
+    return build
+
+
+def _what(build: tuple[str, Path | None]) -> str:
+    board, system = build
+    return f"{board}" + (f" with {system}" if system else "")
+
+
+class FleetServer:
+    """Keeps the TFTP tree in step with the inventory.
+
+    Args:
+        inventory: the inventory file.
+        tree: the served tree.
+        build: makes a (board, system)'s result (store_builder, or a test's own).
+        say: where each line of what happens goes (the command prints it).
+        dhcp: the DHCP server, told the devices' fixed addresses (None: none runs).
+    """
+
+    def __init__(self, inventory: Path, tree: FleetTree, build: Builder, say: Say,
+                 dhcp: DhcpServer | None = None) -> None:
+        self.path = inventory
+        self.tree = tree
+        self.build = build
+        self.say = say
+        self.dhcp = dhcp
+        self.inventory: Inventory | None = None
+        self._stamps: dict[Path, tuple | None] = {}
+        self._macs: dict[str, str] = {}  # client address -> the MAC it asked with
+
+    # -- keeping in step --------------------------------------------------------------
+
+    def load(self) -> Inventory:
+        """Read the inventory (errors raised: at start nothing is served without one)."""
+        self._stamps = {self.path: _stamp(self.path)}
+        inv = load_inventory(self.path)
+        self._stamps = {p: _stamp(p) for p in inv.watched()}
+        return inv
+
+    def changed(self) -> bool:
+        """Whether a watched file (the inventory, its system files) changed."""
+        return any(_stamp(p) != s for p, s in self._stamps.items())
+
+    def reload(self, inv: Inventory | None = None) -> None:
+        """Read the inventory again (or take ``inv``), build what it needs and swap each
+        device's files; an inventory that does not load changes nothing."""
+        if inv is None:
+            try:
+                inv = self.load()
+            except EmbedbuildError as e:
+                self.say(f"inventory not reloaded, still serving the previous one: {e}"
+                         + (f" ({e.hint})" if e.hint else ""))
+                return
+        built = self._build_all(inv)
+        served = self.tree.served()
+        for d in inv.device:
+            self._point(d.mac, d, built.get(d.build), d.name, served)
+        for mac in served:
+            if mac is not None and mac not in inv.by_mac():
+                self.tree.remove(mac)
+                self.say(f"{mac}: no longer in the inventory: "
+                         + ("it boots the [unknown] build" if inv.unknown else "refused"))
+        if inv.unknown is not None:
+            self._point(None, inv.unknown, built.get(inv.unknown.build), "unknown devices",
+                        served)
+        elif self.tree.remove(None):
+            self.say("unknown devices: refused (the inventory has no [unknown])")
+        if self.dhcp is not None:
+            self.dhcp.update([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+        self.inventory = inv
+        for key in self.tree.prune():
+            self.say(f"removed builds/{key}: no device has booted from it for "
+                     f"{self.tree.keep:.0f} s")
+
+    def _build_all(self, inv: Inventory) -> dict[tuple, tuple[Board, Manifest, str]]:
+        """Each distinct (board, system) built and its files published; a failure is
+        said and left out."""
+        out = {}
+        for build in inv.builds():
+            t0 = time.monotonic()
+            try:
+                board, result = self.build(*build)
+                manifest = Manifest.read(result)
+                names = [manifest.kernel.file, *manifest.with_role("initramfs"),
+                         *manifest.with_role("dtb"), "manifest.json"]
+                folder = self.tree.publish(result, names)
+            except (EmbedbuildError, OSError) as e:
+                self.say(f"build of {_what(build)} failed: {e}; devices that boot it keep "
+                         "their previous files")
+                continue
+            out[build] = (board, manifest, folder)
+            if time.monotonic() - t0 > 1:
+                self.say(f"built {_what(build)} in {time.monotonic() - t0:.1f} s")
+        return out
+
+    def _point(self, mac: str | None, boot: Boot, built: tuple | None, name: str,
+               served: dict) -> None:
+        """Make the device's configuration name its build (only when that build exists)."""
+        if built is None:
+            self.say(f"{name}: " + ("keeps its previous files" if mac in served else
+                                    "nothing to serve until its build succeeds"))
+            return
+        board, manifest, folder = built
+        append = boot.append if mac is None else \
+            " ".join(a for a in (boot.append, f"{DEVICE_ARG}={name}") if a)
+        entry = result_entry(board, manifest, folder, append,
+                             comment=f"{name} {mac or ''}: {_what(boot.build)}, {folder}")
+        if self.tree.write(mac, entry):
+            self.say(f"{name}{f' ({mac})' if mac else ''}: boots {folder} "
+                     f"({_what(boot.build)})")
+
+    def run(self, stop: threading.Event, wake: threading.Event, poll: float = 0.5) -> None:
+        """Reload whenever a watched file changes or ``wake`` is set, until ``stop``."""
+        while not stop.is_set():
+            if wake.wait(poll) or self.changed():
+                wake.clear()
+                if not stop.is_set():
+                    self.reload()
+            for key in self.tree.prune():
+                self.say(f"removed builds/{key}: no device has booted from it for "
+                         f"{self.tree.keep:.0f} s")
+
+    # -- what the TFTP server saw ------------------------------------------------------
+
+    def on_transfer(self, t: Transfer) -> None:
+        """One line per transfer, and per device that asked for a configuration it has
+        none of (called from the TFTP server's thread)."""
+        ip = t.client[0]
+        mac = mac_of_config(t.filename)
+        if mac is not None:
+            self._macs[ip] = mac
+        inv = self.inventory
+        known = inv.by_mac() if inv is not None else {}
+        asked = self._macs.get(ip)
+        who = f"{known[asked].name} ({ip})" if asked in known else \
+            f"{asked} ({ip})" if asked else ip
+        if t.ok:
+            self.say(f"{who}: sent {t.filename}, {t.size:,} bytes in {t.seconds:.2f} s")
+        elif mac is not None and mac in known:
+            self.say(f"{who}: no configuration yet (its build has not succeeded): refused")
+        elif mac is not None and inv is not None and inv.unknown is None:
+            self.say(f"unknown device {mac} at {ip}: refused (the inventory has no "
+                     "[unknown])")
+        elif not t.filename.startswith(f"{CONFIG_DIR}/"):  # not pxe get's other guesses
+            self.say(f"{who}: {t.filename!r} refused: {t.error}")
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
