@@ -272,8 +272,11 @@ def test_unknown_devices_get_the_default_or_are_refused(tmp_path, fleet):
     with pytest.raises(tftpy.TftpException, match="File not found"):
         _fetch(port, "pxelinux.cfg/01-52-54-00-00-00-99")
     text = _fetch(port, "pxelinux.cfg/default").decode()
-    assert "append console=ttyAMA0 fleet.role=spare\n" in text  # no device name: unknown
-    assert "embedbuild.device=dev01" in _fetch(port, "pxelinux.cfg/01-52-54-00-00-00-01").decode()
+    key = hashlib.sha256(b"base").hexdigest()[:32]
+    # No device name: it is unknown; the build it boots is named.
+    assert f"append console=ttyAMA0 fleet.role=spare embedbuild.build={key}\n" in text
+    assert f"embedbuild.device=dev01 embedbuild.build={key}\n" in \
+        _fetch(port, "pxelinux.cfg/01-52-54-00-00-00-01").decode()
     write_inventory(inv, {"dev01": ("52:54:00:00:00:01", None)})  # no [unknown]: deny
     server.reload()
     assert "unknown devices: refused (the inventory has no [unknown])" in said

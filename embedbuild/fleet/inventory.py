@@ -8,6 +8,7 @@ append = "loglevel=4"
 
 [[device]]
 name = "dev01"                     # one DNS label; the kernel gets embedbuild.device=dev01
+                                   # and embedbuild.build=KEY (the build it boots)
 mac = "52:54:00:12:34:01"          # the address its U-Boot asks with
 board = "qemu-arm-virt"            # a board name (or folder), as for `embedbuild build`
 system = "systems/kiosk.toml"      # optional: a system file (relative to this file)
@@ -28,8 +29,10 @@ from embedbuild.errors import BoardError, EmbedbuildError
 from embedbuild.load import BOARD_NAME, key_line, read_toml
 from embedbuild.pxe import MacAddress
 
-# What serve puts on every device's kernel command line: its name.
+# What serve puts on a device's kernel command line: its name, and the build it boots
+# (the result's store key), so that a running device can say both.
 DEVICE_ARG = "embedbuild.device"
+BUILD_ARG = "embedbuild.build"
 DEVICE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # pxelinux's append line is one line; Linux on ARM takes 1024 bytes of command line,
 # of which the board's own and embedbuild's arguments need some.
@@ -58,8 +61,10 @@ class Boot(_Strict):
     @field_validator("append")
     @classmethod
     def _own_name(cls, v: str) -> str:
-        if any(word.split("=", 1)[0] == DEVICE_ARG for word in v.split()):
-            raise ValueError(f"{DEVICE_ARG} is set by serve: it is the device's name")
+        for word in v.split():
+            if word.split("=", 1)[0] in (DEVICE_ARG, BUILD_ARG):
+                raise ValueError(f"{word.split('=', 1)[0]} is set by serve: the device's "
+                                 "name and the build it boots")
         return v
 
     @property

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
-from embedbuild.fleet.inventory import DEVICE_ARG, Boot, Inventory, load_inventory
+from embedbuild.fleet.inventory import BUILD_ARG, DEVICE_ARG, Boot, Inventory, load_inventory
 from embedbuild.fleet.layout import FleetTree
 from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board
@@ -148,8 +148,8 @@ class FleetServer:
                                     "nothing to serve until its build succeeds"))
             return
         board, manifest, folder = built
-        append = boot.append if mac is None else \
-            " ".join(a for a in (boot.append, f"{DEVICE_ARG}={name}") if a)
+        own = [] if mac is None else [f"{DEVICE_ARG}={name}"]
+        append = " ".join([*boot.append.split(), *own, f"{BUILD_ARG}={folder.split('/')[-1]}"])
         entry = result_entry(board, manifest, folder, append,
                              comment=f"{name} {mac or ''}: {_what(boot.build)}, {folder}")
         if self.tree.write(mac, entry):
