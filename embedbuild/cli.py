@@ -177,14 +177,17 @@ def _options(args):
 
     from embedbuild.rig.bench import BenchOptions
 
-    if not args.serial and not getattr(args, "power_on", None):
+    place = getattr(args, "place", None)
+    if not args.serial and not getattr(args, "power_on", None) and not place:
         return BenchOptions()
+    lab = dict(place=place, coordinator=args.coordinator,
+               place_timeout=args.place_timeout) if place else {}
     try:
         return BenchOptions(serial=args.serial, qemu=getattr(args, "qemu", False),
                             baud=args.baud, server_ip=args.server_ip, device_ip=args.device_ip,
                             netmask=args.netmask, power_timeout=args.power_timeout,
                             power_on=getattr(args, "power_on", None),
-                            power_off=getattr(args, "power_off", None))
+                            power_off=getattr(args, "power_off", None), **lab)
     except ValidationError as e:
         err = e.errors()[0]
         raise EmbedbuildError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
@@ -218,8 +221,8 @@ class _PowerPrompt:
     def __call__(self, event, phase: str) -> None:
         if event.name == "power on by hand" and phase == "start":
             self.console.print(f"power on (or reset) {self.board.name} now; waiting for U-Boot "
-                               f"on {self.options.serial} ({self.options.power_timeout:.0f} s "
-                               "at most)", markup=False)
+                               f"on {self.target.serial_port()} "
+                               f"({self.options.power_timeout:.0f} s at most)", markup=False)
         elif event.name == "waiting for U-Boot":
             if phase == "start":
                 self.t0 = time.monotonic()
@@ -244,7 +247,18 @@ def _target(board, options):
     target = Target(board, options.bench(board, flash_file(board)), bench_folder(board) / "run")
     if options.real:
         target.steps.subscribe(_PowerPrompt(_console(), board, options, target))
+    target.steps.subscribe(_lab_lines)
     return target
+
+
+def _lab_lines(event, phase: str) -> None:
+    """What holding a lab's place takes: a wait for it, its acquisition."""
+    if event.name == "waiting for place" and phase == "start":
+        _console().print(event.fields["message"], markup=False)
+    elif event.name == "acquire place" and phase == "stop" and not event.error:
+        _console().print(f"acquired labgrid place {event.fields['place']} "
+                         f"({event.seconds:.1f} s); released when this command ends",
+                         markup=False)
 
 
 def cmd_boot(args) -> int:
@@ -253,8 +267,8 @@ def cmd_boot(args) -> int:
     from embedbuild.load import load_board
     from embedbuild.rig.bench import bench_dir
 
-    if not (args.qemu or args.serial):
-        raise EmbedbuildError("boot needs --qemu or --serial DEV")
+    if not (args.qemu or args.serial or args.place):
+        raise EmbedbuildError("boot needs --qemu, --serial DEV or --place NAME")
     console = _console()
     options = _options(args)
     board = load_board(args.board, Path(args.system) if args.system else None)
@@ -384,17 +398,25 @@ def _size(text: str) -> int:
 
 
 def cmd_console(args) -> int:
-    from embedbuild.rig.bench import Bench
+    from embedbuild.rig.bench import Bench, BenchOptions
     from embedbuild.rig.preflight import check_serial
     from embedbuild.rig.resource import ManualPower, SerialLine
     from embedbuild.rig.target import Target
 
-    check_serial(args.serial)
-    bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower())
+    if not (args.serial or args.place):
+        raise EmbedbuildError("console needs --serial DEV or --place NAME")
+    if args.serial:
+        check_serial(args.serial)
+    place = BenchOptions(place=args.place, coordinator=args.coordinator,
+                         place_timeout=args.place_timeout).lab_place()
+    bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower(),
+                  place=place)
     with Target(None, bench, Path.cwd()) as target:
+        target.steps.subscribe(_lab_lines)
         target.console_log = Path(args.log) if args.log else None
         console = target.open_console()
-        _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
+        _console().print(f"{target.serial_port()} at {args.baud} baud; quit with Ctrl-]",
+                         markup=False)
         console.interact()
     return 0
 
@@ -526,6 +548,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_labgrid_env(args) -> int:
+    from embedbuild.labenv import render
+    from embedbuild.load import load_board
+
+    board = load_board(args.board)
+    text, notes = render(board, args.place or board.name)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_test(args) -> int:
     import subprocess
 
@@ -539,9 +577,12 @@ def cmd_test(args) -> int:
     env = {**os.environ, "EMBEDBUILD_NO_CCACHE": "1"} if args.no_ccache else None
     if options.qemu:
         argv += ["--eb-qemu"]
+    lab = ((("place", options.place), ("coordinator", options.coordinator),
+            ("place-timeout", options.place_timeout)) if options.place else ())
     for option, value in (("serial", options.serial), ("server-ip", options.server_ip),
                           ("device-ip", options.device_ip), ("baud", options.baud),
-                          ("power-on", options.power_on), ("power-off", options.power_off)):
+                          ("power-on", options.power_on), ("power-off", options.power_off),
+                          *lab):
         if value is not None:
             argv += [f"--eb-{option}", str(value)]
     if options.real:
@@ -716,6 +757,16 @@ def parser() -> argparse.ArgumentParser:
                         "instead of asking a person")
     serial.add_argument("--power-off", metavar="CMD",
                         help="a command that powers it off, run first so it boots afresh")
+    # A board in a shared lab: its labgrid place, whose serial port is the console.
+    lab = argparse.ArgumentParser(add_help=False)
+    lab.add_argument("--place", metavar="NAME", help="hold this labgrid place while the "
+                     "command runs and use its serial port (needs embedbuild[labgrid])")
+    lab.add_argument("--coordinator", metavar="HOST[:PORT]",
+                     default=os.environ.get("LG_COORDINATOR", "127.0.0.1:20408"),
+                     help="the labgrid coordinator (default $LG_COORDINATOR or "
+                     "127.0.0.1:20408)")
+    lab.add_argument("--place-timeout", type=float, default=600, metavar="SECONDS",
+                     help="how long to wait for the place while someone else holds it")
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
@@ -745,7 +796,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
-                       parents=[system, serial, cc])
+                       parents=[system, serial, cc, lab])
     s.add_argument("board")
     s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
@@ -783,8 +834,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set-bootcmd", action="store_true",
                    help="then saveenv a bootcmd that boots the partition (boards that allow it)")
     s.set_defaults(fn=cmd_flash)
-    s = sub.add_parser("console", help="an interactive serial console with logging")
-    s.add_argument("--serial", required=True, metavar="DEV",
+    s = sub.add_parser("console", help="an interactive serial console with logging",
+                       parents=[lab])
+    s.add_argument("--serial", metavar="DEV",
                    help="device path or rfc2217://HOST:PORT, socket://HOST:PORT")
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
@@ -817,7 +869,7 @@ def parser() -> argparse.ArgumentParser:
                    help="check the inventory and print what each device boots; serve nothing")
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
-                       parents=[serial, cc])
+                       parents=[serial, cc, lab])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
     s.add_argument("--qemu", action="store_true",
@@ -830,6 +882,15 @@ def parser() -> argparse.ArgumentParser:
                      help="how U-Boot boots it (a boot source; default tftp)")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
+    s = sub.add_parser("labgrid", help="a shared lab through labgrid (needs embedbuild[labgrid])")
+    lg = s.add_subparsers(dest="labgrid_command", required=True)
+    s = lg.add_parser("env", help="a labgrid environment for the board: the real board "
+                      "through its place (RemotePlace), its QEMU twin (QEMUDriver)")
+    s.add_argument("board")
+    s.add_argument("--place", metavar="NAME", help="the board's place in the lab "
+                   "(default: the board's name)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write it there (default: stdout)")
+    s.set_defaults(fn=cmd_labgrid_env)
     s = sub.add_parser("size", help="bytes per component, kernel, total",
                        parents=[system, cc])
     s.add_argument("board")

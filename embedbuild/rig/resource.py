@@ -4,6 +4,7 @@
 - LanLink: this machine's address and the board's on one network, as one value.
 - A power switch: ManualPower (a person), QemuPower (QMP), CommandPower (a relay's CLI).
 - QemuMachine: the QEMU model of a board and what is attached to it.
+- LabgridPlace: a place of a shared lab whose serial port the board's console is.
 
 Nothing here opens, starts or sends anything; values that come from a person (the
 command line, the pytest plugin) are validated here, with errors naming the option.
@@ -155,6 +156,21 @@ class CommandPower(_Resource):
 
 
 PowerSwitch = ManualPower | QemuPower | CommandPower
+
+
+class LabgridPlace(_Resource):
+    """A place of a labgrid lab: the board's serial port (and whatever else the lab
+    gives it) held through the lab's coordinator while embedbuild uses it.
+
+    Args:
+        name: the place's name.
+        coordinator: the coordinator, HOST[:PORT] (labgrid's default port 20408).
+        timeout: seconds to wait for the place while someone else holds it.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    coordinator: str = Field(default="127.0.0.1:20408", min_length=1)
+    timeout: float = Field(default=600.0, gt=0)
 
 
 class QemuMachine(_Resource):

@@ -25,6 +25,7 @@ from embedbuild.model.system import READY_LINE
 from embedbuild.rig.bench import FLASH_FILE, Bench
 from embedbuild.rig.bootsource import BootSource, stage_files
 from embedbuild.rig.console import Console
+from embedbuild.rig.lab import PlaceDriver
 from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.power import power_driver
 from embedbuild.rig.protocol import PowerProtocol
@@ -70,6 +71,7 @@ class Target:
         self.console: Console | None = None
         self.uboot: UBootDriver | None = None
         self._shell: ShellDriver | None = None
+        self.lab: PlaceDriver | None = None
         self._stack = contextlib.ExitStack()
 
     # -- what callers use --------------------------------------------------------------
@@ -95,12 +97,26 @@ class Target:
         """The console, opened on first use (a real board's line; a QEMU model's once
         started)."""
         if self.console is None:
-            port = self.bench.serial.port
+            port = self.serial_port()
             if port is None:
                 raise EmbedbuildError("the QEMU model's console exists once it is started",
                                       hint="boot the target first")
             self.console = self._open(port)
         return self.console
+
+    def serial_port(self) -> str | None:
+        """Where the console is: the bench's line, or the serial port of the lab's place,
+        which is acquired here (once) and held until the target is left; None: the QEMU
+        model's pty, known once it runs."""
+        if self.bench.place is None:
+            return self.bench.serial.port
+        if self.lab is None:
+            place = self.bench.place
+            with self.steps("acquire place", place=place.name,
+                            coordinator=place.coordinator):
+                self.lab = self._stack.enter_context(PlaceDriver(
+                    place, lambda text: self.steps.mark("waiting for place", message=text)))
+        return self.lab.url
 
     @property
     def link(self) -> LanLink:
@@ -132,7 +148,7 @@ class Target:
                 source.stage(self, folder)
             else:
                 stage_files(self.result, folder, extra)
-            port = self.bench.serial.port
+            port = self.serial_port()
             if self.bench.qemu is not None and not self.joined:
                 self.network = self._stack.enter_context(BenchNetwork(self.link))
             if not self.joined:
