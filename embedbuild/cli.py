@@ -280,6 +280,10 @@ def cmd_boot(args) -> int:
     args.board = board
     target.result = build_board(args, _store(args), console).result
     with contextlib.ExitStack() as stack:
+        if target.bench.place is not None:
+            # Waited for before the bench folder is locked: holding the place is what
+            # takes turns between the board's users; released after everything else.
+            target.hold_place(stack)
         # Kept after the run (console.log, QEMU's output, the files served, boot.json).
         workdir = stack.enter_context(bench_dir(board))
         stack.enter_context(target)
@@ -405,10 +409,10 @@ def cmd_console(args) -> int:
 
     if not (args.serial or args.place):
         raise EmbedbuildError("console needs --serial DEV or --place NAME")
+    place = BenchOptions(serial=args.serial, place=args.place, coordinator=args.coordinator,
+                         place_timeout=args.place_timeout).lab_place()
     if args.serial:
         check_serial(args.serial)
-    place = BenchOptions(place=args.place, coordinator=args.coordinator,
-                         place_timeout=args.place_timeout).lab_place()
     bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower(),
                   place=place)
     with Target(None, bench, Path.cwd()) as target:

@@ -63,6 +63,7 @@ def render(board: Board, place: str) -> tuple[str, list[str]]:
     import yaml  # labgrid's own dependency
 
     env, notes = environment(board, place)
+    twin = "; qemu: its QEMU twin" if "qemu" in env["targets"] else ""
     head = (f"# labgrid environment for {board.name}, written by `embedbuild labgrid env`.\n"
-            f"# main: the board in the lab (place {place}); qemu: its QEMU twin.\n")
+            f"# main: the board in the lab (place {place}){twin}.\n")
     return head + yaml.safe_dump(env, sort_keys=False), notes

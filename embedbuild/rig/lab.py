@@ -7,6 +7,9 @@ or SIGTERM.
 labgrid is an optional extra (``pip install 'embedbuild[labgrid]'``, labgrid 26.0.1): it
 is imported only here, only when a place is asked for.
 
+One process holds one place at a time (labgrid's client shares one connection per
+coordinator within a process, and the coordinator takes one session per connection).
+
 Waiting for a busy place is labgrid's own reservation: a reservation naming the place
 (the coordinator's ``name`` tag) waits in the coordinator's queue, in order, until the
 place is free; then it is acquired, and when this command releases it, the reservation
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
 from typing import Any
 
@@ -28,6 +33,12 @@ LABGRID_VERSION = "26.0.1"
 HINT = f"pip install 'embedbuild[labgrid]' (labgrid {LABGRID_VERSION})"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the coordinator
 POLL = 0.5  # seconds between looks at a waiting reservation
+
+
+def _not_labgrids(record: logging.LogRecord) -> bool:
+    """labgrid's client logs its connection troubles on the root logger; embedbuild says
+    them once, in its own error."""
+    return f"{os.sep}labgrid{os.sep}" not in record.pathname
 
 
 def require_labgrid() -> Any:
@@ -74,9 +85,10 @@ class PlaceDriver:
     def connect(self) -> None:
         """A session with the coordinator; the place must exist there."""
         client = require_labgrid()
-        from labgrid.util import proxymanager
+        from labgrid.util.proxy import proxymanager
 
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # the gRPC channel binds to the current loop
         address = proxymanager.get_grpc_address(self.place.coordinator, default_port=20408)
         self.session = client.ClientSession(address, loop)
         try:
@@ -84,6 +96,7 @@ class PlaceDriver:
         except (TimeoutError, client.ServerError, OSError) as e:
             self.session = None
             loop.close()
+            asyncio.set_event_loop(None)
             raise EmbedbuildError(f"cannot reach the labgrid coordinator at "
                                   f"{self.place.coordinator}: {e or 'no answer'}",
                                   hint="start labgrid-coordinator there, or give "
@@ -158,16 +171,21 @@ class PlaceDriver:
                     self._run(self.session.stop(), 5)
                     self._run(self.session.close(), 5)
                 self.session.loop.close()
+                asyncio.set_event_loop(None)
                 self.session = None
 
     def __enter__(self) -> PlaceDriver:
+        logging.getLogger().addFilter(_not_labgrids)
         try:
             self.connect()
             self.acquire()
         except BaseException:
-            self.release()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        try:
+            self.release()
+        finally:
+            logging.getLogger().removeFilter(_not_labgrids)

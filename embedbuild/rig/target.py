@@ -110,13 +110,21 @@ class Target:
         model's pty, known once it runs."""
         if self.bench.place is None:
             return self.bench.serial.port
+        return self.hold_place(self._stack).url
+
+    def hold_place(self, stack: contextlib.ExitStack) -> PlaceDriver:
+        """Acquire the lab's place (waiting while another holds it) unless held already,
+        released when ``stack`` closes: the target's own, or a caller's that must hold
+        the place around more than the target (the command's bench folder lock)."""
+        place = self.bench.place
+        if place is None:
+            raise EmbedbuildError("this bench has no labgrid place")
         if self.lab is None:
-            place = self.bench.place
             with self.steps("acquire place", place=place.name,
                             coordinator=place.coordinator):
-                self.lab = self._stack.enter_context(PlaceDriver(
+                self.lab = stack.enter_context(PlaceDriver(
                     place, lambda text: self.steps.mark("waiting for place", message=text)))
-        return self.lab.url
+        return self.lab
 
     @property
     def link(self) -> LanLink:
