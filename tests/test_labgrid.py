@@ -109,6 +109,20 @@ def lab(folder: Path, serial_port: int) -> Iterator[Lab]:
                 p.wait()
 
 
+@pytest.fixture(scope="module")
+def twin_lab(tmp_path_factory) -> Iterator[tuple[Lab, Path, object]]:
+    """One lab for the module: ser2net on loopback serving the QEMU twin's console link in
+    a bench folder of the module's own, the exporter exporting it as a NetworkSerialPort,
+    the place ``twin``. Yields (the lab, the bench folder, ser2net)."""
+    from test_remote_rig import ser2net
+
+    folder = tmp_path_factory.mktemp("lab")
+    bench = folder / "bench"
+    with ser2net(bench / "qemu-arm-virt" / "console", folder) as s, \
+            lab(folder / "lab", s.port) as the_lab:
+        yield the_lab, bench, s
+
+
 # ---------------------------------------------------------------- fast
 
 
@@ -193,40 +207,41 @@ def _line(p: subprocess.Popen, timeout: float = 30) -> str:
     return got[0].strip()
 
 
-def test_places_are_taken_in_turn(tmp_path):
+@pytest.mark.slow  # it starts a lab: about 15 s, shared with the boot below
+def test_places_are_taken_in_turn(twin_lab):
     """The second holder waits in the coordinator's queue and gets the place as soon as
     the first releases it; a missing place, and one not free in time, are one line."""
     from embedbuild.rig.lab import PlaceDriver
 
-    with lab(tmp_path / "lab", free_port()) as the_lab:
-        place = LabgridPlace(name="twin", coordinator=the_lab.coordinator, timeout=1.0)
-        with pytest.raises(EmbedbuildError, match=r"no labgrid place 'tw1n' at .* \(places: "
-                           r"twin\)"), PlaceDriver(place.model_copy(update={"name": "tw1n"})):
+    the_lab, _, _ = twin_lab
+    place = LabgridPlace(name="twin", coordinator=the_lab.coordinator, timeout=1.0)
+    with pytest.raises(EmbedbuildError, match=r"no labgrid place 'tw1n' at .* \(places: "
+                       r"twin\)"), PlaceDriver(place.model_copy(update={"name": "tw1n"})):
+        pass
+    first = _holder(the_lab.coordinator)
+    second = None
+    try:
+        assert _line(first).startswith("HELD rfc2217://127.0.0.1:")
+        assert the_lab.place("twin")["acquired"] != "None"
+        with pytest.raises(EmbedbuildError, match="was not free within 1 s"), \
+                PlaceDriver(place):
             pass
-        first = _holder(the_lab.coordinator)
-        second = None
-        try:
-            assert _line(first).startswith("HELD rfc2217://127.0.0.1:")
-            assert the_lab.place("twin")["acquired"] != "None"
-            with pytest.raises(EmbedbuildError, match="was not free within 1 s"), \
-                    PlaceDriver(place):
-                pass
-            second = _holder(the_lab.coordinator)
-            assert re.match(r"WAIT place twin is held by \S+; waiting", _line(second))
-            released = time.monotonic()
-            first.stdin.close()  # the first lets go
-            assert _line(second).startswith("HELD ")
-            # At once, not when a reservation expired (a minute).
-            assert time.monotonic() - released < 10
-            second.stdin.close()
-            assert first.wait(30) == 0 and second.wait(30) == 0
-        finally:
-            for p in (first, second):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
-        state = the_lab.place("twin")
-        assert state["acquired"] == "None" and "Reservation" not in state["reservations"]
+        second = _holder(the_lab.coordinator)
+        assert re.match(r"WAIT place twin is held by \S+; waiting", _line(second))
+        released = time.monotonic()
+        first.stdin.close()  # the first lets go
+        assert _line(second).startswith("HELD ")
+        # At once, not when a reservation expired (a minute).
+        assert time.monotonic() - released < 10
+        second.stdin.close()
+        assert first.wait(30) == 0 and second.wait(30) == 0
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    state = the_lab.place("twin")
+    assert state["acquired"] == "None" and "Reservation" not in state["reservations"]
 
 
 # ---------------------------------------------------------------- slow: the QEMU twin
@@ -234,45 +249,41 @@ def test_places_are_taken_in_turn(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-def test_boot_through_a_labgrid_place_and_take_turns(session_store, arm_result, tmp_path):
-    from test_remote_rig import ser2net
-
-    bench = tmp_path / "bench"
+def test_boot_through_a_labgrid_place_and_take_turns(session_store, arm_result, twin_lab):
+    the_lab, bench, s = twin_lab
     env = {"EMBEDBUILD_BENCH": str(bench)}
     t0 = time.monotonic()
-    with ser2net(bench / "qemu-arm-virt" / "console", tmp_path) as s, \
-            lab(tmp_path / "lab", s.port) as the_lab:
-        argv = [EMBEDBUILD, "boot", "qemu-arm-virt", "--qemu", "--place", "twin",
-                "--coordinator", the_lab.coordinator, "--no-console"]
-        full = {**os.environ, "EMBEDBUILD_STORE": str(session_store), "COLUMNS": "200", **env}
-        first = subprocess.Popen(argv, env={**full, "LG_USERNAME": "alice"},
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
-        while the_lab.place("twin")["acquired"] == "None":
-            assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
-            time.sleep(0.2)
-        second = subprocess.Popen(argv, env={**full, "LG_USERNAME": "bob"},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out1, _ = first.communicate(timeout=300)
-        ended = time.monotonic()
-        out2, _ = second.communicate(timeout=300)
-        assert first.returncode == 0, out1
-        assert second.returncode == 0, out2
-        for out in (out1, out2):
-            assert "acquired labgrid place twin" in out and "power on to ready" in out
-        assert re.search(r"place twin is held by \S+/alice; waiting for it", out2), out2
-        trace = s.trace.read_text(errors="replace")
-        assert trace.count("embedbuild: system ready") == 2  # both boots over the lab's port
-        # SIGTERM while holding the place: released all the same.
-        third = subprocess.Popen(argv, env={**full, "LG_USERNAME": "carol"},
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        while the_lab.place("twin")["acquired"] == "None":
-            assert third.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
-        third.send_signal(signal.SIGTERM)
-        out3, _ = third.communicate(timeout=60)
-        assert third.returncode == 130, out3
-        state = the_lab.place("twin")
-        assert state["acquired"] == "None" and "Reservation" not in state["reservations"]
+    argv = [EMBEDBUILD, "boot", "qemu-arm-virt", "--qemu", "--place", "twin",
+            "--coordinator", the_lab.coordinator, "--no-console"]
+    full = {**os.environ, "EMBEDBUILD_STORE": str(session_store), "COLUMNS": "200", **env}
+    first = subprocess.Popen(argv, env={**full, "LG_USERNAME": "alice"},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while the_lab.place("twin")["acquired"] == "None":
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+        time.sleep(0.2)
+    second = subprocess.Popen(argv, env={**full, "LG_USERNAME": "bob"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out1, _ = first.communicate(timeout=300)
+    ended = time.monotonic()
+    out2, _ = second.communicate(timeout=300)
+    assert first.returncode == 0, out1
+    assert second.returncode == 0, out2
+    for out in (out1, out2):
+        assert "acquired labgrid place twin" in out and "power on to ready" in out
+    assert re.search(r"place twin is held by \S+/alice; waiting for it", out2), out2
+    trace = s.trace.read_text(errors="replace")
+    assert trace.count("embedbuild: system ready") == 2  # both boots over the lab's port
+    # SIGTERM while holding the place: released all the same.
+    third = subprocess.Popen(argv, env={**full, "LG_USERNAME": "carol"},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while the_lab.place("twin")["acquired"] == "None":
+        assert third.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    third.send_signal(signal.SIGTERM)
+    out3, _ = third.communicate(timeout=60)
+    assert third.returncode == 130, out3
+    state = the_lab.place("twin")
+    assert state["acquired"] == "None" and "Reservation" not in state["reservations"]
     print(f"second boot ended {time.monotonic() - ended:.1f} s after the first; all "
           f"{time.monotonic() - t0:.1f} s")
