@@ -530,8 +530,11 @@ def cmd_serve(args) -> int:
     logging.getLogger("embedbuild.tftp").addFilter(
         lambda r: "pxelinux.cfg/" not in r.getMessage()
         or "File not found" not in r.getMessage())
+    if args.no_ccache:  # for the builds, each in a process of its own
+        os.environ["EMBEDBUILD_NO_CCACHE"] = "1"
     tree = FleetTree(root / "tftp", keep=args.keep)
-    fleet = FleetServer(path, tree, store_builder(_store(args), say), say, dhcp)
+    fleet = FleetServer(path, tree, store_builder(_store(args).root, root / "results"), say,
+                        dhcp)
     wake = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: wake.set())
     with contextlib.ExitStack() as stack:

@@ -166,7 +166,6 @@ def test_three_guests_boot_their_own_builds_while_one_is_swapped(
             serve.wait_for(r"^\S+ dev01 \(10\.77\.0\.11\): sent pxelinux\.cfg/01-52-54-00-12-"
                            r"34-01", 120, mark)
             inventory(inv, {"dev01": "b.toml", "dev02": None, "dev03": None})
-            serve.proc.send_signal(signal.SIGHUP)
             serve.wait_for(rf"dev01 \(52:54:00:12:34:01\): boots builds/{spare}", 60, mark)
             for t in threads:
                 t.join(300)
@@ -194,8 +193,10 @@ def test_three_guests_boot_their_own_builds_while_one_is_swapped(
             # Deny mode: without [unknown], an unknown device gets nothing, and serve says so.
             mark = len(serve.lines())
             inventory(inv, {"dev01": "b.toml", "dev02": None, "dev03": None}, unknown=False)
+            serve.proc.send_signal(signal.SIGHUP)  # at once (else at the next look, 0.5 s)
             serve.wait_for(r"unknown devices: refused \(the inventory has no \[unknown\]\)",
                            60, mark)
+            serve.wait_for(r"woken \(SIGHUP\): re-reading the inventory", 60, mark)
             assert not (tftp / "pxelinux.cfg" / "default").exists()
             with guest(net, 3, UNKNOWN_MAC, tmp_path / "denied") as stranger, \
                     pytest.raises(BootError, match="`pxe get` found no configuration"):

@@ -7,14 +7,17 @@ no transfer under way is dropped. A build that fails leaves the devices that boo
 their previous files; an inventory that does not load leaves everything as it was.
 
     tree = FleetTree(root)
-    fleet = FleetServer(inventory, tree, store_builder(store), print)
+    fleet = FleetServer(inventory, tree, store_builder(store_root, root / "results"), print)
     with TftpServer(tree.root, "10.77.0.1", 69, on_transfer=fleet.on_transfer):
         fleet.run(stop, wake)            # until stop is set; wake: reload now
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,22 +31,36 @@ from embedbuild.model.board import Board
 from embedbuild.pxe import CONFIG_DIR, mac_of_config, result_entry
 from embedbuild.rig.dhcp import DhcpServer, FixedAddress
 from embedbuild.rig.tftp import Transfer
-from embedbuild.store import Store
 
 # Builds a (board, system file) and returns the loaded board and its result folder.
 Builder = Callable[[str, Path | None], tuple[Board, Path]]
 Say = Callable[[str], None]
 
 
-def store_builder(store: Store, warn: Say | None = None) -> Builder:
-    """Builds into ``store`` through the build session, as `embedbuild build` does."""
+def store_builder(store: Path, links: Path) -> Builder:
+    """Builds into the store at ``store`` with `embedbuild build`, in a process of its own:
+    a build is Python work for seconds (loading, planning, hashing) and would hold the
+    interpreter's lock that the TFTP server's thread needs to answer devices on time. Each
+    result gets a link in ``links`` (a gc root: `embedbuild gc` keeps what is served)."""
 
     def build(board: str, system: Path | None) -> tuple[Board, Path]:
-        from embedbuild import session
         from embedbuild.load import load_board
 
-        loaded = load_board(board, system)
-        return loaded, session.build(loaded, store, warn=warn).result
+        loaded = load_board(board, system)  # refusals here, as any load
+        name = hashlib.sha256(f"{board}\0{system or ''}".encode()).hexdigest()[:16]
+        links.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "embedbuild.cli", "--store", str(store), "build", board,
+                "--out-link", str(links / f"{loaded.name}-{name}"),
+                *(["--system", str(system)] if system else [])]
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "COLUMNS": "200"})
+        if p.returncode != 0:
+            errors = [line.removeprefix("error: ") for line in p.stderr.splitlines()
+                      if line.startswith("error: ")]
+            raise EmbedbuildError(errors[0] if errors else
+                                  f"embedbuild build exited with status {p.returncode}: "
+                                  f"{p.stderr.strip()[-300:]}")
+        return loaded, Path(p.stdout.strip().splitlines()[-1])
 
     return build
 
@@ -73,6 +90,9 @@ class FleetServer:
         self.dhcp = dhcp
         self.inventory: Inventory | None = None
         self._stamps: dict[Path, tuple | None] = {}
+        # Builds made since the last full reload, by (board, system, the system file's
+        # stamp): an inventory edit rebuilds only what it changed; SIGHUP rebuilds all.
+        self._built: dict[tuple, tuple[Board, Manifest, str]] = {}
         self._macs: dict[str, str] = {}  # client address -> the MAC it asked with
 
     # -- keeping in step --------------------------------------------------------------
@@ -88,9 +108,13 @@ class FleetServer:
         """Whether a watched file (the inventory, its system files) changed."""
         return any(_stamp(p) != s for p, s in self._stamps.items())
 
-    def reload(self, inv: Inventory | None = None) -> None:
-        """Read the inventory again (or take ``inv``), build what it needs and swap each
-        device's files; an inventory that does not load changes nothing."""
+    def reload(self, inv: Inventory | None = None, rebuild: bool = True) -> None:
+        """Read the inventory again (or take ``inv``), build what it needs (``rebuild``:
+        everything; else what is new or whose system file changed: a change inside a
+        board's folder needs a full one) and swap each device's files; an inventory that
+        does not load changes nothing."""
+        if rebuild:
+            self._built.clear()
         if inv is None:
             try:
                 inv = self.load()
@@ -124,6 +148,10 @@ class FleetServer:
         said and left out."""
         out = {}
         for build in inv.builds():
+            known = (*build, _stamp(build[1]) if build[1] else None)
+            if known in self._built:
+                out[build] = self._built[known]
+                continue
             t0 = time.monotonic()
             try:
                 board, result = self.build(*build)
@@ -135,7 +163,7 @@ class FleetServer:
                 self.say(f"build of {_what(build)} failed: {e}; devices that boot it keep "
                          "their previous files")
                 continue
-            out[build] = (board, manifest, folder)
+            out[build] = self._built[known] = (board, manifest, folder)
             if time.monotonic() - t0 > 1:
                 self.say(f"built {_what(build)} in {time.monotonic() - t0:.1f} s")
         return out
@@ -157,12 +185,16 @@ class FleetServer:
                      f"({_what(boot.build)})")
 
     def run(self, stop: threading.Event, wake: threading.Event, poll: float = 0.5) -> None:
-        """Reload whenever a watched file changes or ``wake`` is set, until ``stop``."""
+        """Reload whenever a watched file changes (building what changed) or ``wake`` is
+        set (SIGHUP: building everything again), until ``stop``."""
         while not stop.is_set():
-            if wake.wait(poll) or self.changed():
+            woken = wake.wait(poll)
+            if woken or self.changed():
                 wake.clear()
+                if woken:
+                    self.say("woken (SIGHUP): re-reading the inventory, building everything")
                 if not stop.is_set():
-                    self.reload()
+                    self.reload(rebuild=woken)
             for key in self.tree.prune():
                 self.say(f"removed builds/{key}: no device has booted from it for "
                          f"{self.tree.keep:.0f} s")
