@@ -9,10 +9,11 @@ soon as its configuration was read): it still boots the build it was told, whole
 the next time it boots the new one, whole; the others never see it. A fourth guest with
 an unknown MAC gets the default, and after the inventory drops [unknown], nothing.
 
-CI cost: no extra kernel build (the session's qemu-arm-virt, and a second system for it:
-its initramfs, some seconds); five U-Boot-to-ready boots of about 3-5 s each, three of
-them at once, one refused `pxe get`: measured 63 s on the shared 2-core machine
-(load average 5-8), most of it the three boots at once and serve's start.
+CI cost: no extra kernel build (the session's qemu-arm-virt; a second system for it is
+built by serve: its initramfs segments, result, FIT and SD image, seconds); five boots of
+3-5 s from power-on, three of them at once, and one refused `pxe get`. Measured on the
+shared 2-core machine: 17 s at load average 5, 44-102 s with three extra busy loops
+(load average 13); serve's no-op builds (each in a process of its own) are most of it.
 """
 
 from __future__ import annotations
