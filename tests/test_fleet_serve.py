@@ -22,6 +22,7 @@ import tftpy
 from conftest import cli, run_main
 
 from embedbuild.errors import EmbedbuildError
+from embedbuild.fleet.inventory import load_inventory
 from embedbuild.fleet.layout import FleetTree
 from embedbuild.fleet.server import FleetServer
 from embedbuild.load import load_board
@@ -291,7 +292,7 @@ def test_the_server_follows_the_inventory_and_a_wake_up(tmp_path, fleet):
     server, port, said = fleet
     inv = tmp_path / "fleet.toml"
     write_inventory(inv, {"dev01": ("52:54:00:00:00:01", None)})
-    server.reload()
+    server.reload(load_inventory(inv))  # read by the caller first, as `serve` does
     stop, wake = threading.Event(), threading.Event()
     runner = threading.Thread(target=server.run, args=(stop, wake, 0.05))
     runner.start()

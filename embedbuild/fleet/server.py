@@ -98,11 +98,16 @@ class FleetServer:
     # -- keeping in step --------------------------------------------------------------
 
     def load(self) -> Inventory:
-        """Read the inventory (errors raised: at start nothing is served without one)."""
+        """Read the inventory (errors raised: at start nothing is served without one) and
+        watch it and its system files from now on."""
+        # Stamped before reading: a change while it is read is seen at the next look.
         self._stamps = {self.path: _stamp(self.path)}
         inv = load_inventory(self.path)
-        self._stamps = {p: _stamp(p) for p in inv.watched()}
+        self._watch(inv)
         return inv
+
+    def _watch(self, inv: Inventory) -> None:
+        self._stamps = {p: self._stamps.get(p) or _stamp(p) for p in inv.watched()}
 
     def changed(self) -> bool:
         """Whether a watched file (the inventory, its system files) changed."""
@@ -122,6 +127,8 @@ class FleetServer:
                 self.say(f"inventory not reloaded, still serving the previous one: {e}"
                          + (f" ({e.hint})" if e.hint else ""))
                 return
+        elif not self._stamps:  # read by the caller: watched from now on
+            self._watch(inv)
         built = self._build_all(inv)
         served = self.tree.served()
         for d in inv.device:
