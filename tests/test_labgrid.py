@@ -164,6 +164,20 @@ def test_without_labgrid_one_line_says_how_to_get_it(tmp_path, monkeypatch, args
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="--qemu checks for root first")
+def test_the_system_tests_hold_the_place_too(tmp_path, monkeypatch):
+    """`embedbuild test --place` hands the place to the pytest plugin, which holds it for
+    the session as `boot --place` does."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "call", lambda argv, env=None: seen.append(argv) or 0)
+    r = run_main("test", "qemu-arm-virt", "--qemu", "--place", "twin", "--coordinator",
+                 "127.0.0.1:1", "--place-timeout", "5", store=tmp_path)
+    assert r.code == 0, r.err
+    argv = " ".join(seen[0])
+    assert "--eb-qemu --eb-place twin --eb-coordinator 127.0.0.1:1 --eb-place-timeout 5.0" \
+        in argv
+
+
 def test_one_console_at_a_time(tmp_path):
     r = run_main("console", "--serial", "/dev/ttyUSB0", "--place", "ap1", store=tmp_path)
     assert r.code == 1 and "one console at a time: --serial or --place" in r.err
