@@ -464,10 +464,44 @@ def cmd_tftp(args) -> int:
     return 0
 
 
+def _print_fleet(inv) -> None:
+    """What each device of an inventory boots (serve --check)."""
+    for d in inv.device:
+        extra = "".join(f" {k} {v}" for k, v in (("system", d.system), ("append", d.append),
+                                                 ("ip", d.ip)) if v)
+        print(f"{d.name:16} {d.mac}  {d.board}{extra}")
+    u = inv.unknown
+    print(f"{'unknown devices':16} " + (f"{u.board}" + (f" system {u.system}" if u.system
+                                                      else "") if u else "refused"))
+
+
+def _fleet_dhcp(args, host: str, root: Path, inv):
+    """The DHCP server serve is asked for (None: none), checked before anything starts."""
+    import ipaddress
+
+    from embedbuild.rig.dhcp import DhcpServer, FixedAddress
+
+    if not (args.dhcp_interface or args.dhcp_range):
+        return None
+    if not (args.dhcp_interface and args.dhcp_range):
+        raise EmbedbuildError("a DHCP server needs --dhcp-interface IF and --dhcp-range "
+                              "FIRST,LAST together")
+    try:
+        first, last = (ipaddress.IPv4Address(a.strip()) for a in args.dhcp_range.split(","))
+        server = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise EmbedbuildError(f"--dhcp-range {args.dhcp_range!r} with --listen {host}: "
+                              "give two IPv4 addresses and listen on an IPv4 address",
+                              hint="e.g. --dhcp-range 10.77.0.100,10.77.0.199") from None
+    dhcp = DhcpServer(args.dhcp_interface, first, last, server, log=root / "dnsmasq.log")
+    dhcp.check()
+    dhcp.check_fixed([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+    return dhcp
+
+
 def cmd_serve(args) -> int:
     import contextlib
     import fcntl
-    import ipaddress
     import logging
     import signal
     import threading
@@ -475,44 +509,21 @@ def cmd_serve(args) -> int:
     from embedbuild.fleet.inventory import load_inventory
     from embedbuild.fleet.layout import FleetTree
     from embedbuild.fleet.server import FleetServer, store_builder
-    from embedbuild.rig.dhcp import DhcpServer, FixedAddress
+    from embedbuild.rig.dhcp import FixedAddress
     from embedbuild.rig.tftp import TftpServer, parse_listen
     from embedbuild.store import cache_dir
 
     path = Path(args.inventory)
     inv = load_inventory(path)  # every refusal before anything is built or served
     if args.check:
-        for d in inv.device:
-            extra = "".join(f" {k} {v}" for k, v in (("system", d.system), ("append", d.append),
-                                                     ("ip", d.ip)) if v)
-            print(f"{d.name:16} {d.mac}  {d.board}{extra}")
-        u = inv.unknown
-        print(f"{'unknown devices':16} " + (f"{u.board}" + (f" system {u.system}" if u.system
-                                                          else "") if u else "refused"))
+        _print_fleet(inv)
         return 0
     if not args.listen:
         raise EmbedbuildError("serve needs --listen ADDR[:PORT]: this machine's address on "
                               "the devices' network", hint="e.g. --listen 10.77.0.1")
     host, port = parse_listen(args.listen)
-    dhcp = None
-    if args.dhcp_interface or args.dhcp_range:
-        if not (args.dhcp_interface and args.dhcp_range):
-            raise EmbedbuildError("a DHCP server needs --dhcp-interface IF and --dhcp-range "
-                                  "FIRST,LAST together")
-        try:
-            first, last = (ipaddress.IPv4Address(a.strip())
-                           for a in args.dhcp_range.split(","))
-            server = ipaddress.IPv4Address(host)
-        except ValueError:
-            raise EmbedbuildError(f"--dhcp-range {args.dhcp_range!r} with --listen {host}: "
-                                  "give two IPv4 addresses and listen on an IPv4 address",
-                                  hint="e.g. --dhcp-range 10.77.0.100,10.77.0.199") from None
-        root = cache_dir("EMBEDBUILD_SERVE", "serve") / path.stem
-        dhcp = DhcpServer(args.dhcp_interface, first, last, server,
-                          log=Path(args.root or root) / "dnsmasq.log")
-        dhcp.check()
-        dhcp.check_fixed([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
     root = Path(args.root) if args.root else cache_dir("EMBEDBUILD_SERVE", "serve") / path.stem
+    dhcp = _fleet_dhcp(args, host, root, inv)
     root.mkdir(parents=True, exist_ok=True)
     lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
