@@ -510,7 +510,7 @@ def cmd_serve(args) -> int:
     from embedbuild.fleet.layout import FleetTree
     from embedbuild.fleet.server import FleetServer, store_builder
     from embedbuild.rig.dhcp import FixedAddress
-    from embedbuild.rig.tftp import TftpServer, parse_listen
+    from embedbuild.rig.tftp import Limits, TftpServer, parse_listen
     from embedbuild.store import cache_dir
 
     path = Path(args.inventory)
@@ -550,7 +550,8 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGHUP, lambda *_: wake.set())
     with contextlib.ExitStack() as stack:
         tftp = stack.enter_context(TftpServer(tree.root, host, port,
-                                              on_transfer=fleet.on_transfer))
+                                              on_transfer=fleet.on_transfer,
+                                              limits=Limits(window=args.tftp_window)))
         say(f"serving {tree.root} on {tftp.address}/udp; the inventory is re-read when it "
             f"changes or on SIGHUP (kill -HUP {os.getpid()}); Ctrl-C stops")
         if dhcp is not None:
@@ -881,6 +882,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also run a DHCP server (dnsmasq) on this bench LAN interface")
     s.add_argument("--dhcp-range", metavar="FIRST,LAST",
                    help="addresses for devices without their own ip")
+    s.add_argument("--tftp-window", type=int, default=4, metavar="BLOCKS",
+                   help="the largest TFTP window granted a device (default 4; see README)")
     s.add_argument("--keep", type=float, default=600, metavar="SECONDS",
                    help="how long a build no device is given any more stays servable")
     s.add_argument("--check", action="store_true",

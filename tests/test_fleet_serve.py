@@ -7,6 +7,7 @@ test's own. The real fleet (three QEMU guests) is test_fleet.py."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import ipaddress
@@ -312,6 +313,34 @@ def test_the_server_follows_the_inventory_and_a_wake_up(tmp_path, fleet):
     finally:
         stop.set()
         runner.join(10)
+
+
+def test_the_server_grants_a_window_no_larger_than_its_limit(tmp_path):
+    """serve's --tftp-window: a client asking for 16 blocks a window gets 4 (RFC 7440 lets
+    the server offer less), and no more than 4 blocks come before its ACK."""
+    import socket
+    import struct
+
+    from embedbuild.rig.tftp import Limits
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(64 * 1024))
+    with TftpServer(tmp_path, "127.0.0.1", 0, limits=Limits(window=4)) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(struct.pack("!H", 1) + b"big.bin\0octet\0blksize\x001024\0windowsize\x0016\0",
+                 ("127.0.0.1", server.port))
+        oack, peer = s.recvfrom(70000)
+        opts = oack[2:].split(b"\0")
+        assert oack[:2] == struct.pack("!H", 6)
+        assert opts[opts.index(b"windowsize") + 1] == b"4"
+        s.sendto(struct.pack("!HH", 4, 0), peer)
+        blocks = []
+        s.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while len(blocks) < 12:
+                blocks.append(struct.unpack("!HH", s.recvfrom(70000)[0][:4])[1])
+        # The window, then only probes of it (its first and last block) until an ACK.
+        assert blocks[:4] == [1, 2, 3, 4] and max(blocks) == 4, blocks
 
 
 # ---------------------------------------------------------------- the command line
