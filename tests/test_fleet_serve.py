@@ -343,6 +343,32 @@ def test_the_server_grants_a_window_no_larger_than_its_limit(tmp_path):
         assert blocks[:4] == [1, 2, 3, 4] and max(blocks) == 4, blocks
 
 
+def test_a_sighup_that_comes_with_a_change_is_not_lost(tmp_path, fleet):
+    """The inventory changes and SIGHUP comes as the server looks: both are served (a
+    reload for the change, then one building everything)."""
+    server, _, said = fleet
+    write_inventory(tmp_path / "fleet.toml", {"dev01": ("52:54:00:00:00:01", None)})
+    server.reload()
+    stop, wake = threading.Event(), threading.Event()
+    raced = []
+
+    def changed() -> bool:  # the change is seen, and SIGHUP lands at that very moment
+        if not raced:
+            raced.append(True)
+            wake.set()
+            return True
+        return False
+
+    server.changed = changed
+    runner = threading.Thread(target=server.run, args=(stop, wake, 0.05))
+    runner.start()
+    try:
+        wait_said(said, r"^woken \(SIGHUP\): re-reading the inventory, building everything$")
+    finally:
+        stop.set()
+        runner.join(10)
+
+
 # ---------------------------------------------------------------- the command line
 
 

@@ -196,12 +196,11 @@ class FleetServer:
         set (SIGHUP: building everything again), until ``stop``."""
         while not stop.is_set():
             woken = wake.wait(poll)
-            if woken or self.changed():
+            if woken:  # cleared only when seen: one that comes during a reload is kept
                 wake.clear()
-                if woken:
-                    self.say("woken (SIGHUP): re-reading the inventory, building everything")
-                if not stop.is_set():
-                    self.reload(rebuild=woken)
+                self.say("woken (SIGHUP): re-reading the inventory, building everything")
+            if (woken or self.changed()) and not stop.is_set():
+                self.reload(rebuild=woken)
             for key in self.tree.prune():
                 self.say(f"removed builds/{key}: no device has booted from it for "
                          f"{self.tree.keep:.0f} s")
