@@ -12,8 +12,9 @@ an unknown MAC gets the default, and after the inventory drops [unknown], nothin
 CI cost: no extra kernel build (the session's qemu-arm-virt; a second system for it is
 built by serve: its initramfs segments, result, FIT and SD image, seconds); five boots of
 3-5 s from power-on, three of them at once, and one refused `pxe get`. Measured on the
-shared 2-core machine: 17 s at load average 5, 44-102 s with three extra busy loops
-(load average 13); serve's no-op builds (each in a process of its own) are most of it.
+shared 2-core machine: 22 s at load average 6; 30-150 s with three extra busy loops (load
+average 12-14), serve's no-op builds (each in a process of its own) and TFTP windows of
+four blocks (serve's default, README "A fleet") most of it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ twin's console (the remote-rig path, tests/test_remote_rig.py); `embedbuild boot
 qemu-arm-virt --qemu --place twin` boots it to the ready line over that port, a second
 `boot --place twin` waits for the place and boots once the first released it, and one
 stopped with SIGTERM releases the place too. CI cost: no build (the session's
-qemu-arm-virt); three CLI runs, two boots of about 5 s: measured 41 s.
+qemu-arm-virt); the lab's start (4 s), three CLI runs, two boots of about 5 s: measured
+41 s at load average 6 (the lab and both slow tests).
 """
 
 from __future__ import annotations
