@@ -369,6 +369,29 @@ def test_a_sighup_that_comes_with_a_change_is_not_lost(tmp_path, fleet):
         runner.join(10)
 
 
+def test_a_build_folder_removed_as_unused_comes_back_when_named_again(tmp_path):
+    """dev01 leaves build a, whose folder is removed after ``keep``; when the inventory
+    names a again (no full rebuild), the folder is there again before any file names it."""
+    said: list[str] = []
+    tree = FleetTree(tmp_path / "tftp", keep=0)
+    server = FleetServer(tmp_path / "fleet.toml", tree, FakeBuilds(tmp_path / "store"),
+                         said.append)
+    inv = tmp_path / "fleet.toml"
+    system(tmp_path, "a.toml", "a")
+    system(tmp_path, "b.toml", "b")
+    write_inventory(inv, {"dev01": ("52:54:00:00:00:01", "a.toml")})
+    server.reload()
+    write_inventory(inv, {"dev01": ("52:54:00:00:00:01", "b.toml")})
+    server.reload(rebuild=False)
+    key_a = hashlib.sha256(b"a").hexdigest()[:32]
+    tree.prune()
+    assert not (tree.builds / key_a).exists()  # unused, and keep is 0
+    write_inventory(inv, {"dev01": ("52:54:00:00:00:01", "a.toml")})
+    server.reload(rebuild=False)
+    assert (tree.builds / key_a / "zImage").is_file()
+    assert f"builds/{key_a}/zImage" in tree.served()["52:54:00:00:00:01"]
+
+
 # ---------------------------------------------------------------- the command line
 
 

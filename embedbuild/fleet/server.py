@@ -92,7 +92,7 @@ class FleetServer:
         self._stamps: dict[Path, tuple | None] = {}
         # Builds made since the last full reload, by (board, system, the system file's
         # stamp): an inventory edit rebuilds only what it changed; SIGHUP rebuilds all.
-        self._built: dict[tuple, tuple[Board, Manifest, str]] = {}
+        self._built: dict[tuple, tuple[Board, Path]] = {}
         self._macs: dict[str, str] = {}  # client address -> the MAC it asked with
 
     # -- keeping in step --------------------------------------------------------------
@@ -156,21 +156,21 @@ class FleetServer:
         out = {}
         for build in inv.builds():
             known = (*build, _stamp(build[1]) if build[1] else None)
-            if known in self._built:
-                out[build] = self._built[known]
-                continue
             t0 = time.monotonic()
             try:
-                board, result = self.build(*build)
+                if known not in self._built:
+                    self._built[known] = self.build(*build)
+                board, result = self._built[known]
                 manifest = Manifest.read(result)
                 names = [manifest.kernel.file, *manifest.with_role("initramfs"),
                          *manifest.with_role("dtb"), "manifest.json"]
+                # Published again each time: a folder removed as unused comes back whole.
                 folder = self.tree.publish(result, names)
             except (EmbedbuildError, OSError) as e:
                 self.say(f"build of {_what(build)} failed: {e}; devices that boot it keep "
                          "their previous files")
                 continue
-            out[build] = self._built[known] = (board, manifest, folder)
+            out[build] = (board, manifest, folder)
             if time.monotonic() - t0 > 1:
                 self.say(f"built {_what(build)} in {time.monotonic() - t0:.1f} s")
         return out
