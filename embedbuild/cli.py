@@ -177,14 +177,17 @@ def _options(args):
 
     from embedbuild.rig.bench import BenchOptions
 
-    if not args.serial and not getattr(args, "power_on", None):
+    place = getattr(args, "place", None)
+    if not args.serial and not getattr(args, "power_on", None) and not place:
         return BenchOptions()
+    lab = dict(place=place, coordinator=args.coordinator,
+               place_timeout=args.place_timeout) if place else {}
     try:
         return BenchOptions(serial=args.serial, qemu=getattr(args, "qemu", False),
                             baud=args.baud, server_ip=args.server_ip, device_ip=args.device_ip,
                             netmask=args.netmask, power_timeout=args.power_timeout,
                             power_on=getattr(args, "power_on", None),
-                            power_off=getattr(args, "power_off", None))
+                            power_off=getattr(args, "power_off", None), **lab)
     except ValidationError as e:
         err = e.errors()[0]
         raise EmbedbuildError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
@@ -225,8 +228,8 @@ class _PowerPrompt:
     def __call__(self, event, phase: str) -> None:
         if event.name == "power on by hand" and phase == "start":
             self.console.print(f"power on (or reset) {self.board.name} now; waiting for U-Boot "
-                               f"on {self.options.serial} ({self.options.power_timeout:.0f} s "
-                               "at most)", markup=False)
+                               f"on {self.target.serial_port()} "
+                               f"({self.options.power_timeout:.0f} s at most)", markup=False)
         elif event.name == "waiting for U-Boot":
             if phase == "start":
                 self.t0 = time.monotonic()
@@ -251,7 +254,18 @@ def _target(board, options):
     target = Target(board, options.bench(board, flash_file(board)), bench_folder(board) / "run")
     if options.real:
         target.steps.subscribe(_PowerPrompt(_console(), board, options, target))
+    target.steps.subscribe(_lab_lines)
     return target
+
+
+def _lab_lines(event, phase: str) -> None:
+    """What holding a lab's place takes: a wait for it, its acquisition."""
+    if event.name == "waiting for place" and phase == "start":
+        _console().print(event.fields["message"], markup=False)
+    elif event.name == "acquire place" and phase == "stop" and not event.error:
+        _console().print(f"acquired labgrid place {event.fields['place']} "
+                         f"({event.seconds:.1f} s); released when this command ends",
+                         markup=False)
 
 
 def cmd_boot(args) -> int:
@@ -260,8 +274,8 @@ def cmd_boot(args) -> int:
     from embedbuild.load import load_board
     from embedbuild.rig.bench import bench_dir
 
-    if not (args.qemu or args.serial):
-        raise EmbedbuildError("boot needs --qemu or --serial DEV")
+    if not (args.qemu or args.serial or args.place):
+        raise EmbedbuildError("boot needs --qemu, --serial DEV or --place NAME")
     console = _console()
     options = _options(args)
     board = load_board(args.board, Path(args.system) if args.system else None)
@@ -274,6 +288,10 @@ def cmd_boot(args) -> int:
     target.result = build_board(args, _store(args), console).result
     source.check(target)  # again, with what was built (a signed board's image is verified)
     with contextlib.ExitStack() as stack:
+        if target.bench.place is not None:
+            # Waited for before the bench folder is locked: holding the place is what
+            # takes turns between the board's users; released after everything else.
+            target.hold_place(stack)
         # Kept after the run (console.log, QEMU's output, the files served, boot.json).
         workdir = stack.enter_context(bench_dir(board))
         stack.enter_context(target)
@@ -407,17 +425,25 @@ def _size(text: str) -> int:
 
 
 def cmd_console(args) -> int:
-    from embedbuild.rig.bench import Bench
+    from embedbuild.rig.bench import Bench, BenchOptions
     from embedbuild.rig.preflight import check_serial
     from embedbuild.rig.resource import ManualPower, SerialLine
     from embedbuild.rig.target import Target
 
-    check_serial(args.serial)
-    bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower())
+    if not (args.serial or args.place):
+        raise EmbedbuildError("console needs --serial DEV or --place NAME")
+    place = BenchOptions(serial=args.serial, place=args.place, coordinator=args.coordinator,
+                         place_timeout=args.place_timeout).lab_place()
+    if args.serial:
+        check_serial(args.serial)
+    bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower(),
+                  place=place)
     with Target(None, bench, Path.cwd()) as target:
+        target.steps.subscribe(_lab_lines)
         target.console_log = Path(args.log) if args.log else None
         console = target.open_console()
-        _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
+        _console().print(f"{target.serial_port()} at {args.baud} baud; quit with Ctrl-]",
+                         markup=False)
         console.interact()
     return 0
 
@@ -461,6 +487,125 @@ def cmd_tftp(args) -> int:
     return 0
 
 
+def _print_fleet(inv) -> None:
+    """What each device of an inventory boots (serve --check)."""
+    for d in inv.device:
+        extra = "".join(f" {k} {v}" for k, v in (("system", d.system), ("append", d.append),
+                                                 ("ip", d.ip)) if v)
+        print(f"{d.name:16} {d.mac}  {d.board}{extra}")
+    u = inv.unknown
+    print(f"{'unknown devices':16} " + (f"{u.board}" + (f" system {u.system}" if u.system
+                                                      else "") if u else "refused"))
+
+
+def _fleet_dhcp(args, host: str, root: Path, inv):
+    """The DHCP server serve is asked for (None: none), checked before anything starts."""
+    import ipaddress
+
+    from embedbuild.rig.dhcp import DhcpServer, FixedAddress
+
+    if not (args.dhcp_interface or args.dhcp_range):
+        return None
+    if not (args.dhcp_interface and args.dhcp_range):
+        raise EmbedbuildError("a DHCP server needs --dhcp-interface IF and --dhcp-range "
+                              "FIRST,LAST together")
+    try:
+        first, last = (ipaddress.IPv4Address(a.strip()) for a in args.dhcp_range.split(","))
+        server = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise EmbedbuildError(f"--dhcp-range {args.dhcp_range!r} with --listen {host}: "
+                              "give two IPv4 addresses and listen on an IPv4 address",
+                              hint="e.g. --dhcp-range 10.77.0.100,10.77.0.199") from None
+    dhcp = DhcpServer(args.dhcp_interface, first, last, server, log=root / "dnsmasq.log")
+    dhcp.check()
+    dhcp.check_fixed([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+    return dhcp
+
+
+def cmd_serve(args) -> int:
+    import contextlib
+    import fcntl
+    import logging
+    import signal
+    import threading
+
+    from embedbuild.fleet.inventory import load_inventory
+    from embedbuild.fleet.layout import FleetTree
+    from embedbuild.fleet.server import FleetServer, store_builder
+    from embedbuild.rig.dhcp import FixedAddress
+    from embedbuild.rig.tftp import Limits, TftpServer, parse_listen
+    from embedbuild.store import cache_dir
+
+    path = Path(args.inventory)
+    inv = load_inventory(path)  # every refusal before anything is built or served
+    if args.check:
+        _print_fleet(inv)
+        return 0
+    if not args.listen:
+        raise EmbedbuildError("serve needs --listen ADDR[:PORT]: this machine's address on "
+                              "the devices' network", hint="e.g. --listen 10.77.0.1")
+    host, port = parse_listen(args.listen)
+    root = Path(args.root) if args.root else cache_dir("EMBEDBUILD_SERVE", "serve") / path.stem
+    dhcp = _fleet_dhcp(args, host, root, inv)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise EmbedbuildError("another embedbuild serve uses this folder", where=str(root),
+                              hint="stop it, or give another --root") from None
+
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    # The TFTP server's own refusals, except the names `pxe get` tries in turn (the
+    # fleet says once per device what it refused).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("embedbuild.tftp").addFilter(
+        lambda r: "pxelinux.cfg/" not in r.getMessage()
+        or "File not found" not in r.getMessage())
+    if args.no_ccache:  # for the builds, each in a process of its own
+        os.environ["EMBEDBUILD_NO_CCACHE"] = "1"
+    tree = FleetTree(root / "tftp", keep=args.keep)
+    fleet = FleetServer(path, tree, store_builder(_store(args).root, root / "results"), say,
+                        dhcp)
+    wake = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: wake.set())
+    with contextlib.ExitStack() as stack:
+        tftp = stack.enter_context(TftpServer(tree.root, host, port,
+                                              on_transfer=fleet.on_transfer,
+                                              limits=Limits(window=args.tftp_window)))
+        say(f"serving {tree.root} on {tftp.address}/udp; the inventory is re-read when it "
+            f"changes or on SIGHUP (kill -HUP {os.getpid()}); Ctrl-C stops")
+        if dhcp is not None:
+            dhcp.start([FixedAddress(d.mac, d.ip, d.name) for d in inv.device if d.ip])
+            stack.callback(dhcp.stop)
+            say(f"DHCP on {dhcp.interface}: {dhcp.first}-{dhcp.last} (dnsmasq, log "
+                f"{dhcp.log})")
+        fleet.reload(inv)
+        try:
+            fleet.run(threading.Event(), wake)
+        except KeyboardInterrupt:
+            say("stopped")
+    return 0
+
+
+def cmd_labgrid_env(args) -> int:
+    from embedbuild.labenv import render
+    from embedbuild.load import load_board
+
+    board = load_board(args.board)
+    text, notes = render(board, args.place or board.name)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_test(args) -> int:
     import subprocess
 
@@ -474,9 +619,12 @@ def cmd_test(args) -> int:
     env = {**os.environ, "EMBEDBUILD_NO_CCACHE": "1"} if args.no_ccache else None
     if options.qemu:
         argv += ["--eb-qemu"]
+    lab = ((("place", options.place), ("coordinator", options.coordinator),
+            ("place-timeout", options.place_timeout)) if options.place else ())
     for option, value in (("serial", options.serial), ("server-ip", options.server_ip),
                           ("device-ip", options.device_ip), ("baud", options.baud),
-                          ("power-on", options.power_on), ("power-off", options.power_off)):
+                          ("power-on", options.power_on), ("power-off", options.power_off),
+                          *lab):
         if value is not None:
             argv += [f"--eb-{option}", str(value)]
     if options.real:
@@ -680,6 +828,16 @@ def parser() -> argparse.ArgumentParser:
                         "instead of asking a person")
     serial.add_argument("--power-off", metavar="CMD",
                         help="a command that powers it off, run first so it boots afresh")
+    # A board in a shared lab: its labgrid place, whose serial port is the console.
+    lab = argparse.ArgumentParser(add_help=False)
+    lab.add_argument("--place", metavar="NAME", help="hold this labgrid place while the "
+                     "command runs and use its serial port (needs embedbuild[labgrid])")
+    lab.add_argument("--coordinator", metavar="HOST[:PORT]",
+                     default=os.environ.get("LG_COORDINATOR", "127.0.0.1:20408"),
+                     help="the labgrid coordinator (default $LG_COORDINATOR or "
+                     "127.0.0.1:20408)")
+    lab.add_argument("--place-timeout", type=float, default=600, metavar="SECONDS",
+                     help="how long to wait for the place while someone else holds it")
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
@@ -709,7 +867,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)
     s = sub.add_parser("boot", help="build, TFTP-boot through U-Boot, wait for the ready line",
-                       parents=[system, serial, cc])
+                       parents=[system, serial, cc, lab])
     s.add_argument("board")
     s.add_argument("--qemu", action="store_true", help="boot the board's QEMU model (root)")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP)
@@ -749,8 +907,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set-bootcmd", action="store_true",
                    help="then saveenv a bootcmd that boots the partition (boards that allow it)")
     s.set_defaults(fn=cmd_flash)
-    s = sub.add_parser("console", help="an interactive serial console with logging")
-    s.add_argument("--serial", required=True, metavar="DEV",
+    s = sub.add_parser("console", help="an interactive serial console with logging",
+                       parents=[lab])
+    s.add_argument("--serial", metavar="DEV",
                    help="device path or rfc2217://HOST:PORT, socket://HOST:PORT")
     s.add_argument("--baud", type=int, default=115200)
     s.add_argument("--log", help="log file")
@@ -765,8 +924,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("root", metavar="RESULT_OR_DIR")
     s.add_argument("--listen", default="127.0.0.1:69", metavar="ADDR[:PORT]")
     s.set_defaults(fn=cmd_tftp)
+    s = sub.add_parser("serve", help="network-boot a fleet: build what an inventory names, "
+                       "serve each device by MAC over TFTP (PXE), optionally DHCP",
+                       parents=[cc])
+    s.add_argument("inventory", metavar="INVENTORY", help="the inventory file (TOML)")
+    s.add_argument("--listen", metavar="ADDR[:PORT]",
+                   help="this machine's address on the devices' network (TFTP, port 69)")
+    s.add_argument("--root", metavar="DIR", help="the served folder's parent (default "
+                   "$EMBEDBUILD_SERVE/NAME or ~/.cache/embedbuild/serve/NAME)")
+    s.add_argument("--dhcp-interface", metavar="IF",
+                   help="also run a DHCP server (dnsmasq) on this bench LAN interface")
+    s.add_argument("--dhcp-range", metavar="FIRST,LAST",
+                   help="addresses for devices without their own ip")
+    s.add_argument("--tftp-window", type=int, default=4, metavar="BLOCKS",
+                   help="the largest TFTP window granted a device (default 4; see README)")
+    s.add_argument("--keep", type=float, default=600, metavar="SECONDS",
+                   help="how long a build no device is given any more stays servable")
+    s.add_argument("--check", action="store_true",
+                   help="check the inventory and print what each device boots; serve nothing")
+    s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("test", help="boot a board and run the system tests against it",
-                       parents=[serial, cc])
+                       parents=[serial, cc, lab])
     s.add_argument("board")
     s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (else its QEMU model)")
     s.add_argument("--qemu", action="store_true",
@@ -780,6 +958,15 @@ def parser() -> argparse.ArgumentParser:
                      "for a board with [signing])")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
+    s = sub.add_parser("labgrid", help="a shared lab through labgrid (needs embedbuild[labgrid])")
+    lg = s.add_subparsers(dest="labgrid_command", required=True)
+    s = lg.add_parser("env", help="a labgrid environment for the board: the real board "
+                      "through its place (RemotePlace), its QEMU twin (QEMUDriver)")
+    s.add_argument("board")
+    s.add_argument("--place", metavar="NAME", help="the board's place in the lab "
+                   "(default: the board's name)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write it there (default: stdout)")
+    s.set_defaults(fn=cmd_labgrid_env)
     s = sub.add_parser("size", help="bytes per component, kernel, total",
                        parents=[system, cc])
     s.add_argument("board")

@@ -4,9 +4,10 @@ Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV (a 
 path or a serial server's URL), --eb-qemu (the QEMU model, its console through the
 --eb-serial URL), --eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask,
 --eb-power-timeout, --eb-power-on/--eb-power-off (commands that switch a real board),
---eb-store, --eb-boot NAME (a boot source: tftp, flash, sd, ...; flash boots the image
-in the firmware partition, for a QEMU board the flash in its bench folder where
-`embedbuild flash` wrote it; sd boots the SD-card image with no key pressed), with
+--eb-store, --eb-place NAME with --eb-coordinator (a labgrid place's serial port as the
+console, held for the session), --eb-boot NAME (a boot source: tftp, flash, sd, pxe, ...;
+flash boots the image in the firmware partition, for a QEMU board the flash in its bench
+folder where `embedbuild flash` wrote it; sd boots the SD-card image with no key pressed), with
 --eb-from-flash and --eb-from-sd as short forms. The ``target`` fixture boots the
 board once per session through the one target object (embedbuild.rig.target, as the
 command line does) and gives ``run(cmd) -> (status, output)``, ``succeed(cmd)`` and
@@ -48,6 +49,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="boot from the firmware partition (--eb-boot flash)")
     g.addoption("--eb-from-sd", action="store_true",
                 help="QEMU: boot the SD-card image with no key pressed (--eb-boot sd)")
+    g.addoption("--eb-place", help="a labgrid place whose serial port is the console, held "
+                "for the session (needs embedbuild[labgrid])")
+    g.addoption("--eb-coordinator", default="127.0.0.1:20408",
+                help="the labgrid coordinator, HOST[:PORT]")
+    g.addoption("--eb-place-timeout", type=float, default=600.0,
+                help="seconds to wait for the place while someone else holds it")
 
 
 @dataclass
@@ -104,7 +111,9 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
                                baud=opt("--eb-baud"), server_ip=opt("--eb-server-ip"),
                                device_ip=opt("--eb-device-ip"), netmask=opt("--eb-netmask"),
                                power_timeout=opt("--eb-power-timeout"),
-                               power_on=opt("--eb-power-on"), power_off=opt("--eb-power-off"))
+                               power_on=opt("--eb-power-on"), power_off=opt("--eb-power-off"),
+                               place=opt("--eb-place"), coordinator=opt("--eb-coordinator"),
+                               place_timeout=opt("--eb-place-timeout"))
         options.check()
     except EmbedbuildError as e:
         raise pytest.UsageError(f"{e} ({e.hint})") from None

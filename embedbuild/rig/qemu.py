@@ -87,7 +87,7 @@ class QemuBoard:
             "-netdev",
             f"tap,id=net0,ifname={self.network.tap},script=no,downscript=no",
             "-device",
-            f"{s.nic},netdev=net0",
+            f"{s.nic},netdev=net0" + (f",mac={self.machine.mac}" if self.machine.mac else ""),
         ]
         if self.halted:
             argv.append("-S")

@@ -71,7 +71,7 @@ class UBootStrategy:
                 what = f"tftp {words[-1]}" if words[0] == "tftpboot" else \
                     f"U-Boot {' '.join(words[:2])}"
                 with t.steps(what, stage=True, command=cmd):
-                    t.uboot.check(cmd, LOAD_TIMEOUT)
+                    source.run(t.uboot, cmd, LOAD_TIMEOUT)
             with t.steps("boot command", stage=True, command=cmds[-1]):
                 t.uboot.boot(cmds[-1], timeout)
         self._follow_kernel(ready, timeout)
