@@ -13,7 +13,10 @@ userland:  rebuild after changing only a service, the init's settings, or an ove
 rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
            tftpd-hpa, median of 3 (goal: ratio >= 1.0); the same with 1% and 5% of the
            packets to the board lost, 2 MiB (rig-loss alone: goal ratio >= 1.0);
-           power-on-to-ready of qemu-arm-virt (goal: <= 3 s).
+           then the boot bench.
+boot:      power-on to `embedbuild: system ready` of qemu-arm-virt through U-Boot and
+           embedbuild's TFTP server, split into U-Boot prompt, TFTP, kernel to /init and
+           init to ready, median of 5 (goal: <= 0.8 s).
 tftp-flood: a normal client's 300 KB download from `embedbuild tftp` on loopback, idle and
            while another address floods the server with requests from 300 ports
            (goal: < 1 s during the flood).
@@ -257,11 +260,10 @@ def _uboot_on_bench(board, work: Path):
 
 
 def bench_rig(work: Path) -> None:
-    from embedbuild import bootcmd, session
+    from embedbuild import bootcmd
     from embedbuild.load import load_board
     from embedbuild.rig.tftp import TftpServer
     from embedbuild.rig.uboot import BootError
-    from embedbuild.store import Store, default_root
 
     board = load_board(BOARD)
     served = work / "served"
@@ -292,13 +294,49 @@ def bench_rig(work: Path) -> None:
         print(f"no comparison with tftpd-hpa: {why}")
     bench_rig_loss(work / "loss")
 
+    bench_boot(work / "boot")
+
+
+BOOTS = 5  # boots the boot bench takes the median of
+# The parts of a boot the bench splits it into, from the boot report's stages.
+BOOT_PARTS = ("U-Boot prompt", "TFTP", "kernel to /init", "init to ready")
+
+
+def boot_split(stages: list[tuple[str, float]]) -> dict[str, float]:
+    """One boot's report stages as the bench's parts: power-on to the U-Boot prompt,
+    the TFTP loads, kernel start to /init, /init to the ready line; "other" is what
+    the total has beyond them (U-Boot's network settings and boot command)."""
+    got = dict(stages)
+    split = {"U-Boot prompt": got["power on to U-Boot prompt"],
+             "TFTP": sum(s for n, s in stages if n.startswith("U-Boot ")
+                         and n != "U-Boot boot command"),
+             "kernel to /init": got["kernel to /init"],
+             "init to ready": got["init to ready"]}
+    split["other"] = got["power on to ready"] - sum(split.values())
+    split["total"] = got["power on to ready"]
+    return split
+
+
+def bench_boot(work: Path) -> None:
+    """Power-on to ready of qemu-arm-virt through U-Boot and embedbuild's TFTP server,
+    BOOTS times: each boot's split and the median of each part (goal: total <= 0.8 s)."""
+    from embedbuild import session
+    from embedbuild.load import load_board
+    from embedbuild.store import Store, default_root
+
+    board = load_board(BOARD)
     result = session.build(board, Store(default_root())).result
-    times = []
-    for i in range(3):
+    splits = []
+    names = [*BOOT_PARTS, "other", "total"]
+    print("  ".join(f"{n:>15}" for n in names))
+    for i in range(BOOTS):
         with session.open_target(board, result, work / f"boot{i}", session.Bench()) as t:
-            times.append(dict(t.report.stages)["power on to ready"])
-    print(f"qemu-arm-virt power on to ready:     {statistics.median(times):6.2f} s   "
-          f"(median of 3; goal <= 3)")
+            splits.append(boot_split(t.report.stages))
+        print("  ".join(f"{splits[-1][n]:13.3f} s" for n in names), flush=True)
+    medians = {n: statistics.median(s[n] for s in splits) for n in names}
+    print("  ".join(f"{medians[n]:13.3f} s" for n in names) + f"   median of {BOOTS}")
+    print(f"qemu-arm-virt power on to ready:     {medians['total']:6.2f} s   "
+          f"(median of {BOOTS}; goal <= 0.8)")
 
 
 LOSSES = (1, 5)  # percent of the packets to the board that are dropped
@@ -509,13 +547,13 @@ def bench_cache(work: Path) -> None:
 
 
 BENCHES = {"build": bench_build, "ccache": bench_ccache, "userland": bench_userland,
-           "rig": bench_rig, "rig-loss": bench_rig_loss, "tftp-flood": bench_tftp_flood,
-           "cache": bench_cache}
+           "rig": bench_rig, "boot": bench_boot, "rig-loss": bench_rig_loss,
+           "tftp-flood": bench_tftp_flood, "cache": bench_cache}
 
 
 def main() -> None:
-    # build includes ccache's part.
-    chosen = sys.argv[1:] or [n for n in BENCHES if n != "ccache"]
+    # build includes ccache's part, rig the boot's.
+    chosen = sys.argv[1:] or [n for n in BENCHES if n not in ("ccache", "boot")]
     for name in chosen:
         print(f"== {name}", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"embedbuild-bench-{name}-") as d:
