@@ -4,6 +4,7 @@ rebuild alone, compression the kernel must unpack, and a failing service on the 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -114,6 +115,11 @@ command = "sleep 1000"
 name = "broken"
 command = "sh -c 'echo broken is starting; exit 3'"
 respawn = false
+[[services]]
+name = "notifies"
+command = "sh -c 'sleep 0.3; echo ready >&3; exec sleep 1000'"
+ready_fd = 3
+depends_on = ["steady"]
 """
 
 
@@ -130,6 +136,13 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
                      ready=r"embedbuild: system (ready|up with failed services)\n") as t:
         log = t.console.text
     assert "embedbuild: service broken exited with status 3 (not restarted)" in log
+    assert "embedbuild: service broken did not come up: exited with status 3" in log
     assert "embedbuild: system up with failed services" in log
     assert "broken is starting" in log
+    # Up once it said so on its descriptor, after what it depends on (the guest's uptime).
+    times = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(
+        r"embedbuild: service (\S+) up: started (\d+\.\d+), ready (\d+\.\d+)", log)}
+    assert set(times) == {"steady", "notifies"}
+    assert times["notifies"][1] - times["notifies"][0] >= 0.3
+    assert times["notifies"][0] >= times["steady"][1]
     assert manifest((tmp_path / "r").resolve()).board == "qemu-arm-virt"
