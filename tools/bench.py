@@ -16,7 +16,8 @@ rig:       16 MiB TFTP load into QEMU's U-Boot from embedbuild's server and from
            then the boot bench.
 boot:      power-on to `embedbuild: system ready` of qemu-arm-virt through U-Boot and
            embedbuild's TFTP server, split into U-Boot prompt, TFTP, kernel to /init and
-           init to ready, median of 5 (goal: <= 0.8 s).
+           init to ready, median of 5 (goal: <= 0.8 s); the median boot's timeline
+           goes to timeline.svg in the board's bench folder.
 tftp-flood: a normal client's 300 KB download from `embedbuild tftp` on loopback, idle and
            while another address floods the server with requests from 300 ports
            (goal: < 1 s during the flood).
@@ -302,14 +303,14 @@ BOOTS = 5  # boots the boot bench takes the median of
 BOOT_PARTS = ("U-Boot prompt", "TFTP", "kernel to /init", "init to ready")
 
 
-def boot_split(stages: list[tuple[str, float]]) -> dict[str, float]:
+def boot_split(stages: list[tuple[str, float]], loaded: list[str]) -> dict[str, float]:
     """One boot's report stages as the bench's parts: power-on to the U-Boot prompt,
-    the TFTP loads, kernel start to /init, /init to the ready line; "other" is what
-    the total has beyond them (U-Boot's network settings and boot command)."""
+    the TFTP loads (U-Boot's command for each file in ``loaded``), kernel start to
+    /init, /init to the ready line; "other" is what the total has beyond them (U-Boot's
+    network settings and boot command)."""
     got = dict(stages)
     split = {"U-Boot prompt": got["power on to U-Boot prompt"],
-             "TFTP": sum(s for n, s in stages if n.startswith("U-Boot ")
-                         and n != "U-Boot boot command"),
+             "TFTP": sum(got.get(f"U-Boot {f}", 0.0) for f in loaded),
              "kernel to /init": got["kernel to /init"],
              "init to ready": got["init to ready"]}
     split["other"] = got["power on to ready"] - sum(split.values())
@@ -322,21 +323,31 @@ def bench_boot(work: Path) -> None:
     BOOTS times: each boot's split and the median of each part (goal: total <= 0.8 s)."""
     from embedbuild import session
     from embedbuild.load import load_board
-    from embedbuild.store import Store, default_root
+    from embedbuild.store import Store, cache_dir, default_root
+    from embedbuild.timeline import boot_timeline_svg, seconds_of_day
 
     board = load_board(BOARD)
     result = session.build(board, Store(default_root())).result
-    splits = []
+    splits, svgs = [], []
     names = [*BOOT_PARTS, "other", "total"]
     print("  ".join(f"{n:>15}" for n in names))
     for i in range(BOOTS):
         with session.open_target(board, result, work / f"boot{i}", session.Bench()) as t:
-            splits.append(boot_split(t.report.stages))
+            splits.append(boot_split(t.report.stages,
+                                     [x.filename for x in t.report.transfers]))
+            # When the power came on, on the console log's clock.
+            power_on = seconds_of_day(time.time() - (time.monotonic() - t.powered_on))
+        svgs.append(boot_timeline_svg(work / f"boot{i}" / "console.log", power_on,
+                                      title=f"{BOARD} boot {i + 1} of {BOOTS}"))
         print("  ".join(f"{splits[-1][n]:13.3f} s" for n in names), flush=True)
     medians = {n: statistics.median(s[n] for s in splits) for n in names}
     print("  ".join(f"{medians[n]:13.3f} s" for n in names) + f"   median of {BOOTS}")
     print(f"qemu-arm-virt power on to ready:     {medians['total']:6.2f} s   "
           f"(median of {BOOTS}; goal <= 0.8)")
+    median_boot = sorted(range(BOOTS), key=lambda i: splits[i]["total"])[BOOTS // 2]
+    svg = cache_dir("EMBEDBUILD_BENCH", "bench") / BOARD / "timeline.svg"
+    svg.write_text(svgs[median_boot])
+    print(f"timeline of the median boot: {svg}")
 
 
 LOSSES = (1, 5)  # percent of the packets to the board that are dropped
