@@ -365,7 +365,7 @@ def cmd_doctor(args) -> int:
     board = load_board(args.board) if args.board else None
     found = findings(_store(args), board, args.serial, args.server_ip, args.device_ip)
     for f in found:
-        mark = "ok " if f.ok else "FIX"
+        mark = "FIX" if not f.ok else "note" if f.note else "ok "
         print(f"{mark} {f.what}: {f.detail}" + (f"\n      -> {f.fix}" if f.fix else ""))
     bad = [f for f in found if not f.ok]
     if bad:
@@ -516,6 +516,57 @@ def cmd_cache_push(args) -> int:
     return 0
 
 
+def _lock_file(args) -> Path:
+    from embedbuild.load import PROJECT_BOARDS, lock_path
+
+    if args.lock:
+        return Path(args.lock)
+    return lock_path(PROJECT_BOARDS / "any")
+
+
+def cmd_sources_fetch(args) -> int:
+    from embedbuild.load import known_boards, load_board
+    from embedbuild.sources import fetch_boards
+
+    names = args.boards or list(known_boards())
+    boards = [load_board(n) for n in names]
+    caches = None
+    if not args.offline:
+        from embedbuild.cache.config import substituters
+
+        caches = substituters(lambda line: print(f"warning: {line}", file=sys.stderr))
+    fetch_boards(boards, print, caches.fetch_download if caches else None)
+    return 0
+
+
+def cmd_sources_update(args) -> int:
+    from embedbuild import sources
+    from embedbuild.load import lock_path, read_toml
+
+    path = _lock_file(args).resolve()
+    if not path.is_file():
+        raise EmbedbuildError("no lock file here", where=str(path),
+                              hint="give the lock with --lock FILE")
+    # The toolchains of the boards beside this lock, read raw: a lock being filled in
+    # may not load with a board yet.
+    prefixes = set()
+    for toml in sorted(path.parent.parent.glob("*/board.toml")):
+        if lock_path(toml.parent) == path:
+            prefix = read_toml(toml)[0].get("cross_compile")
+            if isinstance(prefix, str):
+                prefixes.add(prefix)
+    changes = sources.update(path, prefixes, args.names, args.check, print)
+    if not changes:
+        print(f"{path}: every locked input is the newest the Debian archive offers")
+        return 0
+    if args.check:
+        print(f"{len(changes)} update(s) available (nothing changed): "
+              "`embedbuild sources update` applies them")
+        return 1
+    print(f"{path}: {len(changes)} entr{'y' if len(changes) == 1 else 'ies'} moved")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -639,6 +690,21 @@ def parser() -> argparse.ArgumentParser:
                    help="result links or store items (default: result)")
     s.add_argument("--key", required=True, metavar="NAME.secret", help="the signing key")
     s.set_defaults(fn=cmd_cache_push)
+    s = sub.add_parser("sources", help="the lock: prefetch locked inputs, move it to new versions")
+    srcs = s.add_subparsers(dest="sources_command", required=True)
+    s = srcs.add_parser("fetch", help="download every locked file the boards need (then "
+                        "builds work offline)")
+    s.add_argument("boards", nargs="*", metavar="BOARD", help="default: every board")
+    s.add_argument("--offline", action="store_true", help="ask no binary cache for them")
+    s.set_defaults(fn=cmd_sources_fetch)
+    s = srcs.add_parser("update", help="move the lock to the newest versions Debian offers")
+    s.add_argument("names", nargs="*", metavar="NAME",
+                   help="sources (or toolchains) of the lock to move; default: all")
+    s.add_argument("--check", action="store_true",
+                   help="change nothing; exit status 1 when an update exists")
+    s.add_argument("--lock", metavar="FILE", help="the lock file (default: the project's "
+                   "boards/common/lock.toml)")
+    s.set_defaults(fn=cmd_sources_update)
     s = sub.add_parser("verify", help="re-hash the store and report damage")
     s.add_argument("--repair", action="store_true",
                    help="remove damaged items (the next build rebuilds them)")

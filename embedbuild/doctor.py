@@ -21,12 +21,14 @@ SPACE_NEEDED = 5 * 2**30
 
 @dataclass
 class Finding:
-    """One check: what was checked, whether it is fine, and what to do if not."""
+    """One check: what was checked, whether it is fine, and what to do if not. A
+    ``note`` is fine for building and booting but worth knowing (with what it costs)."""
 
     what: str
     ok: bool
     detail: str = ""
     fix: str = ""
+    note: bool = False
 
 
 def _check(what: str, fn: Callable[[], str | None]) -> Finding:
@@ -89,6 +91,47 @@ def _file(path: Path, fix: str) -> Callable[[], str]:
     return check
 
 
+def _sources(board: Board) -> list[Finding]:
+    """Each locked file the board's build reads: fetched already, or fetched by the first
+    build (a note: the network is needed once)."""
+    from embedbuild.sources import needed
+    from embedbuild.steps.source import downloaded
+
+    out = []
+    for name, src in needed(board).items():
+        if downloaded(src).is_file() or (src.file is not None and src.file.is_file()):
+            out.append(Finding(f"source {name}", True, f"{src.describe()}, fetched"))
+        else:
+            out.append(Finding(f"source {name}", True, f"{src.describe()} not fetched yet",
+                               f"the first build fetches it; `embedbuild sources fetch "
+                               f"{board.name}` does it now, so builds then work offline",
+                               note=True))
+    return out
+
+
+def _toolchain(board: Board) -> Finding:
+    """The installed toolchain against the lock's: a drift costs other store keys."""
+    from embedbuild.plan import plan_board
+    from embedbuild.toolchain import Toolchain
+
+    what = f"toolchain {board.cross_compile.rstrip('-')} against the lock"
+    if not board.locked_toolchain:
+        return Finding(what, True, "the lock records no toolchain for it", note=True,
+                       fix="`embedbuild sources update` records it")
+    drift = Toolchain(board.cross_compile, board.arch).drift(board.locked_toolchain)
+    if not drift:
+        return Finding(what, True, "the installed packages are the locked versions")
+    steps = sum(1 for s in plan_board(board).result.walk() if "toolchain" in s.inputs)
+    pins = " ".join(f"{d.split()[0]}={d.rsplit('lock: ', 1)[1].rstrip(')')}" for d in drift
+                    if "not in it" not in d)
+    return Finding(what, True, "installed differs: " + "; ".join(drift) + f". Cost: the {steps} "
+                   f"compile steps of {board.name} get other store keys than on a machine on "
+                   "the lock, so a binary cache filled there gives no hits here, and outputs "
+                   "may differ from theirs", note=True,
+                   fix=f"apt-get install {pins}" if pins else "`embedbuild sources update` "
+                   "records the installed toolchain")
+
+
 def findings(store: Store, board: Board | None = None, serial: str | None = None,
              server_ip: str | None = None, device_ip: str | None = None) -> list[Finding]:
     """Every check, in the order a person would fix them."""
@@ -101,10 +144,8 @@ def findings(store: Store, board: Board | None = None, serial: str | None = None
     if board is not None:
         out.append(_check(f"{board.cross_compile}gcc",
                           _tool(f"{board.cross_compile}gcc", f"gcc-{board.cross_compile[:-1]}")))
-        src = board.kernel_source
-        if src.file is not None:
-            out.append(_check("kernel source", _file(src.file, "run tools/setup (it installs "
-                                                               "linux-source-6.1)")))
+        out.append(_toolchain(board))
+        out += _sources(board)
         if board.qemu is not None:
             out.append(_check(board.qemu.system, _tool(board.qemu.system, "qemu-system-*")))
             if board.qemu.firmware is not None:

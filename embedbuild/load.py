@@ -21,12 +21,15 @@ from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
 from embedbuild.model.config import UserConfig
+from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
 from embedbuild.model.system import Overlay, OverlayAttrs, System
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
 COMMON = "common"
+# The lock, in the common folder beside the boards: every input's exact version and hash.
+LOCK = "lock.toml"
 
 
 def boards_dirs() -> list[Path]:
@@ -94,7 +97,7 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
 _KEY_PART = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*""")
 
 
-def _dotted_key(line: str, pos: int = 0) -> tuple[list[str], int] | None:
+def dotted_key(line: str, pos: int = 0) -> tuple[list[str], int] | None:
     """A TOML dotted key at ``pos`` (bare or quoted parts: a."b.c") and where it ends."""
     parts = []
     while m := _KEY_PART.match(line, pos):
@@ -122,7 +125,7 @@ def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
         line = raw.strip()
         if line.startswith("["):
             double = line.startswith("[[")
-            parsed = _dotted_key(line, 2 if double else 1)
+            parsed = dotted_key(line, 2 if double else 1)
             if parsed is None:
                 continue
             names = parsed[0]
@@ -137,7 +140,7 @@ def key_line(text: str, loc: tuple[str | int, ...]) -> int | None:
             if want[: len(table)] == table or (best is None and table[: len(want)] == want):
                 best = n
             continue
-        parsed = _dotted_key(line)
+        parsed = dotted_key(line)
         if parsed is None or not line.startswith("=", parsed[1]):
             continue
         full = table + parsed[0]
@@ -198,10 +201,37 @@ def _sources(table: dict[str, Any], path: Path, text: str, prefix: tuple[str, ..
     return out
 
 
-def load_sources(path: Path) -> dict[str, Source]:
-    """Read a sources.toml: a table of named, pinned sources."""
+def lock_path(board_dir: Path) -> Path:
+    """The lock a board folder uses: common/lock.toml beside it."""
+    return board_dir.parent / COMMON / LOCK
+
+
+# What an entry not locked yet stands in for, for `sources update` to fill: a version
+# lower than any real one and a hash no file has.
+UNLOCKED_VERSION = "0~"
+UNLOCKED_SHA256 = "0" * 64
+
+
+def load_lock(path: Path, unlocked: set[str] | None = None) -> Lock:
+    """Read a lock file: sources by name (each checked where it stands) and toolchains.
+
+    With ``unlocked`` (a set to fill), a Debian source added without its version and
+    sha256 is taken with stand-ins and its name added to the set (`sources update`
+    locks it); otherwise such an entry is an error at its line."""
     data, text = read_toml(path)
-    return _sources(data, path, text, ())
+    sources = data.get("sources", {})
+    if not isinstance(sources, dict):
+        raise BoardError("sources must be a table of named sources ([sources.NAME])",
+                         where=_where(path, text, "sources"))
+    if unlocked is not None:
+        sources = dict(sources)
+        for name, spec in sources.items():
+            if isinstance(spec, dict) and (spec.get("debian") or spec.get("deb")) \
+                    and "version" not in spec and "sha256" not in spec:
+                sources[name] = {**spec, "version": UNLOCKED_VERSION, "sha256": UNLOCKED_SHA256}
+                unlocked.add(name)
+    checked = _sources(sources, path, text, ("sources",))
+    return _validate(Lock, {**data, "sources": checked}, path, text, {})
 
 
 def _where(path: Path, text: str, *key: str | int) -> str:
@@ -221,21 +251,25 @@ def load_board(name_or_path: str, system: Path | None = None,
         raise BoardError(f"{bdir.name!r} is not a board name (letters, digits, . _ + -)",
                          where=str(bdir), hint="rename the board's folder")
     data, text = read_toml(path)
-    for injected in ("name", "dir", "kernel_owner"):
+    for injected in ("name", "dir", "kernel_owner", "locked_toolchain"):
         if injected in data:
-            what = "kernel.from" if injected == "kernel_owner" else "its folder"
+            what = {"kernel_owner": "kernel.from", "locked_toolchain": "the lock's"}.get(
+                injected, "its folder")
             raise BoardError(f"{injected}: unknown key (the board's {injected} is {what})",
                              where=_where(path, text, injected))
     sources: dict[str, Source] = {}
-    common = bdir.parent / COMMON / "sources.toml"
-    if common.is_file():
-        sources.update(load_sources(common))
+    common = lock_path(bdir)
+    lock = load_lock(common) if common.is_file() else Lock()
+    sources.update(lock.sources)
     own = data.get("sources", {})
     if not isinstance(own, dict):
         raise BoardError("sources must be a table of named sources ([sources.NAME])",
                          where=_where(path, text, "sources"))
     sources.update(_sources(own, path, text, ("sources",)))
-    data = {**data, "sources": sources, "name": bdir.name, "dir": bdir}
+    triplet = str(data.get("cross_compile", "")).rstrip("-")
+    locked_toolchain = {**lock.toolchains.get(HOST, {}), **lock.toolchains.get(triplet, {})}
+    data = {**data, "sources": sources, "name": bdir.name, "dir": bdir,
+            "locked_toolchain": locked_toolchain}
     kernel = data.get("kernel")
     if isinstance(kernel, dict) and "from" in kernel:
         owner = _kernel_owner(bdir, path, text, kernel, _chain)

@@ -58,7 +58,7 @@ def realise(
     half-built is kept.
     """
     events = events or Events()
-    run = _Realisation(store, events, max_jobs or cores(), ccache)
+    run = _Realisation(store, events, max_jobs or cores(), ccache, substituters)
     present = {s.key: item for s in target.walk()
                if (item := store.lookup(s.key, s.name)) is not None}
     pending: list[Step] = []
@@ -92,11 +92,13 @@ class _Realisation:
     """The state of one realise call: finished paths, cores in use, cancellation."""
 
     def __init__(self, store: Store, events: Events, total: int,
-                 ccache: CompilerCache | None = None) -> None:
+                 ccache: CompilerCache | None = None,
+                 substituters: Substituters | None = None) -> None:
         self.store = store
         self.events = events
         self.total = total
         self.ccache = ccache
+        self.substituters = substituters
         self.paths: dict[str, Path] = {}
         self.cancel = threading.Event()
         self.durations = Durations(store.root)
@@ -180,7 +182,9 @@ class _Realisation:
         env = cc.prepare(cc_work, s.compilers, self.store.root) if cc else None
         run = Runner(log, self.cancel, env)
         ctx = Context(out=tmp, deps={role: self.paths[d.key] for role, d in s.deps.items()},
-                      run=run, jobs=self.jobs(s), step=s, scratch=scratch)
+                      run=run, jobs=self.jobs(s), step=s, scratch=scratch,
+                      substitute_download=(self.substituters.fetch_download
+                                           if self.substituters else None))
         stop = threading.Event()
         if s.count is not None:
             threading.Thread(target=self._count, args=(s, scratch, stop), daemon=True).start()

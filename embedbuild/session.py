@@ -56,9 +56,16 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
     to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
     missing items before any is built. Compiles go through the compiler cache unless
     ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying
-    that ccache is missing."""
+    that ccache is missing, and the one saying the toolchain differs from the lock."""
     if isinstance(board, str):
         board = load_board(board, system)
+    if warn is not None and board.locked_toolchain:
+        from embedbuild.toolchain import Toolchain
+
+        drift = Toolchain(board.cross_compile, board.arch).drift(board.locked_toolchain)
+        if drift:
+            warn(f"the installed toolchain differs from the lock ({'; '.join(drift)}): store "
+                 f"keys differ from machines on the lock; `embedbuild doctor {board.name}`")
     plan = plan_board(board)
     if role not in plan.steps:
         raise EmbedbuildError(f"board {board.name} has no step {role!r}",

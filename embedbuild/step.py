@@ -33,6 +33,8 @@ class Context:
     scratch: Path
     # Set by a step that unpacks a pinned archive: see Store.realise.
     origin: dict | None = None
+    # Fetches a missing source download from the substituters (steps/source.py).
+    substitute_download: Callable[[Any, Path], bool] | None = None
 
     def input(self, role: str, name: str) -> Path:
         """The file (or folder) ``name`` that the dependency ``role`` declared."""

@@ -36,6 +36,30 @@ def version_line(tool: str) -> str:
     return out.splitlines()[0].strip() if out else path
 
 
+def _owners(paths: list[str]) -> dict[str, str]:
+    """Debian package -> installed version of the packages that own these files (none
+    for files no package owns: a toolchain the user installed by hand)."""
+    real = sorted({str(Path(p).resolve()) for p in paths if p})
+    if not real or shutil.which("dpkg-query") is None:
+        return {}
+    p = subprocess.run(["dpkg-query", "-S", *real], capture_output=True, text=True)
+    # "pkg[:arch][, pkg2...]: /path"; "diversion by ..." lines name no owner.
+    names = sorted({name.strip().split(":")[0] for line in p.stdout.splitlines()
+                    if ": " in line and not line.startswith("diversion ")
+                    for name in line.split(": ", 1)[0].split(",")})
+    if not names:
+        return {}
+    q = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *names],
+                       capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in q.stdout.splitlines() if " " in line)
+
+
+@functools.cache
+def host_packages() -> dict[str, str]:
+    """The Debian packages of the build host's compiler and make, with their versions."""
+    return _owners([shutil.which(t) or "" for t in ("gcc", "make")])
+
+
 @dataclass(frozen=True)
 class Toolchain:
     """A GNU cross toolchain named by its prefix (e.g. arm-linux-gnueabihf-)."""
@@ -63,14 +87,32 @@ class Toolchain:
         """Where Debian's cross toolchain keeps the target's shared libraries."""
         return [Path("/usr") / self.triplet / "lib", Path("/usr") / self.triplet / "lib64"]
 
-    def identity(self) -> dict[str, str]:
-        """Versions of every tool whose change can change an output (part of step keys)."""
+    def identity(self) -> dict[str, object]:
+        """Versions of every tool whose change can change an output (part of step keys):
+        their version lines, and the exact Debian packages of the toolchain (compiler,
+        binutils, C library and kernel headers) and of the host's compiler and make."""
         return {
             "cc": version_line(self.cc),
             "ld": version_line(f"{self.prefix}ld"),
             "hostcc": version_line("gcc"),
             "make": version_line("make"),
+            "debian": {**host_packages(), **self.packages()},
         }
+
+    def packages(self) -> dict[str, str]:
+        """The Debian packages of this cross toolchain, with their installed versions."""
+        return cross_packages(self.prefix)
+
+    def drift(self, locked: dict[str, str]) -> list[str]:
+        """How the installed toolchain (and host compiler) differs from the lock's: one
+        'package installed (lock: version)' per difference."""
+        installed = {**host_packages(), **self.packages()}
+        out = []
+        for pkg in sorted(set(locked) | set(installed)):
+            have, want = installed.get(pkg), locked.get(pkg)
+            if have != want:
+                out.append(f"{pkg} {have or 'not installed'} (lock: {want or 'not in it'})")
+        return out
 
     def make(self, src: Path, build: Path, *targets: str, jobs: int = 1,
              kernel: bool = True) -> list[str]:
@@ -96,6 +138,26 @@ class Toolchain:
             "RUSTC": "false",
             "BINDGEN": "false",
         }
+
+
+@functools.cache
+def cross_packages(prefix: str) -> dict[str, str]:
+    """The Debian packages of the cross toolchain with this prefix (compiler, binutils,
+    C library, kernel headers) and their installed versions."""
+    cc = shutil.which(f"{prefix}gcc")
+    if cc is None:
+        return {}
+    files = [cc, shutil.which(f"{prefix}ld") or ""]
+    # The C library and the kernel headers a static userland is built against.
+    for name in ("libc.a", "include/linux/version.h"):
+        p = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True)
+        found = p.stdout.strip()
+        if "/" in found and Path(found).exists():
+            files.append(found)
+    sysroot = Path("/usr") / prefix.rstrip("-") / "include" / "linux" / "version.h"
+    if sysroot.exists():
+        files.append(str(sysroot))
+    return _owners(files)
 
 
 def kernel_version(srctree: Path) -> str:

@@ -3,6 +3,7 @@ no traceback, and the store untouched."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import cli, snapshot
@@ -78,8 +79,9 @@ def test_conflicting_fragments(boards: Path, tmp_path: Path):
 def test_sha256_mismatch(boards: Path, tmp_path: Path, monkeypatch):
     fake = tmp_path / "linux.tar.xz"
     fake.write_bytes(b"not the kernel")
-    src = boards / "common" / "sources.toml"
-    src.write_text(src.read_text().replace("/usr/src/linux-source-6.1.tar.xz", str(fake)))
+    lock = boards / "common" / "lock.toml"
+    lock.write_text(re.sub(r'deb = "linux-source-6.1"\nversion = ".*"\nmember = ".*"',
+                           f'file = "{fake}"', lock.read_text()))
     downloads = tmp_path / "downloads"
     before = snapshot(downloads)
     r = cli(

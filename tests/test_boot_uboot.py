@@ -22,6 +22,7 @@ from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.qemu import QemuBoard
 from embedbuild.rig.tftp import TftpServer
 from embedbuild.rig.uboot import BootError, UBootDriver
+from embedbuild.store import cache_dir
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -125,7 +126,10 @@ def test_cli_boot_ctrl_c_cleans_up(arm_result: Path, session_store: Path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _qemus() - qemus:
         time.sleep(0.2)
-    time.sleep(2)  # in U-Boot or the kernel by now
+    # Ctrl-C once U-Boot runs (its banner in this boot's console log), whatever the speed.
+    log = cache_dir("EMBEDBUILD_BENCH", "bench") / "qemu-arm-virt" / "run" / "console.log"
+    while time.monotonic() < deadline and not (log.is_file() and "U-Boot" in log.read_text()):
+        time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=30)
     assert p.returncode != 0 and "Traceback" not in err

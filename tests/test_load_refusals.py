@@ -25,12 +25,12 @@ def _uboot_source(boards: Path, _ov: Path) -> Path:
 
 
 def _package_source(boards: Path, _ov: Path) -> Path:
-    _replace(boards / "common" / "sources.toml", "[dropbear]", "[dropbear-old]")
+    _replace(boards / "common" / "lock.toml", "[sources.dropbear]", "[sources.dropbear-old]")
     return boards / "qemu-arm-virt"
 
 
 def _busybox_source(boards: Path, _ov: Path) -> Path:
-    _replace(boards / "common" / "sources.toml", "[busybox]", "[busybox-old]")
+    _replace(boards / "common" / "lock.toml", "[sources.busybox]", "[sources.busybox-old]")
     return boards / "qemu-arm-virt"
 
 

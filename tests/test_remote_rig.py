@@ -69,6 +69,14 @@ def ser2net(device: Path | str, tmp_path: Path) -> Iterator[Ser2net]:
         p.wait(10)
 
 
+def _holds(pid: int, device: str) -> bool:
+    """Whether process pid has device open."""
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        return any(os.readlink(fd) == device for fd in fds.iterdir())
+    return False
+
+
 def _listening(port: int) -> bool:
     """Whether a TCP socket listens on the port (from /proc: connecting would make
     ser2net open its device)."""
@@ -125,7 +133,11 @@ def test_board_console_checks_the_server_keeps_the_line(tmp_path):
 def test_port_held_by_another_client_is_named(tmp_path, board_line):
     _, tty = board_line
     with ser2net(tty, tmp_path) as s, socket.create_connection(("127.0.0.1", s.port)):
-        time.sleep(0.2)  # ser2net has given the line to the first client
+        # Once ser2net holds the device open, the line is the first client's.
+        deadline = time.monotonic() + 10
+        while not _holds(s.popen.pid, tty):
+            assert time.monotonic() < deadline, "ser2net did not open the line"
+            time.sleep(0.05)
         r = cli("console", "--serial", s.url, store=tmp_path / "s")
     _one_line_refusal(r, "hung up at once: Port already in use")
 

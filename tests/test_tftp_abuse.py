@@ -164,14 +164,16 @@ def fetch(
 def fetch_soon(port: int, name: str) -> Receiver:
     """fetch() once the server has handled the packets sent before (ERRORs that free
     sessions reach other sockets than the request, in no fixed order)."""
-    for _ in range(50):
+    deadline = time.monotonic() + 5
+    while True:
         try:
             return fetch(port, name)
         except RuntimeError as e:
             if "busy" not in str(e) and "too many" not in str(e):
                 raise
+            if time.monotonic() > deadline:
+                raise AssertionError("sessions were not freed in 5 s") from None
             time.sleep(0.1)
-    raise AssertionError("sessions were not freed in 5 s")
 
 
 def first_reply(port: int, packet: bytes, host: str = "127.0.0.1", wait: float = 3) -> bytes:
@@ -741,8 +743,10 @@ def test_names_are_logged_escaped(server: Proc):
     evil = "nope\n2026-01-01 00:00:00 FORGED sent\x1b[31m"
     assert error_code(first_reply(server.port, rrq(evil))) == 1
     fetch(server.port, "tiny.txt")
-    time.sleep(0.2)  # the log line of the last transfer
-    log = server.log.read_text()
+    # The server logs a transfer after its last packet: wait for that line, on a deadline.
+    deadline = time.monotonic() + 10
+    while "tiny.txt" not in (log := server.log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "\x1b" not in log
     assert not [line for line in log.splitlines() if line.startswith("2026-01-01")]
     assert r"'nope\n2026-01-01 00:00:00 FORGED sent\x1b[31m'" in log

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedbuild.cache.archive import COMPRESSION, SUFFIX, pack
+from embedbuild.cache.downloads import push_download
 from embedbuild.cache.keys import SecretKey
 from embedbuild.cache.remote import Remote
-from embedbuild.errors import EmbedbuildError
+from embedbuild.errors import EmbedbuildError, SourceError
+from embedbuild.model.source import Source
 from embedbuild.store import Store, hash_file, tree_manifest
 
 # Bumped when what a description holds changes; substituters refuse other formats.
@@ -73,10 +75,29 @@ def describe(store: Store, item: Path, archive: Path) -> dict:
     }
 
 
+def push_source(store: Store, dest: Remote, item: Path, say: Callable[[str], None]) -> None:
+    """For an item unpacked from a locked file: upload that file too (cache/downloads.py),
+    so the cache serves it after its origin dropped it."""
+    from embedbuild.steps.source import fetch
+
+    origin = store.meta_path(item) / "origin.json"
+    if not origin.is_file():
+        return
+    src = Source.model_validate(json.loads(origin.read_text())["source"])
+    try:
+        path = fetch(src)
+    except SourceError as e:
+        say(f"source {src.basename} of {item.name} not pushed: {e.message}")
+        return
+    if push_download(dest, path, src.sha256):
+        say(f"pushed source {src.basename} ({path.stat().st_size:,} bytes)")
+
+
 def push(store: Store, dest: Remote, results: list[Path], key: SecretKey,
          say: Callable[[str], None]) -> tuple[int, int]:
     """Upload the closure of results to dest, signed with key: archive first, then its
-    description (whose arrival makes the item available). Returns (pushed, skipped)."""
+    description (whose arrival makes the item available), and the locked source files
+    items were unpacked from. Returns (pushed, skipped) items."""
     for r in results:
         if r.parent != store.root:
             raise EmbedbuildError("not a store item", where=str(r),
@@ -90,6 +111,7 @@ def push(store: Store, dest: Remote, results: list[Path], key: SecretKey,
     pushed = skipped = 0
     with tempfile.TemporaryDirectory(prefix="embedbuild-push-") as tmp:
         for item in items:
+            push_source(store, dest, item, say)
             info = json.loads((store.meta_path(item) / "info.json").read_text())
             rel = description_path(info["key"])
             if dest.exists(rel):

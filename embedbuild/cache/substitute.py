@@ -13,10 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedbuild.cache.archive import COMPRESSION, ArchiveError, unpack
+from embedbuild.cache.downloads import fetch_download
 from embedbuild.cache.keys import PublicKey, check_signature
 from embedbuild.cache.push import FORMAT, description_path
 from embedbuild.cache.remote import Remote, Unreachable
 from embedbuild.errors import EmbedbuildError
+from embedbuild.model.source import Source
 from embedbuild.step import Step
 from embedbuild.store import Store, hash_file
 
@@ -66,6 +68,11 @@ class Substituters:
                 self.warn(f"cache {remote}: {step.name} refused: unreadable description "
                           f"({e}); building it locally")
         return None
+
+    def fetch_download(self, src: Source, dest: Path) -> bool:
+        """A source file by its locked sha256 from the first cache holding it, into dest
+        (see cache/downloads.py); True when dest holds the locked bytes."""
+        return fetch_download(self.remotes, src, dest, self.warn, self.dropped)
 
     def _check(self, desc: object, step: Step) -> None:
         if not isinstance(desc, dict):

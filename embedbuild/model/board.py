@@ -150,7 +150,8 @@ class Kernel(Strict):
     kernel build this board shares (Board.kernel_owner).
 
     Args:
-        source: name of a source in boards/common/sources.toml or the board's [sources].
+        source: name of a source in the lock (boards/common/lock.toml) or the board's
+            [sources].
         base: the kernel make target the config starts from: allnoconfig (which takes
             the fragments as KCONFIG_ALLCONFIG: what they do not ask for is off) or a
             defconfig (the fragments over it, then olddefconfig).
@@ -590,6 +591,9 @@ class Board(Strict):
     flash: Flash | None = None
     sdcard: SdCard | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
+    # What the lock says the board's toolchain (and the build host's) is: Debian package
+    # -> version (model/lock.py); injected by the loader.
+    locked_toolchain: dict[str, str] = {}
 
     @computed_field  # type: ignore[prop-decorator]
     @property

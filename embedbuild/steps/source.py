@@ -1,26 +1,38 @@
-"""Sources: fetch a pinned file into the download cache, verify it, unpack it.
+"""Sources: fetch a locked file into the downloads cache, verify it, unpack it.
 
-Fetchers: a local file, a Debian source package (apt-get source with a
-private apt setup derived from the machine's own), an https URL. A file whose
-sha256 differs from the pin is never used. Once fetched, builds work offline.
+Where a file comes from, in order: the downloads cache (by sha256); a substituter
+that holds it (a binary cache's ``sources/<sha256>``, when the build has
+substituters); its origin: a local file, an https URL, a Debian source package or
+binary package at its exact version (debian_archive.py, a private apt setup). A file
+whose sha256 differs from the lock is never used. Once fetched, builds work offline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from embedbuild.command import Runner
+from embedbuild.debfile import extract_member
+from embedbuild.debian_archive import DebianArchive
 from embedbuild.errors import SourceError
 from embedbuild.model.source import Source
 from embedbuild.step import Context, Step
 from embedbuild.store import cache_dir, hash_file
+
+# An https download of a source must be complete within this many seconds.
+URL_DEADLINE = 1800.0
+# Fetches a missing download from elsewhere into the path given (the substituters, by
+# its sha256); True when the file there is the locked one.
+Substitute = Callable[[Source, Path], bool]
 
 
 def downloads_dir() -> Path:
@@ -28,120 +40,98 @@ def downloads_dir() -> Path:
     return cache_dir("EMBEDBUILD_DOWNLOADS", "downloads")
 
 
-def _check(path: Path, src: Source, origin: str) -> None:
+def debian_archive(run: Runner | None = None) -> DebianArchive:
+    """The private apt setup the Debian fetchers use (in the downloads folder)."""
+    return DebianArchive(downloads_dir() / ".apt", run.note if run else None)
+
+
+def downloaded(src: Source) -> Path:
+    """Where the locked file of src is kept in the downloads cache (if fetched)."""
+    return downloads_dir() / src.sha256 / src.basename
+
+
+def _check(path: Path, src: Source) -> None:
+    size = path.stat().st_size
     got = hash_file(path)
-    if got != src.sha256:
+    if got != src.sha256 or (src.size is not None and size != src.size):
         raise SourceError(
-            f"sha256 mismatch for {origin}: expected {src.sha256}, got {got}",
-            hint="the file was not used. If the new file is the one you want "
-            "(e.g. Debian updated the package), put its sha256 in the source's pin",
-        )
+            f"sha256 mismatch for {src.describe()}: the lock says {src.sha256}"
+            f"{f' ({src.size:,} bytes)' if src.size else ''}, the file fetched is {got} "
+            f"({size:,} bytes)",
+            hint="the file was not used. The same version should never change: check where "
+            "it came from. To lock what the archive serves now: `embedbuild sources update "
+            "NAME`")
 
 
-def fetch(src: Source, run: Runner | None = None) -> Path:
-    """The verified file for src in the download cache, fetching it if needed."""
-    cache = downloads_dir() / src.sha256
-    final = cache / src.basename
+def fetch(src: Source, run: Runner | None = None, substitute: Substitute | None = None) -> Path:
+    """The verified file for src in the downloads cache, fetching it if needed."""
+    final = downloaded(src)
     if final.is_file():
         return final
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmpd:
-        tmp = Path(tmpd) / src.basename
-        if src.file is not None:
-            if not src.file.is_file():
-                raise SourceError(
-                    f"source file not found: {src.file}",
-                    hint="run tools/setup, which installs the Debian packages that provide it",
-                )
-            try:
-                os.link(src.file, tmp)
-            except OSError:
-                shutil.copyfile(src.file, tmp)
-            origin = str(src.file)
-        elif src.url is not None:
-            try:
-                with urllib.request.urlopen(src.url, timeout=60) as r, open(tmp, "wb") as f:
-                    shutil.copyfileobj(r, f, 1 << 20)
-            except OSError as e:
-                raise SourceError(f"cannot download {src.url}: {e}") from None
-            origin = src.url
-        else:
-            assert src.debian is not None and src.filename is not None
-            _apt_source(src.debian, Path(tmpd), run)
-            if not tmp.is_file():
-                got = sorted(p.name for p in Path(tmpd).iterdir() if p.is_file())
-                raise SourceError(
-                    f"Debian source package {src.debian} has no file {src.filename}",
-                    hint=f"it has: {', '.join(got)}",
-                )
-            origin = f"Debian source package {src.debian} ({src.filename})"
-        _check(tmp, src, origin)
-        os.rename(tmp, final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=final.parent) as tmpd:
+            tmp = Path(tmpd) / src.basename
+            if substitute is None or not substitute(src, tmp):
+                _from_origin(src, Path(tmpd), tmp, run)
+            _check(tmp, src)
+            os.rename(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            final.parent.rmdir()  # nothing of a failed fetch stays, not even its folder
+        raise
     return final
 
 
-def _apt_source(package: str, dest: Path, run: Runner | None) -> None:
-    """apt-get source --download-only, with deb-src lists made from the machine's own
-    deb entries in a private folder, so the system's apt setup is left alone."""
-    state = downloads_dir() / ".apt"
-    parts = state / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    stanzas = []
-    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for block in f.read_text().split("\n\n"):
-            fields = dict(
-                line.split(":", 1)
-                for line in block.splitlines()
-                if ":" in line and not line.startswith("#")
-            )
-            if fields.get("Types", "").split() and "deb" in fields["Types"].split():
-                uris = fields.get("URIs", "").strip()
-                if "debian" not in uris:
-                    continue
-                stanza = {k: v.strip() for k, v in fields.items()}
-                stanza["Types"] = "deb-src"
-                stanzas.append("\n".join(f"{k}: {v}" for k, v in stanza.items()))
-    lst = Path("/etc/apt/sources.list")
-    lines = []
-    if lst.is_file():
-        lines = [
-            "deb-src" + line[3:]
-            for line in lst.read_text().splitlines()
-            if line.startswith("deb ") and "debian" in line
-        ]
-    if not stanzas and not lines:
-        raise SourceError(
-            "no Debian archive found in /etc/apt to fetch source packages from",
-            hint="this fetcher needs a Debian apt configuration",
-        )
-    (parts / "src.sources").write_text("\n\n".join(stanzas) + "\n")
-    (parts / "src.list").write_text("\n".join(lines) + "\n")
-    opts = [
-        "-o",
-        "Dir::Etc::SourceList=/dev/null",
-        "-o",
-        f"Dir::Etc::SourceParts={parts}",
-        "-o",
-        f"Dir::State::Lists={state / 'lists'}",
-        "-o",
-        "Debug::NoLocking=1",
-    ]
-    for args in (["update", "-q"], ["source", "--download-only", "-q", package]):
-        cmd = ["apt-get", *opts, *args]
-        if run is not None:
-            run.run(cmd, cwd=dest, what=f"apt-get {args[0]} ({package})")
-        else:
-            p = subprocess.run(cmd, cwd=dest, capture_output=True, text=True)
-            if p.returncode:
-                raise SourceError(f"apt-get {args[0]} failed: {p.stderr.strip()[-500:]}")
+def _from_origin(src: Source, tmpd: Path, tmp: Path, run: Runner | None) -> None:
+    """Fetch src from where the lock says it comes from, to tmp."""
+    if src.file is not None:
+        if not src.file.is_file():
+            raise SourceError(f"source file not found: {src.file}",
+                              hint="give the path of an existing file")
+        try:
+            os.link(src.file, tmp)
+        except OSError:
+            shutil.copyfile(src.file, tmp)
+    elif src.url is not None:
+        _download(src.url, tmp, src.limit)
+    elif src.deb is not None:
+        assert src.version is not None and src.member is not None
+        deb = debian_archive(run).download(src.deb, src.version, tmpd)
+        with open(tmp, "wb") as out:
+            extract_member(deb, src.member, out, src.limit)
+        deb.unlink()
+    else:
+        assert src.debian is not None and src.version is not None
+        got = debian_archive(run).source(src.debian, src.version, tmpd)
+        if not tmp.is_file():
+            raise SourceError(
+                f"Debian source package {src.debian}={src.version} has no file {src.filename}",
+                hint=f"it has: {', '.join(p.name for p in got)}")
+
+
+def _download(url: str, dest: Path, limit: int) -> None:
+    """An https download, bounded in bytes and in total time."""
+    deadline = time.monotonic() + URL_DEADLINE
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
+            done = 0
+            while chunk := r.read(1 << 20):
+                done += len(chunk)
+                if done > limit:
+                    raise SourceError(f"{url} sent more than the {limit:,} bytes expected")
+                if time.monotonic() > deadline:
+                    raise SourceError(f"{url} took longer than {URL_DEADLINE:.0f} s")
+                f.write(chunk)
+    except OSError as e:
+        raise SourceError(f"cannot download {url}: {e}") from None
 
 
 def unpack_step(name: str, src: Source) -> Step:
     """A step whose output is the unpacked source tree."""
 
     def build(ctx: Context) -> None:
-        archive = fetch(src, ctx.run)
+        archive = fetch(src, ctx.run, ctx.substitute_download)
         ctx.run.run(
             [
                 "tar",

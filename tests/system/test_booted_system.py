@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,12 +95,16 @@ def test_respawning_service_restarts(target):
     mark = target.mark()
     target.succeed(f"kill {old}")
     target.wait_for(rf"service {svc.name} exited with status \d+, restarting", 30, since=mark)
-    for _ in range(50):
+    # init waits before it restarts a service (back-off): wait on a deadline, however fast
+    # or slow the machine is, not for a number of looks.
+    deadline = time.monotonic() + 30
+    while True:
         status, new = target.run(f"cat /run/svc/{svc.name}.pid")
         if status == 0 and new.strip() != old:
             break
-    else:
-        pytest.fail(f"{svc.name} was not restarted")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{svc.name} was not restarted within 30 s")
+        time.sleep(0.1)
     assert target.run(f"kill -0 {new.strip()}")[0] == 0
 
 
