@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from embedbuild.model.board import Board, Flash, Partition, UBoot
+
+if TYPE_CHECKING:  # the bench's type; the build never makes one
+    from embedbuild.rig.resource import LanLink
 
 # The boot command for each raw kernel image (a uImage is booted with bootm).
 BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
@@ -18,14 +22,17 @@ BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
 FIT_CONFIG = "conf-1"
 
 
-def network(uboot: UBoot, server_ip: str, device_ip: str, netmask: str) -> list[str]:
-    """Commands that put U-Boot on the bench's network with the board's TFTP settings
+def network(uboot: UBoot, link: LanLink | None) -> list[str]:
+    """Commands that put U-Boot on the bench's network (``link``: this machine's address
+    and the board's; None: placeholders, for a listing) with the board's TFTP settings
     (after the board's own commands that bring the network device up)."""
+    device, server, mask = ((link.device_ip, link.server_ip, link.netmask) if link
+                            else ("<device-ip>", "<server-ip>", "<netmask>"))
     return [
         *uboot.net_start,
-        f"setenv ipaddr {device_ip}",
-        f"setenv serverip {server_ip}",
-        f"setenv netmask {netmask}",
+        f"setenv ipaddr {device}",
+        f"setenv serverip {server}",
+        f"setenv netmask {mask}",
         f"setenv tftpblocksize {uboot.tftp_blocksize}",
         f"setenv tftpwindowsize {uboot.tftp_windowsize}",
     ]

@@ -7,6 +7,7 @@ traceback (set EMBEDBUILD_BACKTRACE=1 to see one).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -209,110 +210,184 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _bench(args):
-    from embedbuild.session import Bench
+def _options(args):
+    """What the command line says about the bench (rig/bench.py), validated."""
+    from pydantic import ValidationError
 
-    if not args.serial:
-        return Bench()
-    return Bench(serial=args.serial, qemu=getattr(args, "qemu", False), baud=args.baud,
-                 server_ip=args.server_ip, device_ip=args.device_ip, netmask=args.netmask,
-                 power_timeout=args.power_timeout)
+    from embedbuild.rig.bench import BenchOptions
+
+    if not args.serial and not getattr(args, "power_on", None):
+        return BenchOptions()
+    try:
+        return BenchOptions(serial=args.serial, qemu=getattr(args, "qemu", False),
+                            baud=args.baud, server_ip=args.server_ip, device_ip=args.device_ip,
+                            netmask=args.netmask, power_timeout=args.power_timeout,
+                            power_on=getattr(args, "power_on", None),
+                            power_off=getattr(args, "power_off", None))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise EmbedbuildError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
+def _boot_source(args, board):
+    """The boot source the command line asks for (--boot NAME, --from-flash, --from-sd)."""
+    from embedbuild.rig.bootsource import BOOT_SOURCES, TftpBoot
+
+    asked = [name for name, on in (("flash", args.from_flash), ("sd", args.from_sd),
+                                   (args.boot, args.boot != TftpBoot.name)) if on]
+    if len(set(asked)) > 1:
+        raise EmbedbuildError(f"one way to boot at a time, not {' and '.join(asked)}")
+    name = asked[0] if asked else TftpBoot.name
+    if args.initrd:
+        if name != TftpBoot.name:
+            raise EmbedbuildError(f"--initrd goes with a TFTP boot, not --boot {name}: what "
+                                  "boots is the board's own image there")
+        return TftpBoot(Path(args.initrd).resolve())
+    return BOOT_SOURCES[name]()
+
+
+class _PowerPrompt:
+    """Tells a person to power the board on, then shows how long we have listened."""
+
+    def __init__(self, console, board, options, target) -> None:
+        self.console, self.board, self.options, self.target = console, board, options, target
+        self.status = None
+        self.t0 = 0.0
+
+    def __call__(self, event, phase: str) -> None:
+        if event.name == "power on by hand" and phase == "start":
+            self.console.print(f"power on (or reset) {self.board.name} now; waiting for U-Boot "
+                               f"on {self.options.serial} ({self.options.power_timeout:.0f} s "
+                               "at most)", markup=False)
+        elif event.name == "waiting for U-Boot":
+            if phase == "start":
+                self.t0 = time.monotonic()
+                self.status = self.console.status(self, spinner="dots")
+                self.status.start()
+            elif self.status is not None:
+                self.status.stop()
+
+    def __rich__(self) -> str:
+        line = self.target.bench.serial
+        return (f"listening on {line.port} at {line.baud} baud, serving "
+                f"{self.target.link.server_ip}:69: {time.monotonic() - self.t0:.0f} s")
+
+
+def _target(board, options):
+    """The one target of this command (rig/target.py), made before the build (its
+    result comes after), its folder run/ in the board's bench folder; a person is told
+    when to power on."""
+    from embedbuild.rig.bench import bench_folder, flash_file
+    from embedbuild.rig.target import Target
+
+    target = Target(board, options.bench(board, flash_file(board)), bench_folder(board) / "run")
+    if options.real:
+        target.steps.subscribe(_PowerPrompt(_console(), board, options, target))
+    return target
 
 
 def cmd_boot(args) -> int:
     import contextlib
 
-    from embedbuild import session
     from embedbuild.load import load_board
+    from embedbuild.rig.bench import bench_dir
 
     if not (args.qemu or args.serial):
         raise EmbedbuildError("boot needs --qemu or --serial DEV")
     console = _console()
-    bench = _bench(args)
-    initrd = Path(args.initrd).resolve() if args.initrd else None
+    options = _options(args)
     board = load_board(args.board, Path(args.system) if args.system else None)
-    bench.check(board, [initrd] if initrd else [])  # before building: never fail half-way
-    if args.from_sd and board.sdcard is None:
-        raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image",
-                              hint="boot it over TFTP, or give it an [sdcard] table")
+    source = _boot_source(args, board)
+    # Before building: never fail half-way.
+    options.check(board, [source.initrd] if getattr(source, "initrd", None) else [])
+    target = _target(board, options)
+    source.check(target)
     args.board = board
-    result = build_board(args, _store(args), console).result
+    target.result = build_board(args, _store(args), console).result
     with contextlib.ExitStack() as stack:
-        # Kept after the run (console.log, QEMU's output, the files served).
-        workdir = stack.enter_context(session.bench_dir(board))
-        on_wait = None
-        if bench.real:
-            console.print(f"power on (or reset) {board.name} now; waiting for U-Boot on "
-                          f"{bench.serial} ({bench.power_timeout:.0f} s at most)", markup=False)
-            waiting = stack.enter_context(console.status("listening", spinner="dots"))
-
-            def on_wait(seconds: float) -> None:
-                waiting.update(f"listening on {bench.serial} at "
-                               f"{bench.baud or board.serial.baud} baud, serving "
-                               f"{bench.server_ip}:69: {seconds:.0f} s")
+        # Kept after the run (console.log, QEMU's output, the files served, boot.json).
+        workdir = stack.enter_context(bench_dir(board))
+        stack.enter_context(target)
         try:
-            target = stack.enter_context(session.open_target(
-                board, result, workdir, bench, initrd=initrd, ready=args.ready,
-                timeout=args.timeout, on_wait=on_wait, from_flash=args.from_flash,
-                flash=session.flash_file(board), from_sd=args.from_sd))
+            report = target.boot(source, args.ready, args.timeout)
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
-        if bench.real:
-            waiting.stop()
-        for line in target.report.lines():
+        for line in report.lines():
             console.print(line, markup=False)
         console.print(f"console log: {workdir / 'console.log'}", markup=False)
         if args.no_console:
             return 0
         console.print("console attached; quit with Ctrl-]", markup=False)
-        target.console.interact()
+        target.open_console().interact()
     return 0
 
 
 def cmd_flash(args) -> int:
     import contextlib
 
-    from embedbuild import session
+    from embedbuild import bootcmd
     from embedbuild.load import load_board
-    from embedbuild.rig.flash import check_set_bootcmd, writable_partition
+    from embedbuild.rig import flash as rig_flash
+    from embedbuild.rig.bench import bench_dir, qemu_link
 
     board = load_board(args.board)
-    writable_partition(board, args.partition)  # refusals first: before building or powering
+    # Refusals first: before building or powering.
+    rig_flash.writable_partition(board, args.partition)
     if args.set_bootcmd:
-        check_set_bootcmd(board)
-    bench = _bench(args)
+        rig_flash.check_set_bootcmd(board)
+    options = _options(args)
     if not args.dry_run:
         if not (args.qemu or args.serial):
             raise EmbedbuildError("flash needs --qemu or --serial DEV (or --dry-run)")
-        bench.check(board)
+        options.check(board)
     result = None if args.image else build_board(args, _store(args), _console()).result
-    image = Path(args.image) if args.image else session.flash_image(board, result)
+    image = Path(args.image) if args.image else rig_flash.built_image(board, result)
+    job = rig_flash.FlashJob.prepare(board, args.partition, image)
+    if args.dry_run:
+        link = options.link() if options.real or board.qemu is None else qemu_link(board)
+        for cmd in job.sequence(link):
+            print(cmd.describe())
+        if args.set_bootcmd:
+            for text in bootcmd.set_bootcmd(board, job.part, len(job.data)):
+                print(text)
+        return 0
+    options.check(board, [image])
+    target = _target(board, options)
+    target.result = result
+    report = rig_flash.FlashReport(job.part.name)
     with contextlib.ExitStack() as stack:
-        workdir = None if args.dry_run else stack.enter_context(session.bench_dir(board))
+        workdir = stack.enter_context(bench_dir(board))
+        stack.enter_context(target)
         try:
-            session.flash(board, args.partition, image, bench, workdir, result=result,
-                          set_bootcmd=args.set_bootcmd, dry_run=args.dry_run)
+            uboot = target.prompt([image])
+            rig_flash.flash(uboot, job, target.link, report)
+            if args.set_bootcmd:
+                rig_flash.set_bootcmd(uboot, job, report)
         except EmbedbuildError as e:
-            e.log_path = e.log_path or (str(workdir / "console.log") if workdir else None)
+            e.log_path = e.log_path or str(workdir / "console.log")
             raise
+        finally:
+            for line in report.lines():
+                print(line)
     return 0
 
 
 def cmd_write_sd(args) -> int:
     from embedbuild.load import load_board
     from embedbuild.manifest import Manifest
-    from embedbuild.sdwrite import check_device, write_sd
+    from embedbuild.sdwrite import check, check_device, write_sd
 
     board = load_board(args.board)
     if board.sdcard is None:
         raise EmbedbuildError(f"board {board.name} has no [sdcard]: it builds no SD-card image")
     device = Path(args.device)
-    # Refusals that need no build come first: a wrong device fails in a second.
-    check_device(device, args.max_size)
+    # Refusals that need no build come first: a wrong device or image fails in a second.
     if args.image:
         image = Path(args.image)
+        check(image, device, args.max_size)
     else:
+        check_device(device, args.max_size)
         result = build_board(args, _store(args), _console()).result
         sd = Manifest.read(result).sdcard
         assert sd is not None
@@ -348,13 +423,18 @@ def _size(text: str) -> int:
 
 
 def cmd_console(args) -> int:
-    from embedbuild.rig.console import Console
+    from embedbuild.rig.bench import Bench
     from embedbuild.rig.preflight import check_serial
+    from embedbuild.rig.resource import ManualPower, SerialLine
+    from embedbuild.rig.target import Target
 
     check_serial(args.serial)
-    with Console(args.serial, args.baud, Path(args.log) if args.log else None) as c:
+    bench = Bench(SerialLine(port=args.serial, baud=args.baud), None, ManualPower())
+    with Target(None, bench, Path.cwd()) as target:
+        target.console_log = Path(args.log) if args.log else None
+        console = target.open_console()
         _console().print(f"{args.serial} at {args.baud} baud; quit with Ctrl-]", markup=False)
-        c.interact()
+        console.interact()
     return 0
 
 
@@ -402,52 +482,44 @@ def cmd_test(args) -> int:
 
     from embedbuild.load import PROJECT_BOARDS
 
+    options = _options(args)
+    options.check()
     # The store is passed on explicitly, so the tests boot what this command would build.
-    _bench(args).check()
     argv = [sys.executable, "-m", "pytest", str(PROJECT_BOARDS.parent / "tests" / "system"),
             "--eb-board", args.board, "--eb-store", str(_store(args).root)]
     env = {**os.environ, "EMBEDBUILD_NO_CCACHE": "1"} if args.no_ccache else None
-    if args.qemu and args.serial:
-        argv += ["--eb-qemu", "--eb-serial", args.serial]
-    elif args.serial:
-        argv += ["--eb-serial", args.serial, "--eb-server-ip", args.server_ip,
-                 "--eb-device-ip", args.device_ip, "--eb-netmask", args.netmask]
-        if args.baud:
-            argv += ["--eb-baud", str(args.baud)]
-    if args.from_flash:
-        argv.append("--eb-from-flash")
-    if args.from_sd:
-        argv.append("--eb-from-sd")
-    return subprocess.call(argv + args.pytest_args, env=env)
+    if options.qemu:
+        argv += ["--eb-qemu"]
+    for option, value in (("serial", options.serial), ("server-ip", options.server_ip),
+                          ("device-ip", options.device_ip), ("baud", options.baud),
+                          ("power-on", options.power_on), ("power-off", options.power_off)):
+        if value is not None:
+            argv += [f"--eb-{option}", str(value)]
+    if options.real:
+        argv += ["--eb-netmask", options.netmask,
+                 "--eb-power-timeout", str(options.power_timeout)]
+    name = "flash" if args.from_flash else "sd" if args.from_sd else args.boot
+    return subprocess.call([*argv, "--eb-boot", name, *args.pytest_args], env=env)
 
 
 def cmd_size(args) -> int:
     from embedbuild.manifest import Manifest
+    from embedbuild.outputs import registry
 
     built = build_board(args, _store(args), _console())
     m = Manifest.read(built.result)
-    rows = [(c.component, c.raw, c.compressed) for c in m.initramfs]
-    kbytes = m.files[m.kernel.file].size
-    separate = bool(m.with_role("initramfs"))
-    total = kbytes + (sum(r[2] for r in rows) if separate else 0)
+    outputs = registry()
+    # Each output says what it adds: the initramfs its components, the kernel its image...
+    lines = [line for name in m.outputs if (size := outputs[name].size) for line in size(m)]
+    total = sum(line.loaded for line in lines)
+
+    def num(n: int | None, width: int) -> str:
+        return f"{n:{width},}" if n is not None else " " * width
+
     print(f"{'component':40} {'raw':>10} {'compressed':>11}")
-    for name, raw, comp in rows:
-        print(f"{name:40} {raw:10,} {comp:11,}")
-    if rows:
-        where = "initramfs" if separate else "initramfs (built into the kernel)"
-        print(f"{where:40} {sum(r[1] for r in rows):10,} {sum(r[2] for r in rows):11,}")
-    print(f"{'kernel (' + m.kernel.file + ')':40} {'':10} {kbytes:11,}")
+    for line in lines:
+        print(f"{line.what:40} {num(line.raw, 10)} {num(line.stored, 11)}".rstrip())
     print(f"{'total loaded':40} {'':10} {total:11,}")
-    if m.sdcard is not None:
-        sd = m.sdcard
-        print(f"{'SD-card image (' + sd.image + ')':40} {'':10} {sd.size:11,}")
-        for p in sd.partitions:
-            print(f"  partition {p.number} ({p.filesystem}, {p.size:,} bytes): "
-                  f"{len(p.files)} files, {sum(f.size for f in p.files.values()):,} bytes")
-        for r in sd.raw:
-            what = (f"{r.length:,} of {r.size:,} bytes" if r.file
-                    else f"not written (${r.env} unset)")
-            print(f"  raw {r.name} at 0x{r.offset:x}: {what}")
     part = built.board.firmware_partition()
     if part is not None:
         print(f"share of the {part.name} partition ({part.size:,} bytes): "
@@ -456,7 +528,11 @@ def cmd_size(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    items, freed = _store(args).gc()
+    store = _store(args)
+    if args.repair:
+        for problem in store.repair_records():
+            print(problem)
+    items, freed = store.gc()
     print(f"removed {items} item(s), {freed / 2**20:.1f} MiB")
     return 0
 
@@ -510,7 +586,7 @@ def cmd_cache_push(args) -> int:
     try:
         pushed, skipped = push(store, remote, items, key, print)
     except Unreachable as e:
-        raise EmbedbuildError(f"cannot push: {e}", where=args.dest,
+        raise EmbedbuildError(f"cannot push: {e.message}", where=args.dest,
                               hint="check the URL and that the server takes PUT") from None
     print(f"{pushed} item(s) pushed, {skipped} already in {args.dest}")
     return 0
@@ -567,7 +643,11 @@ def cmd_sources_update(args) -> int:
     return 0
 
 
+@functools.cache  # ~20 sub-parsers, each looking gettext up on disk: 30 ms, made once
 def parser() -> argparse.ArgumentParser:
+    from embedbuild.rig.bootsource import BOOT_SOURCES
+
+    boot_sources = sorted(BOOT_SOURCES)
     p = argparse.ArgumentParser(prog="embedbuild", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -582,6 +662,11 @@ def parser() -> argparse.ArgumentParser:
     serial.add_argument("--netmask", default="255.255.255.0")
     serial.add_argument("--power-timeout", type=float, default=300, metavar="SECONDS",
                         help="how long to wait for a real board to be powered on")
+    serial.add_argument("--power-on", metavar="CMD",
+                        help="a command that powers the real board on (e.g. a USB relay's), "
+                        "instead of asking a person")
+    serial.add_argument("--power-off", metavar="CMD",
+                        help="a command that powers it off, run first so it boots afresh")
     system = argparse.ArgumentParser(add_help=False)
     system.add_argument("--system", metavar="FILE",
                         help="a system file instead of the board's [system]")
@@ -624,6 +709,9 @@ def parser() -> argparse.ArgumentParser:
                    help="boot the image in the firmware partition instead of TFTP")
     s.add_argument("--from-sd", action="store_true",
                    help="attach the SD-card image (QEMU) and let U-Boot boot it, no key pressed")
+    s.add_argument("--boot", default="tftp", choices=boot_sources,
+                   help="how U-Boot boots it (a boot source; default tftp; --from-flash and "
+                   "--from-sd name two)")
     s.set_defaults(fn=cmd_boot)
     s = sub.add_parser("write-sd", help="write the board's SD-card image to a card, "
                        "checked before and read back after")
@@ -672,13 +760,19 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--from-flash", action="store_true", help="boot from the firmware partition")
     how.add_argument("--from-sd", action="store_true",
                      help="QEMU: boot the SD-card image, no key pressed")
+    how.add_argument("--boot", default="tftp", choices=boot_sources,
+                     help="how U-Boot boots it (a boot source; default tftp)")
     s.set_defaults(pytest_args=[])  # what follows `--` on the command line (see main)
     s.set_defaults(fn=cmd_test)
     s = sub.add_parser("size", help="bytes per component, kernel, total",
                        parents=[system, cc])
     s.add_argument("board")
     s.set_defaults(fn=cmd_size)
-    sub.add_parser("gc", help="remove store items no result link reaches").set_defaults(fn=cmd_gc)
+    s = sub.add_parser("gc", help="remove store items no result link reaches")
+    s.add_argument("--repair", action="store_true",
+                   help="first remove the items whose record is unreadable or ill-typed "
+                   "(damage: builds remake them)")
+    s.set_defaults(fn=cmd_gc)
     s = sub.add_parser("cache", help="share built items: signing keys, pushing to a cache")
     cache = s.add_subparsers(dest="cache_command", required=True)
     s = cache.add_parser("keygen", help="write NAME.secret and NAME.public (ed25519)")

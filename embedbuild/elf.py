@@ -61,6 +61,9 @@ def check_entry(vmlinux: Path, load: int, entry: int | Literal["elf"]) -> int:
 # -- identity of binaries going into an image ---------------------------------
 
 EF_ARM_ABI_FLOAT_HARD = 0x400
+EF_ARM_ABI_FLOAT_SOFT = 0x200
+# ARM build attributes (.ARM.attributes): how floats are passed, 1 = VFP registers.
+TAG_ABI_VFP_ARGS_VFP = 1
 EF_MIPS_ABI2 = 0x20
 EF_MIPS_ABI = 0x0000F000
 EF_MIPS_ABI_O32 = 0x00001000
@@ -89,11 +92,28 @@ TOOLCHAIN_ELF = {
 }
 
 
-def _abi(machine: str, bits: int, flags: int) -> str:
+def _arm_vfp_args(e) -> int:
+    """Tag_ABI_VFP_args of an ARM object's build attributes (0, soft-float, if absent)."""
+    sec = e.get_section_by_name(".ARM.attributes")
+    if sec is None:
+        return 0
+    for sub in sec.iter_subsections():
+        for subsub in sub.iter_subsubsections():
+            for attr in subsub.iter_attributes():
+                if attr.tag == "TAG_ABI_VFP_ARGS":
+                    return attr.value
+    return 0
+
+
+def _abi(machine: str, bits: int, flags: int, e) -> str:
     if machine == "EM_ARM":
         if flags & EF_ARM_ABI_FLOAT_HARD:
             return "hard-float"
-        return "soft-float"
+        if flags & EF_ARM_ABI_FLOAT_SOFT:
+            return "soft-float"
+        # Objects (of a static library) carry the float ABI only as a build attribute;
+        # the linker sets the e_flags bits in what it links.
+        return "hard-float" if _arm_vfp_args(e) == TAG_ABI_VFP_ARGS_VFP else "soft-float"
     if machine == "EM_MIPS":
         if bits == 64:
             return "n64"
@@ -132,7 +152,7 @@ def read_elf(data: bytes, name: str) -> ElfInfo | None:
             machine = e["e_machine"]
             ident = ElfIdentity(machine, e.elfclass,
                                 "little" if e.little_endian else "big",
-                                _abi(machine, e.elfclass, e["e_flags"]))
+                                _abi(machine, e.elfclass, e["e_flags"], e))
             interp = None
             for seg in e.iter_segments():
                 if seg["p_type"] == "PT_INTERP":
@@ -144,3 +164,34 @@ def read_elf(data: bytes, name: str) -> ElfInfo | None:
             return ElfInfo(ident, interp, tuple(needed))
         except ELFError as err:
             raise StepError(f"{name}: broken ELF file: {err}") from None
+
+
+# -- static libraries ------------------------------------------------------------
+
+AR_MAGIC = b"!<arch>\n"
+
+
+def ar_members(data: bytes, name: str) -> list[tuple[str, bytes]]:
+    """The members of a (GNU or BSD-free System V) ``ar`` archive: (name, bytes), the
+    symbol and long-name tables left out."""
+    if not data.startswith(AR_MAGIC):
+        raise StepError(f"{name}: not an ar archive (a thin archive holds no objects)")
+    pos, longnames, out = len(AR_MAGIC), b"", []
+    while pos < len(data):
+        head = data[pos:pos + 60]
+        if len(head) < 60 or head[58:60] != b"`\n":
+            raise StepError(f"{name}: broken ar member header at byte {pos}")
+        ident = head[:16].decode(errors="replace").rstrip()
+        size = int(head[48:58].decode().strip() or 0)
+        body = data[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size & 1)
+        if ident == "//":
+            longnames = body
+        elif ident in ("/", "/SYM64/"):
+            continue
+        elif ident.startswith("/") and ident[1:].isdigit():
+            start = int(ident[1:])
+            out.append((longnames[start:longnames.index(b"/\n", start)].decode(), body))
+        else:
+            out.append((ident.removesuffix("/"), body))
+    return out

@@ -18,7 +18,8 @@ class Node:
     status: str
 
 
-def _strings(blob: bytes) -> list[str]:
+def strings(blob: bytes) -> list[str]:
+    """A string-list property's values."""
     return [s.decode(errors="replace") for s in blob.rstrip(b"\0").split(b"\0") if s]
 
 
@@ -72,7 +73,7 @@ def nodes(dtb: bytes) -> list[Node]:
     """Every node of a DTB, sorted by path."""
     out = []
     for path, p in tree(dtb).items():
-        status = _strings(p.get("status", b"okay"))
-        out.append(Node(path, tuple(_strings(p.get("compatible", b""))),
+        status = strings(p.get("status", b"okay"))
+        out.append(Node(path, tuple(strings(p.get("compatible", b""))),
                         status[0] if status else "okay"))
     return sorted(out, key=lambda n: n.path)

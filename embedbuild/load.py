@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from embedbuild.bounded import FetchError, read_file
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
 from embedbuild.model.board import Board
@@ -24,12 +25,16 @@ from embedbuild.model.config import UserConfig
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
 from embedbuild.model.system import Overlay, OverlayAttrs, System
+from embedbuild.packages import load_context, userland
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
 COMMON = "common"
 # The lock, in the common folder beside the boards: every input's exact version and hash.
 LOCK = "lock.toml"
+# The most a board, system, overlay or config file and a Kconfig fragment may hold
+# (a full defconfig is about 200 KB).
+MAX_TEXT = 16 << 20
 
 
 def boards_dirs() -> list[Path]:
@@ -78,12 +83,12 @@ def find_board(name_or_path: str) -> Path:
 
 def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; syntax errors become BoardError at file:line."""
-    try:
-        text = read_text(path, "TOML files are UTF-8")
-    except OSError as e:
-        raise BoardError(f"cannot read: {e.strerror}", where=str(path)) from None
+    text = read_text(path, "TOML files are UTF-8")
     try:
         return tomllib.loads(text), text
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise BoardError("malformed TOML: arrays or tables nested too deeply", where=str(path),
+                         hint="nest less (a board or system needs a few levels)") from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
@@ -277,7 +282,8 @@ def load_board(name_or_path: str, system: Path | None = None,
         data["kernel"] = {**{k: getattr(owner.kernel, k) for k in KERNEL_BUILD_KEYS},
                           **{k: v for k, v in kernel.items() if k != "from"}}
     sys_where = str(system) if system is not None else str(path)
-    context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where)}
+    context = {"dir": bdir, "find_overlay": lambda name: find_overlay(name, sys_where),
+               **load_context()}
     if system is not None:
         data.pop("system", None)
     board: Board = _validate(Board, data, path, text, context)
@@ -431,8 +437,12 @@ def check_fragments(board: Board, path: Path, text: str) -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file; a byte that is not UTF-8 is an error at its line."""
-    data = path.read_bytes()
+    """A UTF-8 text file (a regular file of at most MAX_TEXT bytes); a byte that is not
+    UTF-8 is an error at its line."""
+    try:
+        data = read_file(path, limit=MAX_TEXT, follow_symlinks=True)
+    except FetchError as e:
+        raise BoardError(f"cannot read: {e.message}", where=str(path)) from None
     try:
         return data.decode()
     except UnicodeDecodeError as e:
@@ -444,7 +454,7 @@ def read_text(path: Path, what: str) -> str:
 def check_references(board: Board, path: Path, text: str, common: Path) -> None:
     """Every name the board uses must resolve: sources, the userland its system needs,
     overlays that do not collide with each other or with the generated files."""
-    from embedbuild.rootfs import check_overlays
+    from embedbuild.rootfs.owners import check_overlays
 
     known = ", ".join(sorted(board.sources)) or "none"
     hint = f"define it under [sources] or in {common}; known: {known}"
@@ -474,18 +484,20 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
                          "ramdisk_addr to load it to",
                          where=_where(path, text, "uboot"),
                          hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
-    for pkg in ("busybox", *board.system.packages):
-        if pkg not in board.sources:
-            raise BoardError(f"no source named {pkg!r} for package {pkg}",
+    recipes = userland(board.system.packages)
+    for r in recipes:
+        if r.source not in board.sources:
+            raise BoardError(f"no source named {r.source!r} for package {r.name}",
                              where=_where(path, text, "system", "packages"), hint=hint)
-    check_overlays(board.system, board.name)
+    check_overlays(board.system, board.name, [d for r in recipes for d in r.dirs])
 
 
 def load_system(path: Path) -> System:
     """A system file (the same keys as a board's [system] table), overlays resolved."""
     data, text = read_toml(path)
     return _validate(System, data, path, text,
-                     {"find_overlay": lambda name: find_overlay(name, str(path))})
+                     {"find_overlay": lambda name: find_overlay(name, str(path)),
+                      **load_context()})
 
 
 def overlays_dirs() -> list[Path]:

@@ -1,16 +1,21 @@
 """manifest.json: what a build result holds and how U-Boot boots it.
 
-Written by the result step, read by `size`, the bench (rig/) and the tests:
-the one description of a result that everything after the build trusts.
+Written by the result step, read by `size`, the bench (rig/) and the tests: the one
+description of a result that everything after the build trusts. What every result
+has (the board, its files) is declared here; every other top-level key is a section
+an output declares (embedbuild/outputs/), checked against that declaration when the
+manifest is made and when it is read.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
 
 from embedbuild.errors import EmbedbuildError
+from embedbuild.outputs import sections
 
 FILENAME = "manifest.json"
 
@@ -27,95 +32,40 @@ class FileInfo(_Model):
     sha256: str
 
 
-class KernelInfo(_Model):
-    """The bootable kernel file; for a uImage, the addresses read back from its header."""
-
-    file: str
-    cmdline: str
-    load: str | None = None
-    entry: str | None = None
-    compression: str | None = None
-
-
-class UBootInfo(_Model):
-    """Where U-Boot loads things and the commands that TFTP-boot the result."""
-
-    prompt: str
-    kernel_addr: str
-    ramdisk_addr: str | None
-    fdt_addr: str | None
-    tftpboot: list[str]
-
-
-class ComponentSize(_Model):
-    """Bytes of one initramfs component, before and after compression."""
-
-    component: str
-    raw: int
-    compressed: int
-
-
-class SdFile(_Model):
-    """A file in the SD card's boot partition, as read back from the image."""
-
-    size: int
-    sha256: str
-
-
-class SdPartition(_Model):
-    """A partition of the SD-card image, as read back from its table and file system."""
-
-    number: int
-    bootable: bool
-    type: int
-    start: int
-    size: int
-    filesystem: str
-    label: str
-    serial: str
-    files: dict[str, SdFile]
-
-
-class SdRaw(_Model):
-    """A raw blob of the SD-card image: where it is, and what was written there (file,
-    sha256, length), or None when the board's env variable was not set."""
-
-    name: str
-    offset: int
-    size: int
-    file: str | None
-    sha256: str | None
-    length: int | None
-    env: str | None
-
-
-class SdCardInfo(_Model):
-    """The SD-card image: its table, partitions and raw blobs, and the extlinux.conf."""
-
-    image: str
-    size: int
-    table: str
-    disk_id: str
-    partitions: list[SdPartition]
-    raw: list[SdRaw]
-    extlinux: str
-
-
 class Manifest(_Model):
-    """A build result's manifest.json."""
+    """A build result's manifest.json: the board, the outputs and their files, and the
+    outputs' sections as attributes (``manifest.kernel``, ``manifest.sdcard``; None for
+    a section this result has not)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     board: str
     arch: str
     description: str
     outputs: list[str]
     files: dict[str, FileInfo]
-    kernel: KernelInfo
-    uboot: UBootInfo
-    initramfs: list[ComponentSize] = []
-    # The one file written to the firmware partition (a FIT or the uImage), if any.
-    flash_image: str | None = None
-    # The SD-card image, for boards with [sdcard].
-    sdcard: SdCardInfo | None = None
+
+    @model_validator(mode="after")
+    def _sections(self) -> Self:
+        types = sections()
+        extra = self.__pydantic_extra__ or {}
+        for key, value in list(extra.items()):
+            if key not in types:
+                raise ValueError(f"{key!r} is no section an output declares "
+                                 f"({', '.join(sorted(types))})")
+            if value is None:  # written as null: the result has no such section
+                del extra[key]
+            else:
+                extra[key] = TypeAdapter(types[key]).validate_python(value)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # the sections this result has
+        except AttributeError:
+            if name in sections():
+                return None
+            raise
 
     @classmethod
     def read(cls, result: Path) -> Manifest:
@@ -123,7 +73,7 @@ class Manifest(_Model):
         path = result / FILENAME
         try:
             return cls.model_validate_json(path.read_bytes())
-        except (OSError, ValueError) as e:
+        except (OSError, ValidationError, ValueError) as e:
             raise EmbedbuildError(f"not a readable build result: {e}", where=str(path),
                                   hint="build the board again (embedbuild build BOARD)") from None
 

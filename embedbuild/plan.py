@@ -1,31 +1,35 @@
 """Board -> the graph of steps that builds it (planning only: nothing runs here).
 
 The planner makes the core steps (source, patched tree, kernel config, kernel,
-device tree, userland, U-Boot) on demand by role; each output module
-(embedbuild/outputs/) asks it for what it needs and says what goes into the
-result; the result step collects those files and writes manifest.json.
+device tree, uImage, initramfs, U-Boot) on demand by role, and each package's
+steps from its recipe (embedbuild/packages/); each output module
+(embedbuild/outputs/) asks it for what it needs, adds its own steps and says what
+goes into the result; the result step collects those files and writes
+manifest.json. It names no output and no package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from embedbuild.model.board import Board
-from embedbuild.rootfs import elf_identity, generated_entries, overlay_entries
+from embedbuild.outputs import applicable
+from embedbuild.packages import registry, userland
+from embedbuild.recipe import Target
+from embedbuild.rootfs.generated import generated_entries
+from embedbuild.rootfs.libraries import elf_identity
+from embedbuild.rootfs.overlays import overlay_entries
 from embedbuild.scheduler import cores
 from embedbuild.step import Step
 from embedbuild.steps import initramfs as ir
-from embedbuild.steps.busybox import busybox_steps
-from embedbuild.steps.dropbear import dropbear_step
 from embedbuild.steps.dtb import dtb_step
 from embedbuild.steps.dtbcheck import driver_index_step, dtb_check_step
-from embedbuild.steps.fit import fit_step
 from embedbuild.steps.kernel import kernel_step
 from embedbuild.steps.kernel_config import kernel_config_step
+from embedbuild.steps.kernel_needs import kernel_needs_step
 from embedbuild.steps.patch import patched_step
-from embedbuild.steps.sdimage import sdimage_step
+from embedbuild.steps.result import result_step
 from embedbuild.steps.source import unpack_step
 from embedbuild.steps.uboot import uboot_steps
 from embedbuild.steps.uimage import uimage_step
@@ -68,13 +72,13 @@ class Planner:
             "dtb-check": self._dtb_check,
             "image": lambda: uimage_step(board, self.get("kernel"),
                                          self.get("dtb") if self.has_dtb else None),
-            "fit": lambda: fit_step(board, self.get("kernel"), self.get("initramfs")),
             "initramfs": self._initramfs,
             "initramfs-check": lambda: ir.unpack_check_step(
                 f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),
             "uboot": self._uboot,
-            "sdimage": self._sdimage,
+            "kernel-needs": self._kernel_needs,
         }
+        self.target = Target(board, self.tc, cores(), self._package_source, self.package)
 
     def get(self, role: str) -> Step:
         """The step of this role, made the first time it is asked for."""
@@ -82,9 +86,28 @@ class Planner:
             self.steps[role] = self._makers[role]()
         return self.steps[role]
 
-    def has_role(self, role: str) -> bool:
-        """Whether a step of this role can be made for the board."""
-        return role in self._makers
+    def add(self, role: str, make: Callable[[], Step]) -> Step:
+        """The step of an output's own role (the FIT, the SD-card image), made by
+        ``make`` the first time it is asked for."""
+        if role not in self.steps:
+            self.steps[role] = make()
+        return self.steps[role]
+
+    def package(self, name: str) -> Step:
+        """The build step of a package recipe (role NAME; its other steps NAME-SUFFIX),
+        made the first time it is asked for."""
+        if name not in self.steps:
+            steps = registry()[name].plan(self.target)
+            for suffix, step in steps.extra.items():
+                self.steps[f"{name}-{suffix}"] = step
+            self.steps[name] = steps.build
+        return self.steps[name]
+
+    def _package_source(self, source: str) -> Step:
+        role = f"{source}-src"
+        if role not in self.steps:
+            self.steps[role] = unpack_step(role, self.board.sources[source])
+        return self.steps[role]
 
     def boot_image(self) -> tuple[Step, str]:
         """(step, output) of the file U-Boot boots: the uImage, or the kernel's image."""
@@ -130,51 +153,26 @@ class Planner:
                                                        self.tc, cores())
         return step
 
-    def _sdimage(self) -> Step:
-        """The SD-card image: the file U-Boot boots, the DTB and the separate initramfs
-        (by their names in the result) and the extlinux.conf that names them."""
-        from embedbuild.bootcmd import extlinux_conf
-
-        files: dict[str, tuple[Step, str]] = {}
-
-        def add(step: Step, out: str) -> str:
-            name = Path(step.output_path(out)).name
-            files[name] = (step, out)
-            return name
-
-        kernel = add(*self.boot_image())
-        fdt = add(self.get("dtb"), "dtb") if self.has_dtb else None
-        initrd = None
-        if self.board.system is not None and self._system.initramfs == "separate":
-            initrd = add(self.get("initramfs"), "image")
-        return sdimage_step(self.board, files, extlinux_conf(self.board, kernel, fdt, initrd))
-
     def _initramfs(self) -> Step:
-        """busybox, packages, the generated files and overlays as segments, and their
-        concatenation into the initramfs."""
+        """The generated files, each package that puts files into the image, and the
+        overlays as segments, and their concatenation into the initramfs."""
         board, system, tc = self.board, self._system, self.tc
-        assert board.userland is not None  # the loader refuses a system without it
         elf = {"identity": elf_identity(board.cross_compile), "libdirs": tc.sysroot_dirs(),
                "board": board.name}
         comp = system.compression
-        for pkg in ("busybox", *system.packages):
-            self.steps[f"{pkg}-src"] = unpack_step(f"{pkg}-src", board.sources[pkg])
-        self.steps["busybox-config"], self.steps["busybox"] = busybox_steps(
-            self.steps["busybox-src"], tc, board.userland.busybox, cores())
-        generated = generated_entries(system, board.name)
+        recipes = userland(system.packages)
+        generated = generated_entries(system, board.name, [d for r in recipes for d in r.dirs])
         # First: it makes the folders the other segments fill.
         segments = [ir.segment_step(
             f"{board.name}-seg-base", "the generated files (init and config)",
             lambda _ctx, g=generated: g, inputs={"entries": ir.digest_entries(generated)},
             deps={}, compression=comp, elf=elf)]
-        segments.append(ir.segment_step(f"{board.name}-seg-busybox", "busybox", ir.tree_of("pkg"),
-                                        inputs={}, deps={"pkg": self.steps["busybox"]},
-                                        compression=comp, elf=elf))
-        if "dropbear" in system.packages:
-            self.steps["dropbear"] = dropbear_step(self.steps["dropbear-src"], tc, cores())
-            segments.append(ir.segment_step(
-                f"{board.name}-seg-dropbear", "package dropbear", ir.tree_of("pkg"), inputs={},
-                deps={"pkg": self.steps["dropbear"]}, compression=comp, elf=elf))
+        # A static library puts nothing into the image: the programs carry it.
+        for r in recipes:
+            if not r.library or r.installs:
+                segments.append(ir.segment_step(
+                    f"{board.name}-seg-{r.name}", r.label, ir.tree_of("pkg"), inputs={},
+                    deps={"pkg": self.package(r.name)}, compression=comp, elf=elf))
         for o in system.overlays:
             entries = overlay_entries(o)
             segments.append(ir.segment_step(
@@ -185,16 +183,19 @@ class Planner:
             self.steps[f"segment{i}"] = seg
         return ir.concat_step(f"{board.name}-initramfs", segments, comp)
 
+    def _kernel_needs(self) -> Step:
+        """The kernel symbols the system's packages need, checked in the final config."""
+        needs = [(r.name, symbol, value) for r in userland(self._system.packages)
+                 for symbol, value in r.kernel.items()]
+        return kernel_needs_step(f"{self.board.name}-kernel-needs", self.get("kconfig"), needs,
+                                 self.kb)
+
 
 def plan_board(board: Board) -> Plan:
     """The step graph of a board (and its system, when it has one): every output that
     applies to the board, collected by the result step."""
-    from embedbuild.outputs import applicable
-    from embedbuild.outputs.result import result_step
-
     planner = Planner(board)
     outputs = applicable(board)
     published = [o.plan(planner) for o in outputs]
-    sizes = planner.get("initramfs") if board.system is not None else None
-    planner.steps["result"] = result_step(board, [o.name for o in outputs], published, sizes)
+    planner.steps["result"] = result_step(board, outputs, published)
     return Plan(board, planner.steps, [o.name for o in outputs])

@@ -48,7 +48,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from embedbuild.bounded import FetchError, parse_json, read_file
 from embedbuild.errors import EmbedbuildError
+from embedbuild.itemrecord import MAX_INFO, ItemInfo, RecordError, read_files, read_info
 
 META = ".meta"
 # Recorded in info.json; bumped when what the store guarantees about an item changes.
@@ -66,6 +68,8 @@ _KINDS = {
     stat.S_IFBLK: "block device",
 }
 _STORABLE = ("file", "dir", "symlink")
+MAX_DAMAGE = 1 << 20  # bytes of a damage mark read back (verify writes a few lines)
+MAX_TEMPROOTS = 16 << 20  # bytes of one process's temporary roots (item names, a line each)
 
 
 def cache_dir(variable: str, name: str) -> Path:
@@ -162,12 +166,16 @@ def _unsafe_bits(entry: dict) -> list[str]:
     return out
 
 
-def _load_json(path: Path) -> tuple[object, str | None]:
-    """(value, None), or (None, why it cannot be read): damaged records are reported."""
+def _damage_lines(mark: Path) -> list[str] | None:
+    """What `verify` wrote into an item's damage mark; None when there is no mark. A
+    mark that cannot be read is damage all the same."""
+    if not os.path.lexists(mark):
+        return None
     try:
-        return json.loads(path.read_text()), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"unreadable ({e.__class__.__name__}: {e})"
+        text = read_file(mark, limit=MAX_DAMAGE).decode(errors="replace")
+    except FetchError as e:
+        return [f"its damage mark is unreadable ({e.message})"]
+    return text.splitlines() or ["(damage mark without details)"]
 
 
 def _make_removable(path: Path) -> None:
@@ -263,8 +271,45 @@ class Store:
         return self.root / META / item.name
 
     def complete(self, item: Path) -> bool:
-        """True when item is a finished output with its record."""
-        return (self.meta_path(item) / "info.json").is_file() and item.is_dir()
+        """True when item is a finished output with its record (which may still be
+        damaged: record() says)."""
+        return os.path.lexists(self.meta_path(item) / "info.json") and item.is_dir()
+
+    # -- what the store records of an item (the one way other modules read it) -----
+
+    def record(self, item: Path) -> ItemInfo:
+        """The item's info.json, validated; RecordError when it is unreadable or
+        ill-typed (damage: `verify` reports it, `--repair` removes the item)."""
+        return read_info(self.meta_path(item) / "info.json")
+
+    def files(self, item: Path) -> dict[str, dict]:
+        """Every entry of the item with its type, mode, and for a file its size and
+        sha256, for a symlink its target (files.json). An item unpacked from a pinned
+        archive records the archive instead, so its tree is read. RecordError when the
+        record is unreadable or ill-typed."""
+        record = self.meta_path(item) / "files.json"
+        if os.path.lexists(record):
+            return read_files(record)
+        return tree_manifest(item)
+
+    def origin(self, item: Path) -> dict | None:
+        """For an item unpacked from a locked archive, which archive (origin.json);
+        None for other items. RecordError when the record is unreadable."""
+        record = self.meta_path(item) / "origin.json"
+        if not os.path.lexists(record):
+            return None
+        try:
+            data = parse_json(read_file(record, limit=MAX_INFO))
+        except EmbedbuildError as e:
+            raise RecordError(f"{record} is unreadable: {e.message}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{record} is not a JSON object")
+        return data
+
+    def damage(self, item: Path) -> list[str] | None:
+        """The problems `verify` found in the item (it is refused until repaired); None
+        when it found none."""
+        return _damage_lines(self.meta_path(item) / "damage")
 
     def log_path(self, key: str, name: str) -> Path:
         """Where a step's log is written while it runs (and kept if it fails)."""
@@ -313,9 +358,15 @@ class Store:
         for f in sorted((self.root / ".temproots").iterdir()):
             pid, _, start = f.name.partition("-")
             if not pid.isdigit() or _start_time(int(pid)) != start:
-                f.unlink()  # the process is gone (or the pid now names another one)
+                _rmtree(f)  # the process is gone (or the pid now names another one)
                 continue
-            out.update(self.root / n for n in f.read_text().split())
+            try:
+                text = read_file(f, limit=MAX_TEMPROOTS).decode(errors="replace")
+            except FetchError:
+                continue  # not a list of names: it roots nothing
+            # Only item names count: a line naming anything else roots nothing.
+            out.update(self.root / n for n in text.split()
+                       if not n.startswith(".") and "/" not in n)
         return out
 
     # -- building ----------------------------------------------------------
@@ -324,14 +375,14 @@ class Store:
         """True for a finished item; raises for one the store must not hand out."""
         if not self.complete(item):
             return False
-        meta = self.meta_path(item)
-        _, err = _load_json(meta / "info.json")
-        damage = meta / "damage"
-        if err is None and not damage.exists():
-            return True
-        found = f"its record {META}/{item.name}/info.json is {err}" if err else (
-            "`embedbuild verify` found damage: "
-            + "; ".join(damage.read_text().splitlines()[:3]))
+        try:
+            self.record(item)
+            damage = self.damage(item)
+            if damage is None:
+                return True
+            found = "`embedbuild verify` found damage: " + "; ".join(damage[:3])
+        except RecordError as e:
+            found = f"its record {e}"
         raise EmbedbuildError(
             f"this store item is not trusted: {found}",
             where=str(item),
@@ -479,8 +530,8 @@ class Store:
         for r in sorted((self.root / ".roots").iterdir()):
             try:
                 target = Path(os.readlink(os.readlink(r)))
-            except OSError:
-                r.unlink()  # the result link is gone: so is the root
+            except (OSError, ValueError):
+                _rmtree(r)  # the result link is gone (or r is no root at all): so is the root
                 continue
             if target.parent == self.root and target.is_dir():
                 roots.append(target)
@@ -492,20 +543,36 @@ class Store:
             if item in live or not self.complete(item):
                 continue
             live.add(item)
-            info, err = _load_json(self.meta_path(item) / "info.json")
-            if err is not None or not isinstance(info, dict):
+            try:
+                roots.extend(self.root / d for d in self.record(item).deps)
+            except RecordError:
                 unreadable.append(item.name)
-                continue
-            roots.extend(self.root / d for d in info.get("deps", []))
         if unreadable:
             raise EmbedbuildError(
-                "cannot tell what these items depend on, their info.json is unreadable: "
-                + ", ".join(sorted(unreadable)),
+                "cannot tell what these items depend on, their info.json is unreadable "
+                "or ill-typed: " + ", ".join(sorted(unreadable)),
                 where=str(self.root / META),
-                hint="nothing was removed; `embedbuild verify --repair` removes damaged "
-                "items, then run gc again",
+                hint="nothing was removed; `embedbuild gc --repair` removes them first (or "
+                "`embedbuild verify --repair` every damaged item); builds remake them",
             )
         return live
+
+    def repair_records(self) -> list[str]:
+        """Remove every item whose record is unreadable or ill-typed (under gc's
+        exclusive lock, so no build is using it): what `gc` cannot get past. Returns the
+        problems found, one line per item; building again remakes them."""
+        self._ensure()
+        problems = []
+        with self._flock(self.root / ".lock", fcntl.LOCK_EX):
+            for item in self.items():
+                try:
+                    self.record(item)
+                except RecordError as e:
+                    problems.append(f"{item.name}: {META}/{item.name}/info.json is "
+                                    f"{e.message}: removed")
+                    for half in (item, self.meta_path(item)):
+                        self.discard(half)
+        return problems
 
     def gc(self) -> tuple[int, int]:
         """Remove every item no result link or running process reaches, and all leftovers.
@@ -541,27 +608,30 @@ class Store:
         special files, write/setuid/setgid/sticky bits, or an unreadable record. An
         item that merely cannot be checked (no way to derive its files) is not."""
         name, meta = item.name, self.meta_path(item)
-        if not (meta / "info.json").is_file():
+        if not os.path.lexists(meta / "info.json"):
             return [f"{name}: incomplete item (no {META}/{name}/info.json)"], True
-        info, err = _load_json(meta / "info.json")
-        if err is not None or not isinstance(info, dict):
-            return [f"{name}: {META}/{name}/info.json is {err or 'not an object'}"], True
-        if info.get("store_format") != STORE_FORMAT:
+        try:
+            info = read_info(meta / "info.json")
+        except RecordError as e:
+            return [f"{name}: {META}/{name}/info.json is {e.message}"], True
+        if info.store_format != STORE_FORMAT:
             return [f"{name}: made by an older embedbuild (modes not recorded, not "
                     "read-only)"], True
-        if (meta / "files.json").is_file():
-            want, err = _load_json(meta / "files.json")
-            if err is not None or not isinstance(want, dict):
-                return [f"{name}: {META}/{name}/files.json is {err or 'not an object'}"], True
-        elif (meta / "origin.json").is_file() and derive is not None:
-            origin, err = _load_json(meta / "origin.json")
-            if err is not None:
-                return [f"{name}: {META}/{name}/origin.json is {err}"], True
+        if os.path.lexists(meta / "files.json"):
+            try:
+                want = read_files(meta / "files.json")
+            except RecordError as e:
+                return [f"{name}: {META}/{name}/files.json is {e.message}"], True
+        elif os.path.lexists(meta / "origin.json") and derive is not None:
+            try:
+                origin = parse_json(read_file(meta / "origin.json", limit=MAX_INFO))
+            except FetchError as e:
+                return [f"{name}: {META}/{name}/origin.json is unreadable: {e.message}"], True
             try:
                 want = {".": {"type": "dir"}, **derive(origin)}
             except EmbedbuildError as e:  # e.g. the archive can no longer be fetched
                 return [f"{name}: cannot check it: {e}"], False
-            except (LookupError, TypeError, ValueError) as e:
+            except (LookupError, TypeError, ValueError, AttributeError) as e:
                 return [f"{name}: {META}/{name}/origin.json names no usable archive: "
                         f"{e.__class__.__name__}: {e}"], True
         else:
@@ -627,13 +697,15 @@ class Store:
                 for half in (item, self.meta_path(item)):
                     if half.exists():
                         self.discard(half)
-            elif damaged and mark.parent.is_dir():
+            elif damaged and mark.parent.is_dir() and not mark.parent.is_symlink():
                 tmp = mark.with_name(f"damage.tmp{os.getpid()}")
                 tmp.write_text("".join(p.removeprefix(f"{item.name}: ") + "\n"
                                        for p in found))
+                if mark.is_dir() and not mark.is_symlink():
+                    _rmtree(mark)
                 os.replace(tmp, mark)
-            elif not damaged:
-                mark.unlink(missing_ok=True)
+            elif not damaged and os.path.lexists(mark):
+                _rmtree(mark)
         return problems
 
 

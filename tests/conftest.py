@@ -39,6 +39,36 @@ def cli(
     return Run(p.returncode, p.stdout, p.stderr)
 
 
+def run_main(*args: str, store: Path, env: dict | None = None, cwd: Path | None = None) -> Run:
+    """embedbuild's main() in this process: the very code cli() runs, without another
+    interpreter's start-up (a third of a second each). For commands refused before they
+    run anything (load and argument errors); each test file keeps a real cli() for the
+    exit status and the absence of a traceback in a process of its own. Also for quick
+    commands a test only sets up with (a cache push, a key pair)."""
+    import contextlib
+    import io
+    import signal
+
+    from embedbuild.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    os.environ.update({"EMBEDBUILD_STORE": str(store), "COLUMNS": "200", **(env or {})})
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
 def snapshot(store: Path) -> dict[str, float]:
     """Every path in a store with its mtime: to show a failed build left it untouched."""
     if not store.exists():
@@ -177,3 +207,12 @@ def hello_initramfs(tmp_path_factory) -> Path:
 
 
 HELLO_READY = r"embedbuild-test-init: running on (\S+) (\S+)"
+
+
+def qemu_target(board, workdir: Path, result: Path | None = None, flash: Path | None = None):
+    """The one target object for a board's QEMU model on this machine (as `boot --qemu`
+    makes it), its flash backed by ``flash`` (None: a new erased one in ``workdir``)."""
+    from embedbuild.rig.bench import BenchOptions
+    from embedbuild.rig.target import Target
+
+    return Target(board, BenchOptions().bench(board, flash), workdir, result)

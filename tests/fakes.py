@@ -19,6 +19,7 @@ import tty
 from pathlib import Path
 
 from embedbuild.rig.console import Console
+from embedbuild.rig.protocol import PowerProtocol
 
 
 class FakeDevice:
@@ -42,6 +43,10 @@ class FakeDevice:
         c = Console(self.port, **kwargs)
         self._thread.start()
         return c
+
+    def power_on(self) -> None:
+        """Start the device (someone else opened its console: a target)."""
+        self._thread.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -100,6 +105,36 @@ class FakeDevice:
 
 class _Stopped(Exception):
     pass
+
+
+class FakePower(PowerProtocol):
+    """A power switch for a fake device: on() starts it; every switch is recorded.
+
+    Args:
+        device: the device switched.
+        patience: as PowerProtocol's (a number: it acts as a person would).
+    """
+
+    def __init__(self, device: FakeDevice, patience: float | None = None) -> None:
+        self.device = device
+        self.patience = patience
+        self.switched: list[str] = []
+
+    def on(self) -> None:
+        self.switched.append("on")
+        self.device.power_on()
+
+    def off(self) -> None:
+        self.switched.append("off")
+
+
+class FakeNoise(FakeDevice):
+    """A board talking at another line speed: bytes that are not text, forever."""
+
+    def run(self) -> None:
+        while True:
+            self.send(bytes(range(128, 256)) + b"\x00\x1b\x7f")
+            self.sleep(0.05)
 
 
 class FakeUBoot(FakeDevice):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import cli, snapshot
+from conftest import cli, run_main, snapshot
 
 
-def _expect_error(board: Path, store: Path, *needles: str) -> str:
+def _expect_error(board: Path, store: Path, *needles: str, process: bool = False) -> str:
+    """The build is refused (in this process; in one of its own with ``process``)."""
     before = snapshot(store)
-    r = cli("build", str(board), "--out-link", str(board / "result"), store=store)
+    run = cli if process else run_main
+    r = run("build", str(board), "--out-link", str(board / "result"), store=store)
     assert r.code == 1, (r.code, r.err)
     assert "Traceback" not in r.err
     for n in needles:
@@ -26,7 +28,8 @@ def test_malformed_toml(boards: Path, tmp_path: Path):
     lines = toml.read_text().splitlines()
     lines[2] = "cross_compile = arm-linux-gnueabihf-"  # unquoted string
     toml.write_text("\n".join(lines) + "\n")
-    _expect_error(boards / "qemu-arm-virt", tmp_path / "store", "board.toml:3", "malformed TOML")
+    _expect_error(boards / "qemu-arm-virt", tmp_path / "store", "board.toml:3", "malformed TOML",
+                  process=True)
 
 
 def test_unknown_key(boards: Path, tmp_path: Path):

@@ -3,7 +3,8 @@ on the real console; and the failures U-Boot and the kernel report."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
+import json
 import os
 import re
 import signal
@@ -12,16 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EMBEDBUILD, HELLO_READY, build_hello_initramfs, cli
+from conftest import EMBEDBUILD, HELLO_READY, build_hello_initramfs, cli, qemu_target
 
 from embedbuild.bootcmd import tftp_boot as tftp_boot_commands
 from embedbuild.load import load_board
-from embedbuild.rig.boot import BootReport, qemu_target, stage_files, tftp_boot
-from embedbuild.rig.console import Console
-from embedbuild.rig.netns import BenchNetwork
-from embedbuild.rig.qemu import QemuBoard
-from embedbuild.rig.tftp import TftpServer
-from embedbuild.rig.uboot import BootError, UBootDriver
+from embedbuild.rig.bootsource import BootSource, TftpBoot
+from embedbuild.rig.uboot import BootError
 from embedbuild.store import cache_dir
 
 pytestmark = [pytest.mark.slow,
@@ -40,40 +37,41 @@ def _netns_names() -> set[str]:
 
 def test_tftp_boot_reaches_init(arm_result: Path, hello_initramfs: Path, tmp_path: Path):
     board = load_board("qemu-arm-virt")
-    with qemu_target(board, arm_result, tmp_path, initrd=hello_initramfs,
-                     ready=HELLO_READY) as target:
-        lines = target.report.lines()
-        names = [t.filename for t in target.report.transfers]
+    with qemu_target(board, tmp_path, arm_result) as target:
+        report = target.boot(TftpBoot(hello_initramfs), HELLO_READY)
+        lines = report.lines()
+        names = [t.filename for t in report.transfers]
         assert names == ["zImage", "hello.cpio"]
-        assert all(t.ok for t in target.report.transfers)
+        assert all(t.ok for t in report.transfers)
     log = (tmp_path / "console.log").read_text()
     assert "Bytes transferred = " in log
     assert re.search(r"embedbuild-test-init: running on armv7l 6\.1\.", log)
     assert any("power on to ready" in line for line in lines)
+    # The timeline, on one time axis: each stage ends before the next one starts.
+    order = ["power on", "power on to U-Boot prompt", "U-Boot network setup", "tftp zImage",
+             "tftp hello.cpio", "boot command", "kernel to /init", "init to ready"]
+    stages = {e.name: e for e in report.timeline}
+    assert [e.name for e in report.timeline if e.name in order] == order
+    for a, b in itertools.pairwise(order):
+        assert stages[a].end <= stages[b].start + 1e-3, (a, b)
+    data = json.loads((tmp_path / "boot.json").read_text())
+    assert [t["file"] for t in data["transfers"]] == ["zImage", "hello.cpio"]
+    assert all(0 < t["start"] < t["end"] < data["stages"][-1]["end"] for t in data["transfers"])
 
 
-@contextlib.contextmanager
-def _at_prompt(result: Path, extra: list[Path], workdir: Path):
-    """QEMU at its U-Boot prompt, with a TFTP server holding the result and extra files."""
-    board = load_board("qemu-arm-virt")
-    served = stage_files(result, workdir / "tftp", extra)
-    with BenchNetwork() as net, TftpServer(served, net.server_ip, 69, netns=net.path):
-        qemu = QemuBoard(board.qemu, net, workdir)
-        try:
-            with Console(qemu.power_on(), log=workdir / "console.log") as console:
-                uboot = UBootDriver(console, board.uboot.prompt)
-                uboot.interrupt()
-                yield board, uboot, net
-        finally:
-            qemu.power_off()
+class MissingFile(BootSource):
+    """A boot source whose commands load a file the server does not have."""
+
+    name = "missing-file"
+
+    def commands(self, target) -> list[str]:
+        return tftp_boot_commands(target.board, "zImage", "missing.cpio")
 
 
 def test_missing_file_is_reported(arm_result: Path, tmp_path: Path):
-    with _at_prompt(arm_result, [], tmp_path) as (board, uboot, net), \
-            pytest.raises(BootError) as e:
-        tftp_boot(board, uboot, net.server_ip, net.device_ip, net.netmask,
-                  tftp_boot_commands(board, "zImage", "missing.cpio"), HELLO_READY, BootReport(),
-                  timeout=30)
+    board = load_board("qemu-arm-virt")
+    with qemu_target(board, tmp_path, arm_result) as target, pytest.raises(BootError) as e:
+        target.boot(MissingFile(), HELLO_READY, timeout=30)
     assert "TFTP error: 'File not found' (1)" in str(e.value)
     assert "missing.cpio" in str(e.value)
 
@@ -85,8 +83,8 @@ def test_corrupted_ramdisk_is_reported(arm_result: Path, hello_initramfs: Path, 
     data = bytearray(rd.read_bytes())
     data[64 + 1000] ^= 0xFF  # one bit pattern in the payload: the data CRC must catch it
     rd.write_bytes(data)
-    with _at_prompt(arm_result, [rd], tmp_path) as (_board, uboot, _net):
-        uboot.check("setenv ipaddr 10.77.0.2; setenv serverip 10.77.0.1")
+    with qemu_target(load_board("qemu-arm-virt"), tmp_path, arm_result) as target:
+        uboot = target.prompt([rd])
         uboot.check("tftpboot 0x40400000 zImage")
         uboot.check("tftpboot 0x44000000 rd.uImage")
         with pytest.raises(BootError) as e:
@@ -98,10 +96,8 @@ def test_kernel_panic_is_detected_at_once(arm_result: Path, tmp_path: Path):
     no_init = build_hello_initramfs(tmp_path, with_init=False)
     board = load_board("qemu-arm-virt")
     t0 = time.monotonic()
-    with pytest.raises(BootError) as e, qemu_target(board, arm_result, tmp_path / "w",
-                                                    initrd=no_init, ready=HELLO_READY,
-                                                    timeout=120):
-        pass
+    with pytest.raises(BootError) as e, qemu_target(board, tmp_path / "w", arm_result) as target:
+        target.boot(TftpBoot(no_init), HELLO_READY, timeout=120)
     assert "Kernel panic - not syncing" in str(e.value)
     # found by its message, long before the 120 s stage timeout
     assert time.monotonic() - t0 < 60

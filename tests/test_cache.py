@@ -9,12 +9,25 @@ building a kernel; the slow test substitutes a whole qemu-arm-virt build."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from cache_server import closed_port_url, nginx, silent_server, tree_bytes
-from conftest import cli
+from conftest import cli, run_main
+from hostile import (
+    HostileServer,
+    Member,
+    resign,
+    run_watched,
+    small_disk,
+    with_archive,
+    zeros_sha256,
+)
+
+from embedbuild.store import Store
 
 BOARD = "qemu-arm-virt"
 STEP = "segment0"
@@ -34,7 +47,7 @@ def keys(tmp_path_factory) -> Path:
     """A folder with two key pairs: ci (trusted by the tests) and stranger."""
     d = tmp_path_factory.mktemp("keys")
     for name in ("ci", "stranger"):
-        r = cli("cache", "keygen", name, store=d / "unused", cwd=d)
+        r = run_main("cache", "keygen", name, store=d / "unused", cwd=d)
         assert r.code == 0, r.err
     return d
 
@@ -54,8 +67,8 @@ def cache(request, server, keys, store_a) -> tuple[str, Path]:
     A and signed by ci: (URL, its folder on the server)."""
     url, www = server
     name = request.node.name.replace("[", "-").replace("]", "")
-    r = cli("cache", "push", f"{url}/{name}", str(store_a[1]), "--key",
-            str(keys / "ci.secret"), store=store_a[0])
+    r = run_main("cache", "push", f"{url}/{name}", str(store_a[1]), "--key",
+                 str(keys / "ci.secret"), store=store_a[0])
     assert r.code == 0, r.err
     assert "1 item(s) pushed" in r.out
     return f"{url}/{name}", www / name
@@ -150,6 +163,7 @@ def _resign(folder: Path, key: Path, extra_file: bool = False) -> None:
     if extra_file:
         desc["files"]["extra.bin"] = {"type": "file", "mode": 0o444, "size": 1,
                                       "sha256": "0" * 64}
+        desc["size"] += 1
     d.write_text(json.dumps(load_secret(key).sign(desc)))
 
 
@@ -342,3 +356,153 @@ def test_cache_that_stalls_mid_download_times_out(cache, keys, tmp_path: Path):
                            "this build"], r.err
     assert f"built {NAME}" in r.err and seconds < 15
     assert not list((tmp_path / "store-b" / ".tmp").iterdir())
+
+
+# -- hostile caches through the CLI: one warning, a local build identical to the
+# reference, nothing left in the store, no traceback; a watchdog kills the build if
+# it writes more than 64 MiB or runs a minute (hostile.run_watched) ----------------
+
+
+def build_watched(tmp: Path, caches: str, keys: Path, config: str = "", store: Path | None = None):
+    """build_b under a watchdog: (the run, why the watchdog killed it or None)."""
+    store = store or tmp / "store-b"
+    if config:
+        path = tmp / "config" / "embedbuild" / "config.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config)
+    env = {"EMBEDBUILD_SUBSTITUTERS": caches,
+           "EMBEDBUILD_TRUSTED_KEYS": str(keys / "ci.public"),
+           "XDG_CONFIG_HOME": str(tmp / "config")}
+    return run_watched("build", BOARD, "--step", STEP, "--out-link", str(tmp / "seg-b"),
+                       store=store, env=env, max_bytes=64 << 20, seconds=60)
+
+
+def built_locally(r, killed: str | None, tmp: Path, store_a, why: str,
+                  store: Path | None = None) -> str:
+    """The checks every hostile case shares; returns the warning line."""
+    store = store or tmp / "store-b"
+    assert killed is None, f"watchdog: {killed}"
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    [line] = warnings(r)
+    assert line.endswith("; building it locally") and why in line, line
+    assert f"built {NAME}" in r.err
+    assert tree_bytes((tmp / "seg-b").resolve()) == tree_bytes(store_a[1])
+    assert not list((store / ".tmp").iterdir())
+    assert Store(store).verify() == []
+    return line
+
+
+@pytest.fixture(scope="module")
+def pushed(keys, store_a, tmp_path_factory) -> Path:
+    """A folder cache holding the cheap item, pushed once; tests break copies of it."""
+    folder = tmp_path_factory.mktemp("pushed") / "cache"
+    r = cli("cache", "push", str(folder), str(store_a[1]), "--key", str(keys / "ci.secret"),
+            store=store_a[0])
+    assert r.code == 0, r.err
+    return folder
+
+
+def _push_folder(pushed: Path, folder: Path) -> None:
+    shutil.copytree(pushed, folder)
+
+
+SPECIAL = {
+    "archive symlink to /dev/zero": ("archive", lambda p: p.symlink_to("/dev/zero"),
+                                     "its archive is a symlink, not a regular file"),
+    "description symlink to /dev/zero": ("description", lambda p: p.symlink_to("/dev/zero"),
+                                         "unreadable description"),
+    "archive a FIFO": ("archive", lambda p: os.mkfifo(p), "its archive is a FIFO, not a "
+                       "regular file"),
+}
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_folder_cache_reads_regular_files_only(keys, store_a, pushed, tmp_path: Path, case: str):
+    folder = tmp_path / "shared-cache"
+    _push_folder(pushed, folder)
+    which, make, why = SPECIAL[case]
+    target = _archive(folder) if which == "archive" else _description(folder)
+    target.unlink()
+    make(target)
+    r, killed = build_watched(tmp_path, str(folder), keys)
+    line = built_locally(r, killed, tmp_path, store_a, why if which == "archive" else "")
+    if which == "description":  # not followed: the cache's own file is what is missing
+        assert "a symlink, not a regular file" in line, line
+
+
+def test_endless_http_archive_stops_at_its_signed_size(keys, store_a, pushed, tmp_path: Path):
+    folder = tmp_path / "www"
+    _push_folder(pushed, folder)
+    rel = str(_archive(folder).relative_to(folder))
+    with HostileServer(folder, {rel: "endless"}) as server:
+        r, killed = build_watched(tmp_path, server.url, keys)
+    assert server.overrun == []
+    built_locally(r, killed, tmp_path, store_a, "its archive is larger than the "
+                  f"{_archive(folder).stat().st_size:,} bytes its description says")
+
+
+def test_slow_http_description_is_cut_off(keys, store_a, pushed, tmp_path: Path):
+    """A byte a second, with the defaults but a timeout of 1 s: the description must keep
+    up 64 KiB/s after three timeouts, so it is cut off after 3 s, not after the item's
+    whole deadline (600 s) or never."""
+    folder = tmp_path / "www"
+    _push_folder(pushed, folder)
+    rel = str(_description(folder).relative_to(folder))
+    with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
+        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ntimeout = 1\n")
+    # The server's own watchdog (30 s) never had to stop it; the reason is in the line.
+    assert server.overrun == []
+    built_locally(r, killed, tmp_path, store_a, "its description is too slow: slower than "
+                  "64 KiB/s after the first 3 s: ")
+
+
+def test_slow_http_archive_costs_the_configured_deadline(keys, store_a, pushed, tmp_path: Path):
+    folder = tmp_path / "www"
+    _push_folder(pushed, folder)
+    rel = str(_archive(folder).relative_to(folder))
+    with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
+        r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ndeadline = 1\n")
+    assert server.overrun == []
+    built_locally(r, killed, tmp_path, store_a, "its archive is too slow: not complete "
+                  "within the deadline for one item (1 s)")
+
+
+def test_deeply_nested_description_is_refused(keys, store_a, pushed, tmp_path: Path):
+    folder = tmp_path / "shared-cache"
+    _push_folder(pushed, folder)
+    _description(folder).write_text("[" * 100_000 + "]" * 100_000)
+    r, killed = build_watched(tmp_path, str(folder), keys)
+    built_locally(r, killed, tmp_path, store_a, "JSON nested deeper than 64 levels")
+
+
+def test_ill_typed_signed_description_is_refused(keys, store_a, pushed, tmp_path: Path):
+    """Signed by the trusted key, yet deps is no list: refused, so no later gc trips."""
+    folder = tmp_path / "shared-cache"
+    _push_folder(pushed, folder)
+    resign(_description(folder), keys / "ci.secret",
+           lambda d: (d["info"].update(deps="x"), d.update(references="x")))
+    r, killed = build_watched(tmp_path, str(folder), keys)
+    built_locally(r, killed, tmp_path, store_a, "ill-formed description: info.deps: Input "
+                  "should be a valid list")
+    assert cli("gc", store=tmp_path / "store-b").code == 0
+
+
+def test_zstd_bomb_honestly_described_is_refused_before_download(keys, store_a, pushed,
+                                                                  tmp_path: Path):
+    """256 MiB of zeros in a few KB, described as what it is: refused by the expansion
+    limit before a byte is fetched (the store is a small tmpfs: a regression fills that)."""
+    folder = tmp_path / "shared-cache"
+    _push_folder(pushed, folder)
+    size = 256 << 20
+    desc = json.loads(_description(folder).read_text())
+    files = {**desc["files"], "segment.cpio.z": {"type": "file", "mode": 0o444, "size": size,
+                                                 "sha256": zeros_sha256(size)}}
+    members = [Member("./", "dir", 0o555),
+               Member("./paths.json", data=(store_a[1] / "paths.json").read_bytes()),
+               Member("./segment.cpio.z", data=size)]
+    resign(_description(folder), keys / "ci.secret",
+           lambda d: with_archive(folder, d, members, files))
+    with small_disk(tmp_path / "small", mib=96) as disk:
+        r, killed = build_watched(tmp_path, str(folder), keys, store=disk / "store-b")
+        built_locally(r, killed, tmp_path, store_a, f"it would unpack to {size + 901:,} bytes",
+                      store=disk / "store-b")

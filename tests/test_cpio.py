@@ -49,7 +49,7 @@ def test_round_trip_of_concatenated_archives():
 
 def test_overlay_attributes_set_modes_owners_and_nodes(tmp_path: Path, monkeypatch):
     from embedbuild.load import find_overlay
-    from embedbuild.rootfs import overlay_entries
+    from embedbuild.rootfs.overlays import overlay_entries
 
     folder = tmp_path / "ov"
     (folder / "etc").mkdir(parents=True)

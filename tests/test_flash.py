@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, run_main
 
 from embedbuild import bootcmd
 from embedbuild.errors import StepError
@@ -43,7 +43,7 @@ def _error_line(r) -> str:
 def test_bad_layouts_are_refused_at_load(boards: Path, tmp_path: Path, old: str, new: str,
                                          message: str):
     _replace(boards / "qemu-arm-virt" / "board.toml", old, new)
-    r = cli("show", str(boards / "qemu-arm-virt"), store=tmp_path / "s")
+    r = run_main("show", str(boards / "qemu-arm-virt"), store=tmp_path / "s")
     line = _error_line(r)
     assert message in line and "board.toml" in line
 
@@ -64,8 +64,10 @@ def image(tmp_path: Path) -> Path:
     return p
 
 
-def _flash(board: str, *args: str, tmp_path: Path) -> object:
-    return cli("flash", board, *args, store=tmp_path / "store",
+def _flash(board: str, *args: str, tmp_path: Path, process: bool = False) -> object:
+    """`embedbuild flash` (in this process; in one of its own with ``process``)."""
+    run = cli if process else run_main
+    return run("flash", board, *args, store=tmp_path / "store",
                env={"EMBEDBUILD_BENCH": str(tmp_path / "bench")})
 
 
@@ -104,7 +106,7 @@ def test_image_one_byte_too_large_is_refused_before_power(tmp_path: Path):
 
 def test_flash_without_a_bench_says_what_to_give(image: Path, tmp_path: Path):
     r = _flash("qemu-arm-virt", "--partition", "firmware", "--image", str(image),
-               tmp_path=tmp_path)
+               tmp_path=tmp_path, process=True)
     assert "--qemu or --serial" in _error_line(r)
 
 
@@ -184,29 +186,32 @@ def test_boot_from_flash_commands():
     assert bootcmd.flash_boot(ap, ap.flash.partition("firmware"), 100)[-1] == "bootm 0x9f070000"
 
 
-def _mkfit(tmp_path: Path) -> tuple[Path, bytes, bytes]:
+def _mkfit(tmp_path: Path) -> tuple[Path, fit.FitDescription, dict[str, bytes]]:
     board = load_board("qemu-arm-virt")
-    kernel, ramdisk = b"K" * 5000, b"R" * 3000
-    (tmp_path / "zImage").write_bytes(kernel)
-    (tmp_path / "initramfs.cpio.gz").write_bytes(ramdisk)
-    (tmp_path / "x.its").write_text(fit.its(board, "zImage", "initramfs.cpio.gz"))
+    data = {"kernel-1": b"K" * 5000, "ramdisk-1": b"R" * 3000}
+    (tmp_path / "zImage").write_bytes(data["kernel-1"])
+    (tmp_path / "initramfs.cpio.gz").write_bytes(data["ramdisk-1"])
+    desc = fit.describe(board, "zImage", "initramfs.cpio.gz")
+    (tmp_path / "x.its").write_text(desc.its())
     subprocess.run(["mkimage", "-f", tmp_path / "x.its", tmp_path / "x.itb"], check=True,
                    capture_output=True)
-    return tmp_path / "x.itb", kernel, ramdisk
+    return tmp_path / "x.itb", desc, data
 
 
 def test_fit_is_parsed_back_and_checked(tmp_path: Path):
-    board = load_board("qemu-arm-virt")
-    itb, kernel, ramdisk = _mkfit(tmp_path)
-    facts = fit.verify(itb, board, kernel, ramdisk)
-    assert facts["load"] == "0x40400000" and facts["ramdisk_load"] == "0x44000000"
+    itb, desc, data = _mkfit(tmp_path)
+    facts = fit.verify(itb, desc, data)
+    assert facts["images"]["kernel-1"]["load"] == "0x40400000"
+    assert facts["images"]["ramdisk-1"]["load"] == "0x44000000"
+    assert facts["configurations"]["conf-1"] == {"kernel": "kernel-1", "ramdisk": "ramdisk-1",
+                                                 "signatures": []}
     listing = subprocess.run(["dumpimage", "-l", itb], capture_output=True, text=True).stdout
     assert re.search(r"Hash algo:\s+sha256", listing)
-    data = bytearray(itb.read_bytes())
-    data[data.index(b"K" * 100) + 10] ^= 1  # one bit of the kernel: its hash must disagree
-    itb.write_bytes(data)
+    blob = bytearray(itb.read_bytes())
+    blob[blob.index(b"K" * 100) + 10] ^= 1  # one bit of the kernel: its hash must disagree
+    itb.write_bytes(blob)
     with pytest.raises(StepError) as e:
-        fit.verify(itb, board, b"K" * 10 + bytes([ord("K") ^ 1]) + b"K" * 4989, ramdisk)
+        fit.verify(itb, desc, {**data, "kernel-1": bytes(blob[blob.index(b"K" * 100):][:5000])})
     assert "kernel-1 has no matching sha256 hash" in str(e.value)
 
 

@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, qemu_target
 
 from embedbuild import cli as eb_cli
 from embedbuild.load import load_board
 from embedbuild.manifest import Manifest
-from embedbuild.model.system import READY_LINE
-from embedbuild.rig import boot
 from embedbuild.rig import flash as rig_flash
-from embedbuild.rig.boot import Target, qemu_powered, uboot_prompt
-from embedbuild.rig.uboot import Result, UBootDriver, wait_ready
+from embedbuild.rig import target as rig_target
+from embedbuild.rig.bootsource import AutoBoot
+from embedbuild.rig.target import Target
+from embedbuild.rig.uboot import Result, UBootDriver
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -38,14 +38,12 @@ def _prompt(result: Path, workdir: Path, flash: Path, served: dict[str, bytes]
             ) -> Iterator[Target]:
     """qemu-arm-virt at its U-Boot prompt with this flash file, serving these files."""
     board = load_board("qemu-arm-virt")
-    folder = workdir / "tftp"
-    folder.mkdir(parents=True, exist_ok=True)
+    files = workdir / "files"
+    files.mkdir(parents=True, exist_ok=True)
     for name, data in served.items():
-        (folder / name).write_bytes(data)
-    with qemu_powered(board, result, workdir, flash) as (net, port, powered_on), uboot_prompt(
-            board, folder, workdir, port=port, baud=board.serial.baud, server_ip=net.server_ip,
-            device_ip=net.device_ip, netmask=net.netmask, netns=net.path,
-            powered_on=powered_on) as target:
+        (files / name).write_bytes(data)
+    with qemu_target(board, workdir, result, flash) as target:
+        target.prompt(sorted(files.iterdir()))
         yield target
 
 
@@ -59,10 +57,9 @@ def _random_flash(path: Path) -> bytes:
 
 def _flash_served(target: Target, image: Path, served_name: str):
     board = target.board
-    rig_flash.flash(target.uboot, board, board.flash.partition("firmware"), image,
-                    image.read_bytes(), filename=served_name, server_ip=target.server_ip,
-                    device_ip=target.device_ip, netmask=target.netmask,
-                    report=rig_flash.FlashReport("firmware"))
+    job = rig_flash.FlashJob(board, board.flash.partition("firmware"), image,
+                             image.read_bytes(), served_name)
+    rig_flash.flash(target.uboot, job, target.link, rig_flash.FlashReport("firmware"))
 
 
 def test_flash_boot_from_flash_and_nothing_else_changed(arm_result: Path, session_store: Path,
@@ -151,7 +148,7 @@ class LossyUBoot(UBootDriver):
 def test_write_that_did_not_land_fails_at_read_back(arm_result: Path, session_store: Path,
                                                     tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("EMBEDBUILD_BENCH", str(tmp_path / "bench"))
-    monkeypatch.setattr(boot, "UBootDriver", LossyUBoot)
+    monkeypatch.setattr(rig_target, "UBootDriver", LossyUBoot)
     code = eb_cli.main(["--store", str(session_store), "flash", "qemu-arm-virt",
                         "--partition", "firmware", "--qemu"])
     err = capsys.readouterr().err
@@ -173,8 +170,7 @@ def test_set_bootcmd_boots_from_flash_unattended(arm_result: Path, session_store
     board = load_board("qemu-arm-virt")
     flash = tmp_path / "bench" / "qemu-arm-virt" / "flash.img"
     # Powered on and left alone: the saved bootcmd boots the flashed image.
-    with qemu_powered(board, arm_result, tmp_path / "w", flash) as (_net, port, _t0), \
-            boot.board_console(board, port, board.serial.baud, tmp_path) as console:
-        wait_ready(console, READY_LINE, 120)
+    with qemu_target(board, tmp_path, arm_result, flash) as target:
+        target.boot(AutoBoot(), timeout=120)
     log = (tmp_path / "console.log").read_text()
     assert "Loading kernel from FIT Image at 04040000" in log

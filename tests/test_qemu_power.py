@@ -1,4 +1,4 @@
-"""QemuBoard's power on and off with a stand-in for qemu-system (no root, no QEMU):
+"""QemuBoard started and stopped with a stand-in for qemu-system (no root, no QEMU):
 a start that fails, times out or is interrupted leaves no process behind."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
 from embedbuild.rig.qemu import QemuBoard
+from embedbuild.rig.resource import QemuMachine
 
 
 class NoNetwork:
@@ -39,7 +40,8 @@ def _board(tmp_path: Path, script: str) -> QemuBoard:
     # /dev/fd/N of a pty's master would make a new pty.
     fake.write_text(f"#!/bin/bash\necho $$ > {tmp_path}/pid\n{script}\n")
     fake.chmod(0o755)
-    return QemuBoard(Qemu(system=str(fake), machine="virt"), NoNetwork(), tmp_path)
+    return QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
+                     tmp_path)
 
 
 def _read(port: str, n: int) -> bytes:
@@ -63,17 +65,17 @@ def _alive(tmp_path: Path) -> bool:
     return "\nState:\tZ" not in state
 
 
-def test_power_on_returns_the_pty_and_power_off_stops_it(tmp_path: Path):
+def test_start_returns_the_pty_and_stop_ends_it(tmp_path: Path):
     # The board prints before anyone opened its console: nothing of it is lost.
     board = _board(tmp_path, f"{SET_UP}\n{CONSOLE_FD}\n"
                              'printf "U-Boot 2023.01" >&$fd\nexec sleep 60')
-    port = board.power_on(timeout=10)
+    port = board.start(timeout=10)
     try:
         assert port.startswith("/dev/pts/")
         assert _alive(tmp_path)
         assert _read(port, 14) == b"U-Boot 2023.01"
     finally:
-        board.power_off()  # no QMP answer here: it is killed
+        board.stop()  # no QMP answer here: it is killed
     assert not _alive(tmp_path)
     assert not Path(port).exists()  # the pty is gone with it
 
@@ -81,23 +83,23 @@ def test_power_on_returns_the_pty_and_power_off_stops_it(tmp_path: Path):
 def test_exit_at_start_is_reported(tmp_path: Path):
     board = _board(tmp_path, "echo 'qemu: could not load firmware' >&2; exit 1")
     with pytest.raises(EmbedbuildError, match=r"QEMU exited at start: .*could not load firmware"):
-        board.power_on(timeout=10)
+        board.start(timeout=10)
 
 
 def test_not_set_up_in_time_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
     with pytest.raises(EmbedbuildError, match="did not set up in time"):
-        board.power_on(timeout=0.5)
+        board.start(timeout=0.5)
     assert not _alive(tmp_path)
 
 
 def test_interrupted_start_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
-    # Ctrl-C while power_on waits for QEMU to set up
+    # Ctrl-C while start waits for QEMU to set up
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        board.power_on(timeout=30)
+        board.start(timeout=30)
     timer.join()
     assert not _alive(tmp_path)
 
@@ -114,11 +116,11 @@ def test_console_link_for_a_serial_server(tmp_path: Path):
                              'printf "=> " >&$fd\nexec sleep 60')
     board.console_link, board.halted = link, True
     try:
-        port = board.power_on(timeout=10)
+        port = board.start(timeout=10)
         assert link.resolve() == Path(port)
         assert _read(str(link), 3) == b"=> "
     finally:
-        board.power_off()
+        board.stop()
     argv = (tmp_path / "argv").read_text().split()
     i = argv.index("-chardev")
     assert argv[i - 2] == "-add-fd" and argv[i - 1].endswith(",set=1")

@@ -22,9 +22,11 @@ import pytest
 from conftest import EMBEDBUILD, cli, free_port
 
 from embedbuild.load import load_board
-from embedbuild.rig.boot import board_console
+from embedbuild.rig.bench import Bench
 from embedbuild.rig.console import Console
 from embedbuild.rig.preflight import URL_TIMEOUT, PreflightError
+from embedbuild.rig.resource import ManualPower, SerialLine
+from embedbuild.rig.target import Target
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -125,9 +127,11 @@ def test_board_console_checks_the_server_keeps_the_line(tmp_path):
     """Also when the console opens (after preflight, e.g. once QEMU linked its pty): a
     server configured with the wrong device is one line, not a failed negotiation."""
     board = load_board("qemu-arm-virt")
-    with ser2net(tmp_path / "wrong-link", tmp_path) as s, \
-            pytest.raises(PreflightError, match="hung up at once: Device open failure"):
-        board_console(board, s.url, 115200, tmp_path)
+    with ser2net(tmp_path / "wrong-link", tmp_path) as s:
+        bench = Bench(SerialLine(port=s.url), None, ManualPower())
+        with Target(board, bench, tmp_path) as target, \
+                pytest.raises(PreflightError, match="hung up at once: Device open failure"):
+            target.open_console()
 
 
 def test_port_held_by_another_client_is_named(tmp_path, board_line):

@@ -20,9 +20,10 @@ def test_fragment_change_replans_only_config_and_kernel(boards: Path):
     changed = plan_board(load_board(str(boards / "qemu-arm-virt")))
     differ = {role for role, s in plan.steps.items() if changed.steps[role].key != s.key}
     # The config, the kernel, the flash and SD-card images holding it, and what depends
-    # on them only to check or to collect:
+    # on them only to check or to collect (the packages' kernel symbols, the FIT's size):
     # busybox, dropbear, the initramfs and its segments stay as they are.
-    assert differ == {"kconfig", "kernel", "initramfs-check", "fit", "sdimage", "result"}
+    assert differ == {"kconfig", "kernel", "initramfs-check", "kernel-needs", "fit", "fit-fits",
+                      "sdimage", "result"}
 
 
 
@@ -39,7 +40,7 @@ def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
     service = changed(text.replace("sleep 60", "sleep 61"))
     # The generated files only, and what holds the initramfs (the FIT flash image and
     # the SD-card image).
-    assert service == {"segment0", "initramfs", "fit", "sdimage", "result"}
+    assert service == {"segment0", "initramfs", "fit", "fit-fits", "sdimage", "result"}
     overlay_dir = tmp_path / "ov"
     (overlay_dir / "bench").mkdir(parents=True)
     toml.write_text(text)
@@ -53,4 +54,4 @@ def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
         overlay = changed(text)
     finally:
         del os.environ["EMBEDBUILD_OVERLAYS"]
-    assert overlay == {"segment3", "initramfs", "fit", "sdimage", "result"}
+    assert overlay == {"segment3", "initramfs", "fit", "fit-fits", "sdimage", "result"}

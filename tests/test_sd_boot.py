@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import qemu_target
 
 from embedbuild import session
 from embedbuild.load import load_board
 from embedbuild.manifest import Manifest
-from embedbuild.rig.shell import ShellDriver
+from embedbuild.rig.bootsource import SdBoot
 from embedbuild.store import Store, hash_file
 
 pytestmark = [pytest.mark.slow,
@@ -34,17 +35,18 @@ def test_boots_from_its_sd_image_with_no_key_pressed(board_name: str, machine: s
     image = result / m.sdcard.image
     before = hash_file(image)
     workdir = tmp_path / "run"
-    with session.open_target(board, result, workdir, session.Bench(), from_sd=True) as target:
+    with qemu_target(board, workdir, result) as target:
+        report = target.boot(SdBoot())
         log = target.console.text
         # U-Boot counted down and nobody stopped it; the card's extlinux.conf booted.
         assert "Hit any key to stop autoboot" in log
         assert "Found /extlinux/extlinux.conf" in log
         assert f"Retrieving file: /{m.kernel.file}" in log
-        shell = ShellDriver(target.console)
+        shell = target.shell()
         assert shell.run("uname -m") == (0, f"{machine}\n")
         status, cmdline = shell.run("cat /proc/cmdline")
         assert status == 0 and cmdline.strip() == m.kernel.cmdline
-        stages = dict(target.report.stages)
+        stages = dict(report.stages)
         assert stages["power on to ready"] < 60
         print(f"{board_name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
     # QEMU had a copy; the store's image is as built.

@@ -16,8 +16,8 @@ from embedbuild.bootcmd import extlinux_conf
 from embedbuild.cli import main
 from embedbuild.errors import BoardError
 from embedbuild.load import load_board
-from embedbuild.manifest import SdCardInfo
 from embedbuild.model.board import SdCard, SdRaw
+from embedbuild.outputs.sdimage import SdCardInfo
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.steps.sdimage import read_mbr, sdimage_step

@@ -19,6 +19,7 @@ from embedbuild import bootcmd
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.plan import plan_board
+from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.steps.dtbcheck import dtb_check_step
@@ -49,19 +50,20 @@ def test_the_dtb_and_its_check_are_per_board():
 
 
 def test_boot_commands_per_board():
-    virt = plan_board(load_board("qemu-aarch64-virt")).result.inputs["manifest"]["tftpboot"]
+    virt = plan_board(load_board("qemu-aarch64-virt")).result.inputs["manifest"]["uboot"][
+        "tftpboot"]
     assert virt == ["setenv bootargs 'console=ttyAMA0,115200'",
                     "tftpboot 0x40400000 Image", "tftpboot 0x44000000 initramfs.cpio.gz",
                     "booti 0x40400000 0x44000000:${filesize} 0x40000000"]
     go2 = load_board("odroid-go2")
     # The handheld's U-Boot gets the board's DTB over TFTP too, before the initramfs
     # whose ${filesize} booti reads.
-    assert plan_board(go2).result.inputs["manifest"]["tftpboot"][1:] == [
+    assert plan_board(go2).result.inputs["manifest"]["uboot"]["tftpboot"][1:] == [
         "tftpboot 0x280000 Image", "tftpboot 0x8300000 rk3326-odroid-go2.dtb",
         "tftpboot 0xa200000 initramfs.cpio.gz", "booti 0x280000 0xa200000:${filesize} 0x8300000"]
     # A USB Ethernet adapter exists for U-Boot only after `usb start`.
-    assert bootcmd.network(go2.uboot, "192.168.1.254", "192.168.1.20",
-                           "255.255.255.0")[0] == "usb start"
+    link = LanLink.parse("192.168.1.254", "192.168.1.20")
+    assert bootcmd.network(go2.uboot, link)[0] == "usb start"
 
 
 def test_the_kernel_key_ignores_what_the_sharing_board_sets(boards: Path, monkeypatch):

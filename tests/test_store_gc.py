@@ -27,18 +27,19 @@ from embedbuild.store import Store
 
 store, out, tries = Store(Path(sys.argv[1])), Path(sys.argv[2]), int(sys.argv[3])
 
+# The pauses are windows for gc, which runs many times in each (the test counts them).
 def build(ctx):
-    time.sleep(0.1)
+    time.sleep(0.04)
     (ctx.out / "f").write_text(ctx.step.name)
 
 for i in range(tries):
     for name in (f"a{i}", f"a{i}"):  # built, then found in the store (the cached path)
         s = Step("t", name, 1, {}, build)
         path = realise(store, s)[s.key]
-        time.sleep(0.05)
+        time.sleep(0.02)
         store.link_result(path, out / name)
         (out / name).unlink()
-        time.sleep(0.02)
+        time.sleep(0.01)
     store.link_result(path, out / name)
     print(path, flush=True)
 """

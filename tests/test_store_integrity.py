@@ -163,7 +163,7 @@ def test_gc_refuses_when_a_kept_item_has_an_unreadable_record(three, tmp_path: P
     _truncate(store.meta_path(items[0]) / "info.json")
     r = cli("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err
-    assert f"their info.json is unreadable: {items[0].name}" in r.err
+    assert f"their info.json is unreadable or ill-typed: {items[0].name}" in r.err
     assert "nothing was removed" in r.err and len(store.items()) == 3
 
 
@@ -267,3 +267,142 @@ def test_build_repair_rebuilds_a_tampered_source_item(tmp_path: Path):
     r = cli(*args, "--repair", store=store)
     assert r.code == 0 and "repairing" in r.err and makefile.read_bytes() == good
     assert cli("verify", store=store).code == 0
+
+
+def _edit(record: str, change):
+    """Rewrite a JSON record of the store with change(value) -> new value."""
+    def damage(meta: Path) -> None:
+        path = meta / record
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    return damage
+
+
+def _field(record: str, key: str, value):
+    return _edit(record, lambda d: {**d, key: value})
+
+
+def _replace(record: str, how: str):
+    def damage(meta: Path) -> None:
+        path = meta / record
+        path.unlink()
+        if how == "folder":
+            path.mkdir()
+        elif how == "/dev/zero":
+            path.symlink_to("/dev/zero")
+        elif how == "brackets":
+            path.write_text("[" * 100_000 + "]" * 100_000)
+    return damage
+
+
+def _entry(rel: str, key: str | None, value):
+    def change(files: dict) -> dict:
+        files[rel] = value if key is None else {**files[rel], key: value}
+        return files
+    return _edit("files.json", change)
+
+
+BAD_RECORDS = {
+    "deps a number": (_field("info.json", "deps", 5), "info.json is ill-typed: deps: Input "
+                      "should be a valid list"),
+    "deps of numbers": (_field("info.json", "deps", [1]), "info.json is ill-typed: deps.0: "
+                        "Input should be a valid string"),
+    "deps outside the store": (_field("info.json", "deps", ["../../etc"]), "info.json is "
+                               "ill-typed: deps.0: Value error, '../../etc' is not the name of a "
+                               "store item"),
+    "name a number": (_field("info.json", "name", 7), "info.json is ill-typed: name: Input "
+                      "should be a valid string"),
+    "version as text": (_field("info.json", "version", "1"), "info.json is ill-typed: "
+                        "version: Input should be a valid integer"),
+    "info a list": (_edit("info.json", lambda d: [d]), "info.json is ill-typed: (top): Input "
+                    "should be a valid dictionary"),
+    "info deeply nested": (_replace("info.json", "brackets"), "info.json is unreadable: JSON "
+                           "nested deeper than 64 levels"),
+    "info a symlink to /dev/zero": (_replace("info.json", "/dev/zero"), "info.json is "
+                                    "unreadable: a symlink, not a regular file"),
+    "files entry a string": (_entry("data", None, "file"), "files.json is ill-typed: data: "
+                             "Input should be a valid dictionary"),
+    "unknown entry type": (_entry("data", "type", "fifo"), "files.json is ill-typed: data: "
+                           "Input tag 'fifo' found using 'type' does not match"),
+    "size as text": (_entry("data", "size", "4"), "files.json is ill-typed: data.file.size: "
+                     "Input should be a valid integer"),
+    "mode as text": (_entry("data", "mode", "0444"), "files.json is ill-typed: data.file.mode: "
+                     "Input should be a valid integer"),
+    "files a symlink to /dev/zero": (_replace("files.json", "/dev/zero"), "files.json is "
+                                     "unreadable: a symlink, not a regular file"),
+}
+
+
+def _linked_pair(tmp_path: Path) -> tuple[Store, Step, dict[str, Path], Path]:
+    """A result (top) linked, and the item it was built from (dep)."""
+    store = Store(tmp_path / "s")
+
+    def build(ctx: Context) -> None:
+        (ctx.out / "data").write_text(ctx.step.name)
+
+    top = Step("t", "top", 1, {}, build, deps={"dep": Step("t", "dep", 1, {}, build)})
+    paths = realise(store, top)
+    store.link_result(paths[top.key], tmp_path / "result")
+    store.release_temp_roots()
+    return store, top, paths, paths[top.deps["dep"].key]
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS)
+def test_bad_record_is_damage_for_verify_and_gc(tmp_path: Path, case: str):
+    """Each kind of bad record, on the dependency of a linked result: verify reports it
+    in one line, gc refuses rather than guess (or goes on, when only the file list is
+    bad), builds refuse the item, repair removes it and the next build makes it anew."""
+    damage, problem = BAD_RECORDS[case]
+    store, top, paths, dep = _linked_pair(tmp_path)
+    damage(store.meta_path(dep))
+    [line] = store.verify()
+    assert line.startswith(f"{dep.name}: {META}/{dep.name}/{problem}"), line
+    with pytest.raises(EmbedbuildError, match="not trusted"):
+        realise(store, top.deps["dep"])
+    store.release_temp_roots()
+    if "info.json" in problem:
+        with pytest.raises(EmbedbuildError, match=f"ill-typed: {dep.name}"):
+            store.gc()
+        assert dep.exists()
+    else:
+        store.gc()
+    assert store.repair([dep]) == [line]
+    assert store.gc()[0] == 0  # nothing left to remove: the repair removed it
+    assert realise(store, top)[top.key] == paths[top.key]
+    assert realise(store, top.deps["dep"])[top.deps["dep"].key] == dep
+    assert store.verify() == []
+
+
+def test_bad_record_through_the_cli(tmp_path: Path):
+    """The same through the commands: one line each, never a traceback."""
+    store, _, _, dep = _linked_pair(tmp_path)
+    BAD_RECORDS["deps a number"][0](store.meta_path(dep))
+    r = cli("verify", store=store.root)
+    assert r.code == 1 and "Traceback" not in r.err
+    assert r.out == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: deps: Input "
+                     "should be a valid list\n")
+    r = cli("gc", store=store.root)
+    assert r.code == 1 and "Traceback" not in r.err and "nothing was removed" in r.err
+    assert len(r.err.splitlines()) == 2 and "gc --repair" in r.err  # error and hint
+    r = cli("gc", "--repair", store=store.root)
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    assert r.out.splitlines()[0] == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: "
+                                     "deps: Input should be a valid list: removed")
+    assert not dep.exists() and cli("verify", store=store.root).code == 0
+
+
+def test_odd_store_metadata_does_not_stop_gc(tmp_path: Path):
+    """A damage mark that is a folder, a temporary root that is no text, a gc root that
+    is a folder: gc and verify go on."""
+    store = Store(tmp_path / "s")
+    _, item = _item(store)
+    store.link_result(item, tmp_path / "result")
+    (store.meta_path(item) / "damage").mkdir()
+    (store.root / ".roots" / "odd").mkdir()
+    (store.root / ".temproots" / f"{os.getpid()}-junk").write_bytes(b"\xff\x00" * 100)
+    with pytest.raises(EmbedbuildError, match="damage mark is unreadable"):
+        store.lookup(_item(store)[0].key, "a")
+    assert store.verify() == []  # intact: the odd mark goes
+    assert store.lookup(_item(store)[0].key, "a") == item
+    store.release_temp_roots()
+    store.gc()
+    assert store.items() == [item]

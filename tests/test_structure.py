@@ -10,8 +10,10 @@ import pytest
 from embedbuild import bootcmd
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
-from embedbuild.outputs import REGISTRY, applicable, output
+from embedbuild.output import REGISTRY, output
+from embedbuild.outputs import applicable
 from embedbuild.plan import plan_board
+from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
@@ -24,22 +26,22 @@ from embedbuild.store import Store
 ])
 def test_tftp_boot_commands_come_from_the_plan(board: str, last: str):
     plan = plan_board(load_board(board))
-    cmds = plan.result.inputs["manifest"]["tftpboot"]
+    cmds = plan.result.inputs["manifest"]["uboot"]["tftpboot"]
     assert cmds[-1] == last
     assert cmds[0].startswith("setenv bootargs 'console=")
 
 
 def test_network_commands_carry_the_boards_tftp_settings():
     b = load_board("qemu-arm-virt")
-    cmds = bootcmd.network(b.uboot, "10.77.0.1", "10.77.0.2", "255.255.255.0")
+    cmds = bootcmd.network(b.uboot, LanLink.parse("10.77.0.1", "10.77.0.2"))
     assert "setenv tftpwindowsize 16" in cmds and "setenv ipaddr 10.77.0.2" in cmds
 
 
 def test_outputs_per_board():
-    assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == ["fit", "kernel",
-                                                                          "sdimage", "tftpboot"]
-    assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {"kernel", "tftpboot",
-                                                                      "uimage"}
+    assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == [
+        "fit", "initramfs", "kernel", "sdimage", "tftpboot"]
+    assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {
+        "initramfs", "kernel", "tftpboot", "uimage"}
 
 
 def test_an_output_name_is_registered_once():

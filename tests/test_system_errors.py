@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import cli, snapshot
+from conftest import cli, run_main, snapshot
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
@@ -19,9 +19,11 @@ def _edit(boards: Path, old: str, new: str) -> Path:
     return boards / "qemu-arm-virt"
 
 
-def _fails(board: Path, store: Path, *needles: str) -> None:
+def _fails(board: Path, store: Path, *needles: str, process: bool = False) -> None:
+    """The build is refused (in this process; in one of its own with ``process``)."""
     before = snapshot(store)
-    r = cli("build", str(board), "--out-link", str(board / "result"), store=store)
+    run = cli if process else run_main
+    r = run("build", str(board), "--out-link", str(board / "result"), store=store)
     assert r.code == 1 and "Traceback" not in r.err, r.err
     for n in needles:
         assert n in r.err, f"{n!r} not in {r.err}"
@@ -31,7 +33,7 @@ def _fails(board: Path, store: Path, *needles: str) -> None:
 def test_unknown_dependency(boards: Path, tmp_path: Path):
     b = _edit(boards, 'depends_on = ["syslogd"]\noutput', 'depends_on = ["sysklogd"]\noutput')
     _fails(b, tmp_path / "s", "service 'dropbear' depends on unknown service 'sysklogd'",
-           "board.toml:")
+           "board.toml:", process=True)
 
 
 def test_dependency_cycle_is_named(boards: Path, tmp_path: Path):

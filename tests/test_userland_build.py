@@ -9,15 +9,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli, manifest
+from conftest import ROOT, cli, manifest, qemu_target
 
 from embedbuild.cpio import Entry
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import StepError
 from embedbuild.load import load_board
 from embedbuild.model.board import Arch
-from embedbuild.rig.boot import qemu_target
-from embedbuild.rootfs import check_and_close
+from embedbuild.rig.bootsource import TftpBoot
+from embedbuild.rootfs.libraries import check_and_close
 from embedbuild.toolchain import Toolchain
 
 pytestmark = pytest.mark.slow
@@ -133,8 +133,8 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
             str(tmp_path / "r"), store=session_store)
     assert r.code == 0, r.err
     board = load_board("qemu-arm-virt", sysfile)
-    with qemu_target(board, (tmp_path / "r").resolve(), tmp_path / "w",
-                     ready=r"embedbuild: system (ready|up with failed services)\n") as t:
+    with qemu_target(board, tmp_path / "w", (tmp_path / "r").resolve()) as t:
+        t.boot(TftpBoot(), ready=r"embedbuild: system (ready|up with failed services)\n")
         log = t.console.text
     assert "embedbuild: service broken exited with status 3 (not restarted)" in log
     assert "embedbuild: service broken did not come up: exited with status 3" in log
@@ -147,3 +147,17 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
     assert times["notifies"][1] - times["notifies"][0] >= 0.3
     assert times["notifies"][0] >= times["steady"][1]
     assert manifest((tmp_path / "r").resolve()).board == "qemu-arm-virt"
+
+
+def test_a_kernel_symbol_a_package_needs_is_checked_in_the_final_config(
+        boards: Path, tmp_path: Path, session_store: Path):
+    # Only the kernel's config and the check are made (--step): no kernel compile.
+    base = boards / "common" / "kernel-base.config"
+    base.write_text(base.read_text().replace("CONFIG_UNIX98_PTYS=y\n", ""))
+    r = cli("build", str(boards / "qemu-arm-virt"), "--step", "kernel-needs", "--out-link",
+            str(tmp_path / "r"), store=session_store)
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    fragment = boards / "qemu-arm-virt" / "kernel.config"
+    assert f"error: {fragment}: package dropbear needs CONFIG_UNIX98_PTYS=y, but the kernel " \
+        "of qemu-arm-virt has it not set" in r.err
+    assert f"add CONFIG_UNIX98_PTYS=y to {fragment}" in r.err

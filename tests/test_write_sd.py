@@ -1,7 +1,8 @@
 """write-sd: an image written to a loop device (or a regular file) reads back identical;
 what must never be overwritten is refused before a byte is written: a missing path,
 something that is neither a block device nor a file, a device over the size limit, a
-device that is mounted. Never a real device."""
+device in use (mounted, a partition mounted, swap, a file behind a loop device that is,
+under any of its names), the image itself, a bad image. Never a real device."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import contextlib
 import io
 import os
 import shutil
+import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,7 +119,8 @@ def test_mounted_device_is_refused_untouched(tmp_path: Path):
             with pytest.raises(EmbedbuildError, match=f"in use: {dev} is mounted on {mnt}"):
                 write_sd(image, dev)
             # The file behind a mounted loop device is in use too.
-            with pytest.raises(EmbedbuildError, match="is mounted on"):
+            with pytest.raises(EmbedbuildError, match=f"{dev} \\(attached to {backing}\\) is "
+                               "mounted on"):
                 write_sd(image, backing)
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
@@ -125,13 +129,14 @@ def test_mounted_device_is_refused_untouched(tmp_path: Path):
 
 
 def test_mounted_is_read_from_the_mount_table(tmp_path: Path):
-    """Without root: the check reads /proc/mounts' format (a file of ours here)."""
+    """Without root: the check reads /proc/self/mountinfo's format (a file of ours here)."""
     target = tmp_path / "target"
     target.write_bytes(b"")
-    table = tmp_path / "mounts"
-    table.write_text(f"/dev/root / ext4 rw 0 0\n{target} /media/card vfat rw 0 0\n")
+    table = tmp_path / "mountinfo"
+    table.write_text(f"22 1 8:1 / / rw - ext4 /dev/root rw\n"
+                     f"40 22 0:55 / /media/card rw - vfat {target} rw\n")
     # A regular file has no device number to match: only a loop device on it would be.
-    check(_image(tmp_path), target, mounts=table)
+    check(_image(tmp_path), target, mountinfo=table)
 
 
 def test_cli_without_yes_needs_a_terminal(tmp_path: Path, capsys, monkeypatch):
@@ -155,3 +160,140 @@ def test_cli_refuses_a_missing_device_before_building(tmp_path: Path, capsys):
                  str(tmp_path / "nothing")])
     assert code == 1 and "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()
+
+
+# -- in use, by identity: every name of a file, every partition, loop, mount, swap ----
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    # A bound on every tool call: a stuck mount fails the test, not the run.
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@contextlib.contextmanager
+def _partitioned_loop(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """A file with an MBR and one ext4 partition, attached with partitions (losetup -P)
+    and that partition mounted: (backing file, loop device, mount point). Everything is
+    unmounted and detached afterwards."""
+    if os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("sfdisk"):
+        pytest.skip("loop devices need root, losetup and sfdisk")
+    backing = tmp_path / "disk.img"
+    with open(backing, "wb") as f:
+        f.truncate(24 * MIB)
+    r = subprocess.run(["sfdisk", "-q", str(backing)], input="start=2048, type=83\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = _run("losetup", "-f", "-P", "--show", str(backing))
+    if r.returncode != 0:
+        pytest.skip(f"no loop device here: {r.stderr.strip()}")
+    dev = Path(r.stdout.strip())
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    part = Path(f"{dev}p1")
+    try:
+        # The kernel may scan before the loop has its size (seen here: no partition
+        # after losetup -P); partx asks it to add them. Either way, wait for the node.
+        for wait in (2, 8):
+            deadline = time.monotonic() + wait
+            while not part.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not part.exists() and shutil.which("partx"):
+                _run("partx", "-a", str(dev))
+        if not part.exists():
+            pytest.skip("the loop device's partition node did not appear")
+        assert _run("mkfs.ext4", "-q", "-F", str(part)).returncode == 0
+        if _run("mount", str(part), str(mnt)).returncode != 0:
+            pytest.skip("cannot mount here")
+        try:
+            yield backing, dev, mnt
+        finally:
+            _run("umount", str(mnt))
+    finally:
+        _run("losetup", "-d", str(dev))
+
+
+def test_a_file_whose_loop_partition_is_mounted_is_refused_by_any_name(tmp_path: Path):
+    image = _image(tmp_path)
+    with _partitioned_loop(tmp_path) as (backing, dev, mnt):
+        before = backing.read_bytes()
+        other = tmp_path / "sub" / "same-disk.img"  # a hard link: another name, same inode
+        other.parent.mkdir()
+        os.link(backing, other)
+        via = tmp_path / "via"  # a path through a symlinked folder
+        via.symlink_to(tmp_path)
+        for target in (backing, other, via / "disk.img"):
+            with pytest.raises(EmbedbuildError) as e:
+                write_sd(image, target)
+            assert (f"{dev}p1 (a partition of {dev} (attached to {target})) is mounted on "
+                    f"{mnt}") in str(e.value), str(e.value)
+        # The loop device itself: its partition is mounted.
+        with pytest.raises(EmbedbuildError, match=f"{dev}p1 \\(a partition of {dev}\\) is "
+                           f"mounted on {mnt}"):
+            write_sd(image, dev)
+        assert backing.read_bytes() == before  # not a byte written
+
+
+def test_mounts_are_matched_by_device_number_not_name(tmp_path: Path):
+    """The partition mounted through a device node of another name is still found."""
+    image = _image(tmp_path)
+    with _partitioned_loop(tmp_path) as (backing, dev, mnt):
+        _run("umount", str(mnt))
+        rdev = os.stat(f"{dev}p1").st_rdev
+        node = tmp_path / "card-part"
+        os.mknod(node, 0o600 | stat.S_IFBLK, rdev)
+        assert _run("mount", str(node), str(mnt)).returncode == 0
+        with pytest.raises(EmbedbuildError, match=f"{dev}p1 \\(a partition of {dev}\\) is "
+                           f"mounted on {mnt}"):
+            write_sd(image, dev)
+        with pytest.raises(EmbedbuildError, match="is mounted on"):
+            write_sd(image, backing)
+
+
+def test_a_file_used_as_swap_is_refused(tmp_path: Path):
+    if os.geteuid() != 0 or not shutil.which("swapon"):
+        pytest.skip("swap needs root")
+    image = _image(tmp_path)
+    swap = tmp_path / "swapfile"
+    with open(swap, "wb") as f:
+        f.write(bytes(8 * MIB))
+    swap.chmod(0o600)
+    assert _run("mkswap", str(swap)).returncode == 0
+    if _run("swapon", str(swap)).returncode != 0:
+        pytest.skip("swapon refused here")
+    try:
+        link = tmp_path / "another-name"
+        os.link(swap, link)
+        with pytest.raises(EmbedbuildError, match=f"{link} is used as swap"):
+            write_sd(image, link)
+    finally:
+        _run("swapoff", str(swap))
+
+
+def test_the_image_is_never_written_onto_itself(tmp_path: Path):
+    image = _image(tmp_path)
+    same = tmp_path / "hard-link.img"
+    os.link(image, same)
+    for target in (image, same):
+        with pytest.raises(EmbedbuildError, match="is the image itself"):
+            write_sd(image, target)
+    with _loop(image) as dev, pytest.raises(EmbedbuildError, match="a loop device on the "
+                                            "image itself"):
+        write_sd(same, dev)
+
+
+@pytest.mark.parametrize("image", ["missing", "folder", "fifo"])
+def test_bad_image_is_one_error_line(tmp_path: Path, capsys, image: str):
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    path = tmp_path / "card.img"
+    if image == "folder":
+        path.mkdir()
+    elif image == "fifo":
+        os.mkfifo(path)
+    code = main(["--store", str(tmp_path / "store"), "write-sd", "qemu-arm-virt", str(target),
+                 "--image", str(path), "--yes"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    want = "does not exist" if image == "missing" else "is not a regular file"
+    assert err.splitlines()[0] == f"error: image {path} {want}", err
+    assert target.read_bytes() == b"keep" and not (tmp_path / "store").exists()

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EMBEDBUILD = str(Path(sys.executable).parent / "embedbuild")
 BOARD = "qemu-arm-virt"
 SETTLE = 30  # seconds the disk gets after a sync before each timed build
+BOOTS = 5  # boots of qemu-arm-virt the boot bench takes the median of
 
 
 def timed(argv: list[str], **kw) -> float:
@@ -235,10 +236,12 @@ def _tftpd_hpa() -> tuple[str | None, str]:
     return path, ""
 
 
-def _hpa_load(uboot, net, served: Path, in_tftpd: str, command: str, timeout: float) -> float:
-    """Seconds U-Boot's ``command`` takes with in.tftpd serving ``served`` in the namespace."""
-    hpa = subprocess.Popen(net.exec_argv(
-        [in_tftpd, "-L", "-s", "-a", f"{net.server_ip}:69", str(served)]))
+def _hpa_load(uboot, target, served: Path, in_tftpd: str, command: str,
+              timeout: float) -> float:
+    """Seconds U-Boot's ``command`` takes with in.tftpd serving ``served`` on the target's
+    bench network."""
+    hpa = subprocess.Popen(target.network.exec_argv(
+        [in_tftpd, "-L", "-s", "-a", f"{target.link.server_ip}:69", str(served)]))
     try:
         time.sleep(0.3)
         return uboot.check(command, timeout=timeout).seconds
@@ -250,31 +253,27 @@ def _hpa_load(uboot, net, served: Path, in_tftpd: str, command: str, timeout: fl
 @contextlib.contextmanager
 def _uboot_on_bench(board, work: Path):
     """qemu-arm-virt's U-Boot at its prompt on a bench network, its network set up with
-    the board's TFTP settings; yields (uboot, net)."""
-    from embedbuild import bootcmd
-    from embedbuild.rig.console import Console
-    from embedbuild.rig.netns import BenchNetwork
-    from embedbuild.rig.qemu import QemuBoard
-    from embedbuild.rig.uboot import UBootDriver
+    the board's TFTP settings, port 69 left free for the servers compared; yields
+    (uboot, target)."""
+    from embedbuild.rig.bench import BenchOptions
+    from embedbuild.rig.target import Target
 
-    with BenchNetwork() as net:
-        qemu = QemuBoard(board.qemu, net, work)
-        try:
-            with Console(qemu.power_on(), log=work / "console.log") as console:
-                uboot = UBootDriver(console, board.uboot.prompt)
-                uboot.interrupt()
-                for cmd in bootcmd.network(board.uboot, net.server_ip, net.device_ip,
-                                           net.netmask):
-                    uboot.check(cmd)
-                yield uboot, net
-        finally:
-            qemu.power_off()
+    with Target(board, BenchOptions().bench(board), work) as target:
+        uboot = target.prompt()
+        target.tftp.stop()
+        yield uboot, target
+
+
+def _our_server(served: Path, target):
+    """embedbuild's TFTP server on the target's bench network."""
+    from embedbuild.rig.tftp import TftpServer
+
+    return TftpServer(served, target.link.server_ip, 69, netns=target.network.path)
 
 
 def bench_rig(work: Path) -> None:
     from embedbuild import bootcmd
     from embedbuild.load import load_board
-    from embedbuild.rig.tftp import TftpServer
     from embedbuild.rig.uboot import BootError
 
     board = load_board(BOARD)
@@ -283,17 +282,17 @@ def bench_rig(work: Path) -> None:
     (served / "big.bin").write_bytes(os.urandom(16 * 2**20))
     in_tftpd, why = _tftpd_hpa()
     rates: dict[str, list[float]] = {"embedbuild": [], "tftpd-hpa": []}
-    with _uboot_on_bench(board, work) as (uboot, net):
+    with _uboot_on_bench(board, work / "prompt") as (uboot, target):
         load = bootcmd.tftp_load(0x42000000, "big.bin")
         for _ in range(3):
             # Both measured the same way: the time of U-Boot's tftpboot command.
-            with TftpServer(served, net.server_ip, 69, netns=net.path):
+            with _our_server(served, target):
                 r = uboot.check(load, timeout=120)
                 rates["embedbuild"].append(16 / r.seconds)
             if in_tftpd:
                 try:
                     rates["tftpd-hpa"].append(16 / _hpa_load(
-                        uboot, net, served, in_tftpd, load, 120))
+                        uboot, target, served, in_tftpd, load, 120))
                 except BootError as e:
                     in_tftpd, why = None, f"its load failed: {e.message}"
     ours = statistics.median(rates["embedbuild"])
@@ -309,7 +308,6 @@ def bench_rig(work: Path) -> None:
     bench_boot(work / "boot")
 
 
-BOOTS = 5  # boots the boot bench takes the median of
 # The parts of a boot the bench splits it into, from the boot report's stages.
 BOOT_PARTS = ("U-Boot prompt", "TFTP", "kernel to /init", "init to ready")
 
@@ -318,10 +316,10 @@ def boot_split(stages: list[tuple[str, float]], loaded: list[str]) -> dict[str, 
     """One boot's report stages as the bench's parts: power-on to the U-Boot prompt,
     the TFTP loads (U-Boot's command for each file in ``loaded``), kernel start to
     /init, /init to the ready line; "other" is what the total has beyond them (U-Boot's
-    network settings and boot command)."""
+    network setup and boot command)."""
     got = dict(stages)
     split = {"U-Boot prompt": got["power on to U-Boot prompt"],
-             "TFTP": sum(got.get(f"U-Boot {f}", 0.0) for f in loaded),
+             "TFTP": sum(got.get(f"tftp {f}", 0.0) for f in loaded),
              "kernel to /init": got["kernel to /init"],
              "init to ready": got["init to ready"]}
     split["other"] = got["power on to ready"] - sum(split.values())
@@ -331,9 +329,13 @@ def boot_split(stages: list[tuple[str, float]], loaded: list[str]) -> dict[str, 
 
 def bench_boot(work: Path) -> None:
     """Power-on to ready of qemu-arm-virt through U-Boot and embedbuild's TFTP server,
-    BOOTS times: each boot's split and the median of each part (goal: total <= 0.8 s)."""
+    BOOTS times: each boot's split and the median of each part (goal: total <= 0.8 s);
+    the median boot's timeline as SVG in the board's bench folder."""
     from embedbuild import session
     from embedbuild.load import load_board
+    from embedbuild.rig.bench import BenchOptions
+    from embedbuild.rig.bootsource import TftpBoot
+    from embedbuild.rig.target import Target
     from embedbuild.store import Store, cache_dir, default_root
     from embedbuild.timeline import boot_timeline_svg, seconds_of_day
 
@@ -343,11 +345,12 @@ def bench_boot(work: Path) -> None:
     names = [*BOOT_PARTS, "other", "total"]
     print("  ".join(f"{n:>15}" for n in names))
     for i in range(BOOTS):
-        with session.open_target(board, result, work / f"boot{i}", session.Bench()) as t:
-            splits.append(boot_split(t.report.stages,
-                                     [x.filename for x in t.report.transfers]))
+        with Target(board, BenchOptions().bench(board), work / f"boot{i}", result) as t:
+            report = t.boot(TftpBoot())
+            splits.append(boot_split(report.stages, [x.filename for x in report.transfers]))
             # When the power came on, on the console log's clock.
-            power_on = seconds_of_day(time.time() - (time.monotonic() - t.powered_on))
+            assert report.powered_on is not None
+            power_on = seconds_of_day(time.time() - (time.monotonic() - report.powered_on))
         svgs.append(boot_timeline_svg(work / f"boot{i}" / "console.log", power_on,
                                       title=f"{BOARD} boot {i + 1} of {BOOTS}"))
         print("  ".join(f"{splits[-1][n]:13.3f} s" for n in names), flush=True)
@@ -357,6 +360,7 @@ def bench_boot(work: Path) -> None:
           f"(median of {BOOTS}; goal <= 0.8)")
     median_boot = sorted(range(BOOTS), key=lambda i: splits[i]["total"])[BOOTS // 2]
     svg = cache_dir("EMBEDBUILD_BENCH", "bench") / BOARD / "timeline.svg"
+    svg.parent.mkdir(parents=True, exist_ok=True)
     svg.write_text(svgs[median_boot])
     print(f"timeline of the median boot: {svg}")
 
@@ -396,7 +400,6 @@ def bench_rig_loss(work: Path) -> None:
     from embedbuild import bootcmd
     from embedbuild.load import load_board
     from embedbuild.rig.console import ConsoleError
-    from embedbuild.rig.tftp import TftpServer
 
     board = load_board(BOARD)
     served = work / "served"
@@ -404,19 +407,19 @@ def bench_rig_loss(work: Path) -> None:
     (served / "loss.bin").write_bytes(os.urandom(LOSS_MIB * 2**20))
     in_tftpd, why = _tftpd_hpa()
     load = bootcmd.tftp_load(0x42000000, "loss.bin")
-    with _uboot_on_bench(board, work) as (uboot, net):
+    with _uboot_on_bench(board, work / "prompt") as (uboot, target):
         # The same U-Boot for both: its shortest timeout, and enough retries that
         # a lossy load goes on instead of starting over ("Retry count exceeded").
         for cmd in bootcmd.tftp_patience(timeout_ms=1000, retries=10000):
             uboot.check(cmd)
         for percent in LOSSES:
             try:
-                how = _set_loss(net, percent)
+                how = _set_loss(target.network, percent)
             except NoLoss as e:
                 print(f"{percent}% loss: not measured, no way to drop packets here ({e})")
                 continue
             try:
-                with TftpServer(served, net.server_ip, 69, netns=net.path):
+                with _our_server(served, target):
                     ours = LOSS_MIB / uboot.check(load, timeout=300).seconds
             except ConsoleError as e:  # BootError included
                 print(f"{percent}% loss: embedbuild's load failed, the rest not "
@@ -425,7 +428,7 @@ def bench_rig_loss(work: Path) -> None:
             line = f"{LOSS_MIB} MiB at {percent}% loss, embedbuild: {ours:6.2f} MiB/s"
             if in_tftpd:
                 try:
-                    theirs = LOSS_MIB / _hpa_load(uboot, net, served, in_tftpd, load, 900)
+                    theirs = LOSS_MIB / _hpa_load(uboot, target, served, in_tftpd, load, 900)
                     line += (f", tftpd-hpa: {theirs:6.2f} MiB/s, ratio {ours / theirs:6.2f}"
                              "  (goal >= 1.0)")
                 except ConsoleError as e:

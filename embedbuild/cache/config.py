@@ -44,4 +44,5 @@ def substituters(warn: Callable[[str], None],
         trusted[key.name] = key
     remotes = [Remote(c if "://" in c else str(Path(c).expanduser().absolute()),
                       settings.timeout) for c in caches]
-    return Substituters(remotes, trusted, warn, progress)
+    return Substituters(remotes, trusted, warn, progress, deadline=settings.deadline,
+                        build_deadline=settings.build_deadline, min_rate=settings.min_rate)

@@ -4,20 +4,21 @@ A download needs no signature: the lock's sha256 is the trust anchor, so a cache
 anyone who can write to it) can only serve the right bytes or be refused. `cache push`
 uploads the downloads a result was built from; a build asks the substituters for a
 missing one before it asks Debian, so a team keeps building a locked version after the
-archive dropped it. Every fetch is bounded by the lock's size and a deadline.
+archive dropped it. Every fetch goes through the bounded reader: at most the lock's
+size, by a deadline within the build's, at the substituters' minimum rate.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from embedbuild.cache.remote import Remote, Unreachable
+from embedbuild.bounded import Deadline, FetchError, Missing, TooSlow, Unreachable, fetch
+from embedbuild.cache.remote import Remote
 from embedbuild.model.source import Source
-from embedbuild.store import hash_file
 
-# A source download from a cache must be complete within this many seconds.
+# A source download from a cache must be complete within this many seconds (the
+# kernel tarball is 138 MB).
 DEADLINE = 1800.0
 
 
@@ -26,46 +27,36 @@ def download_path(sha256: str) -> str:
     return f"sources/{sha256}"
 
 
-class _Breach(Exception):
-    """A download went past its byte limit or its deadline (the reason, in words)."""
-
-
-def fetch_download(remotes: list[Remote], src: Source, dest: Path, warn: Callable[[str], None],
-                   dropped: set[str], deadline: float = DEADLINE) -> bool:
+def fetch_download(remotes: list[Remote], src: Source, dest: Path, *, dropped: set[str],
+                   warn: Callable[[str], None], build_deadline: Deadline, min_rate: float,
+                   grace_timeouts: float) -> bool:
     """Fetch src's file from the first cache that holds it into dest; True when dest then
     holds exactly the locked bytes. Each refusal is one line to ``warn``; a cache that
-    cannot be reached is added to ``dropped`` and not asked again."""
+    cannot be reached, or is too slow, is added to ``dropped`` and not asked again. The
+    download must keep ``min_rate`` after ``grace_timeouts`` of the cache's timeout."""
     rel = download_path(src.sha256)
     for remote in remotes:
-        if remote.location in dropped:
+        if remote.location in dropped or build_deadline.passed():
             continue
-        end = time.monotonic() + deadline
-
-        def bounded(done: int, remote: Remote = remote, end: float = end) -> None:
-            if done > src.limit:
-                raise _Breach(f"it sent more than the {src.limit:,} bytes locked")
-            if time.monotonic() > end:
-                raise _Breach(f"it took longer than {deadline:.0f} s")
-
+        deadline = Deadline(DEADLINE, "the deadline for one source download",
+                            parent=build_deadline, min_rate=min_rate,
+                            grace=grace_timeouts * remote.timeout)
         try:
-            if not remote.exists(rel):
-                continue
-            remote.download(rel, dest, bounded)
+            fetch(remote.where(rel), dest, limit=src.limit, exact=src.size is not None,
+                  sha256=src.sha256, deadline=deadline, timeout=remote.timeout)
+            return True
+        except Missing:
+            if not remote.url and not Path(remote.location).is_dir():
+                dropped.add(remote.location)
+                warn(f"cache {remote}: no such folder; not using it in this build")
         except Unreachable as e:
             dropped.add(remote.location)
-            warn(f"cache {remote}: {e}; not using it in this build")
-            continue
-        except FileNotFoundError:
-            continue
-        except _Breach as e:
-            dest.unlink(missing_ok=True)
-            warn(f"cache {remote}: source {src.basename} refused: {e}; fetching it elsewhere")
-            continue
-        if hash_file(dest) == src.sha256:
-            return True
-        dest.unlink(missing_ok=True)
-        warn(f"cache {remote}: source {src.basename} refused: it is not the locked file "
-             "(sha256); fetching it elsewhere")
+            warn(f"cache {remote}: {e.message}; not using it in this build")
+        except FetchError as e:
+            if isinstance(e, TooSlow):
+                dropped.add(remote.location)
+            warn(f"cache {remote}: source {src.basename} refused: {e.message}; "
+                      "fetching it elsewhere")
     return False
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from embedbuild.bounded import FetchError, read_file
 from embedbuild.errors import EmbedbuildError
 
+MAX_KEY_FILE = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -51,19 +53,34 @@ def canonical(description: dict) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def check_signature(description: dict, trusted: dict[str, PublicKey]) -> str | None:
-    """None when the description is signed by a trusted key, else why not (in words)."""
+@dataclass(frozen=True)
+class BadSignature:
+    """Why a description's signature is not accepted.
+
+    Args:
+        reason: in words.
+        untrusted_signer: signed (maybe well) by a key not trusted here: every
+            description from the same signer fails alike.
+    """
+
+    reason: str
+    untrusted_signer: bool = False
+
+
+def check_signature(description: dict, trusted: dict[str, PublicKey]) -> BadSignature | None:
+    """None when the description is signed by a trusted key, else why not."""
     sig = description.get("signature")
     if not isinstance(sig, str) or ":" not in sig:
-        return "its description is not signed"
+        return BadSignature("its description is not signed")
     name, _, b64 = sig.partition(":")
     key = trusted.get(name)
     if key is None:
-        return f"signed by {name!r}, a key not trusted here"
+        return BadSignature(f"signed by {name[:64]!r}, a key not trusted here",
+                            untrusted_signer=True)
     try:
         key.key.verify(base64.b64decode(b64, validate=True), canonical(description))
     except (InvalidSignature, binascii.Error, ValueError):
-        return f"the signature by {name!r} does not match its description"
+        return BadSignature(f"the signature by {name!r} does not match its description")
     return None
 
 
@@ -92,9 +109,13 @@ def keygen(name: str, directory: Path = Path()) -> tuple[Path, Path]:
 
 def _read(path: Path, what: str) -> tuple[str, bytes]:
     try:
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EmbedbuildError(f"cannot read this {what} key: {e}", where=str(path)) from None
+        # A key file is one short line: anything else (a device, a huge file) is not read.
+        text = read_file(path, limit=MAX_KEY_FILE, follow_symlinks=True).decode().strip()
+    except FetchError as e:
+        raise EmbedbuildError(f"cannot read this {what} key: {e.message}",
+                              where=str(path)) from None
+    except UnicodeDecodeError:
+        text = ""
     name, _, b64 = text.partition(":")
     try:
         raw = base64.b64decode(b64, validate=True)

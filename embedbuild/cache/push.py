@@ -8,21 +8,22 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from embedbuild.cache.archive import COMPRESSION, SUFFIX, pack
+from pydantic import ValidationError
+
+from embedbuild.cache.archive import COMPRESSION, pack
+from embedbuild.cache.description import (
+    FORMAT,
+    DescriptionError,
+    archive_path,
+    description_path,
+    validate,
+)
 from embedbuild.cache.downloads import push_download
 from embedbuild.cache.keys import SecretKey
 from embedbuild.cache.remote import Remote
 from embedbuild.errors import EmbedbuildError, SourceError
 from embedbuild.model.source import Source
-from embedbuild.store import Store, hash_file, tree_manifest
-
-# Bumped when what a description holds changes; substituters refuse other formats.
-FORMAT = 1
-
-
-def description_path(key: str) -> str:
-    """Where the description of the item with this step key lives in a cache."""
-    return f"items/{key}.json"
+from embedbuild.store import Store, hash_file
 
 
 def closure(store: Store, results: list[Path]) -> list[Path]:
@@ -39,12 +40,11 @@ def closure(store: Store, results: list[Path]) -> list[Path]:
             raise EmbedbuildError(
                 f"{item.name} is not in the store", where=wanted_by,
                 hint="build the board again (gc may have removed it), then push")
-        if (store.meta_path(item) / "damage").exists():
+        if store.damage(item) is not None:
             raise EmbedbuildError(
                 "`embedbuild verify` found damage in this item: it is not pushed",
                 where=str(item), hint="repair it (embedbuild build BOARD --repair), then push")
-        info = json.loads((store.meta_path(item) / "info.json").read_text())
-        for dep in info.get("deps", []):
+        for dep in store.record(item).deps:
             visit(store.root / dep, item.name)
         order.append(item)
 
@@ -54,25 +54,30 @@ def closure(store: Store, results: list[Path]) -> list[Path]:
 
 
 def describe(store: Store, item: Path, archive: Path) -> dict:
-    """The unsigned description of item whose archive is ``archive``."""
-    info = json.loads((store.meta_path(item) / "info.json").read_text())
-    record = store.meta_path(item) / "files.json"
-    # An item unpacked from a pinned archive records that archive instead of its files.
-    files = json.loads(record.read_text()) if record.is_file() else tree_manifest(item)
-    info.pop("store_format", None)
+    """The unsigned description of item whose archive is ``archive``; checked against
+    the model substituters check it with, so a bad one is never uploaded."""
+    record = store.record(item)
+    info = record.model_dump(exclude={"store_format"})
+    files = store.files(item)
     digest = hash_file(archive)
-    return {
+    desc = {
         "format": FORMAT,
-        "key": info["key"],
-        "name": info["name"],
+        "key": record.key,
+        "name": record.name,
         "item": item.name,
         "info": info,
-        "references": info.get("deps", []),
+        "references": record.deps,
         "files": files,
         "size": sum(e.get("size", 0) for e in files.values()),
-        "archive": {"path": f"archives/{digest}{SUFFIX}", "sha256": digest,
+        "archive": {"path": archive_path(digest), "sha256": digest,
                     "size": archive.stat().st_size, "compression": COMPRESSION},
     }
+    try:
+        validate({**desc, "signature": "unsigned:"})
+    except DescriptionError as e:
+        raise EmbedbuildError(f"cannot describe it for a cache: {e}", where=str(item),
+                              hint="`embedbuild verify` checks its record") from None
+    return desc
 
 
 def push_source(store: Store, dest: Remote, item: Path, say: Callable[[str], None]) -> None:
@@ -80,10 +85,14 @@ def push_source(store: Store, dest: Remote, item: Path, say: Callable[[str], Non
     so the cache serves it after its origin dropped it."""
     from embedbuild.steps.source import fetch
 
-    origin = store.meta_path(item) / "origin.json"
-    if not origin.is_file():
+    origin = store.origin(item)
+    if origin is None:
         return
-    src = Source.model_validate(json.loads(origin.read_text())["source"])
+    try:
+        src = Source.model_validate(origin.get("source"))
+    except ValidationError:
+        say(f"source of {item.name} not pushed: its origin record names no locked file")
+        return
     try:
         path = fetch(src)
     except SourceError as e:
@@ -112,8 +121,7 @@ def push(store: Store, dest: Remote, results: list[Path], key: SecretKey,
     with tempfile.TemporaryDirectory(prefix="embedbuild-push-") as tmp:
         for item in items:
             push_source(store, dest, item, say)
-            info = json.loads((store.meta_path(item) / "info.json").read_text())
-            rel = description_path(info["key"])
+            rel = description_path(store.record(item).key)
             if dest.exists(rel):
                 skipped += 1
                 continue

@@ -1,130 +1,104 @@
 """Reading and writing a binary cache: a folder (a shared filesystem, or what a static
 web server serves) or an http(s) URL that answers GET and HEAD and takes PUT.
 
-Every network operation has a bounded timeout (connecting and each read), so a cache
-that is down or never answers costs seconds, not a hang."""
+Every read goes through embedbuild.bounded: a byte limit, a total deadline, a timeout
+for connecting and for each read, regular files only in a folder. So a cache that is
+down, silent, slow or endless costs seconds and bytes it is allowed, not a hang or a
+full disk."""
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-# A description lists every file of an item: a kernel source tree's runs to megabytes.
-MAX_DESCRIPTION = 64 << 20
-CHUNK = 1 << 16
-# What talking to a server can raise: refused, reset, timed out, a malformed answer
-# (http.client.HTTPException) or a URL it cannot even send (InvalidURL, a ValueError).
-_NET = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
+from embedbuild.bounded import (
+    DEFAULT_TIMEOUT,
+    NETWORK_ERRORS,
+    Deadline,
+    Missing,
+    Unreachable,
+    fetch,
+    fetch_bytes,
+    open_location,
+    parse_json,
+    why,
+)
+from embedbuild.cache.description import MAX_DESCRIPTION
 
-
-class Unreachable(Exception):
-    """The cache cannot be reached or does not answer (the reason, in words)."""
-
-
-def _why(e: BaseException) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code} {e.reason}"
-    if isinstance(e, urllib.error.URLError):
-        e = e.reason if isinstance(e.reason, BaseException) else e
-    if isinstance(e, TimeoutError | socket.timeout):
-        return "no answer (timed out)"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused (is it down?)"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    if isinstance(e, http.client.HTTPException | ValueError):
-        return f"{e.__class__.__name__}: {e}"
-    return str(e) or e.__class__.__name__
+__all__ = ["MAX_DESCRIPTION", "Remote", "Unreachable"]
 
 
 class Remote:
-    """One cache: ``location`` is a folder or an http(s) URL."""
+    """One cache: ``location`` is a folder or an http(s) URL; ``timeout`` bounds each
+    connect and each read (the deadlines given to each call bound the whole)."""
 
-    def __init__(self, location: str, timeout: float = 5.0) -> None:
+    def __init__(self, location: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.location = location.rstrip("/")
         self.timeout = timeout
         self.http = location.startswith(("http://", "https://"))
+        # Any other URL (ftp://, file://) is refused where it is read, as unreachable.
+        self.url = "://" in location
 
     def __str__(self) -> str:
         return self.location
 
-    def _url(self, rel: str) -> str:
-        return f"{self.location}/{rel}"
+    def where(self, rel: str) -> str:
+        """rel's URL, or its path in the folder (rel is one of the cache's own names)."""
+        return f"{self.location}/{rel}" if self.url else str(Path(self.location) / rel)
 
-    def _open(self, rel: str, method: str = "GET", data=None, headers: dict | None = None):
-        req = urllib.request.Request(self._url(rel), data=data, method=method,
-                                     headers=headers or {})
-        return urllib.request.urlopen(req, timeout=self.timeout)
+    def _missing(self, e: Missing) -> Missing | Unreachable:
+        """A file missing from a folder that is itself missing: the cache is down."""
+        if not self.url and not Path(self.location).is_dir():
+            return Unreachable(f"no such folder {self.location}", where=self.location)
+        return e
 
     def exists(self, rel: str) -> bool:
-        """True when the cache holds rel."""
-        if not self.http:
-            return (Path(self.location) / rel).is_file()
+        """True when the cache holds rel (a regular file, in a folder)."""
+        if not self.url:
+            p = Path(self.location) / rel
+            return p.is_file() and not p.is_symlink()
         try:
-            with self._open(rel, "HEAD"):
+            with open_location(self.where(rel), deadline=Deadline(self.timeout * 4),
+                               timeout=self.timeout, method="HEAD"):
                 return True
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return False
-            raise Unreachable(_why(e)) from None
-        except _NET as e:
-            raise Unreachable(_why(e)) from None
+        except Missing:
+            return False
 
-    def get_json(self, rel: str) -> object | None:
-        """rel's JSON; None when the cache does not hold it. Unreachable when the cache
-        cannot be asked; ValueError when the answer is no JSON."""
+    def get_json(self, rel: str, deadline: Deadline) -> object | None:
+        """rel's JSON (at most MAX_DESCRIPTION bytes, nested at most bounded.MAX_DEPTH
+        deep, by ``deadline``); None when the cache does not hold it. Raises the
+        FetchError of what went wrong otherwise (Unreachable: the cache cannot be asked)."""
         try:
-            if not self.http:
-                try:
-                    with open(Path(self.location) / rel, "rb") as f:
-                        data = f.read(MAX_DESCRIPTION + 1)
-                except FileNotFoundError:
-                    if not Path(self.location).is_dir():
-                        raise Unreachable(f"no such folder {self.location}") from None
-                    return None
-            else:
-                with self._open(rel) as r:
-                    data = r.read(MAX_DESCRIPTION + 1)
-        except urllib.error.HTTPError as e:
-            if e.code in (404, 410):
-                return None
-            raise Unreachable(_why(e)) from None
-        except _NET as e:
-            raise Unreachable(_why(e)) from None
-        if len(data) > MAX_DESCRIPTION:
-            raise ValueError("description too large")
-        return json.loads(data)
+            data = fetch_bytes(self.where(rel), limit=MAX_DESCRIPTION, deadline=deadline,
+                               timeout=self.timeout)
+        except Missing as e:
+            err = self._missing(e)
+            if isinstance(err, Unreachable):
+                raise err from None
+            return None
+        return parse_json(data, where=self.where(rel))
 
-    def download(self, rel: str, dest: Path, progress: Callable[[int], None]) -> None:
-        """Copy rel to dest, calling progress(bytes so far) as it goes. Unreachable when
-        the cache cannot be asked or stops answering; FileNotFoundError when it lacks rel."""
+    def download(self, rel: str, dest: Path, *, size: int, sha256: str, deadline: Deadline,
+                 progress: Callable[[int], None]) -> None:
+        """Copy rel to dest: exactly ``size`` bytes whose sha256 is ``sha256``, by
+        ``deadline``, calling progress(bytes so far). Raises a FetchError (Missing,
+        TooLarge, Truncated, Mismatch, TooSlow, NotAFile, Unreachable); dest is then gone."""
         try:
-            with (open(Path(self.location) / rel, "rb") if not self.http
-                  else self._open(rel)) as src, open(dest, "wb") as out:
-                done = 0
-                while chunk := src.read(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    progress(done)
-        except urllib.error.HTTPError as e:
-            if e.code in (404, 410):
-                raise FileNotFoundError(rel) from None
-            raise Unreachable(_why(e)) from None
-        except FileNotFoundError:
-            raise
-        except _NET as e:
-            raise Unreachable(_why(e)) from None
+            fetch(self.where(rel), dest, limit=size, exact=True, sha256=sha256,
+                  deadline=deadline, timeout=self.timeout, progress=progress)
+        except Missing as e:
+            raise self._missing(e) from None
 
     def put(self, rel: str, src: Path | bytes) -> None:
         """Store src (a file or bytes) as rel; the name appears only once it is complete
         (a temporary name then a rename in a folder; nginx's PUT does the same)."""
+        if self.url and not self.http:
+            raise Unreachable("only http://, https:// and folders take uploads",
+                              where=self.location)
         if not self.http:
             dest = Path(self.location) / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -143,11 +117,18 @@ class Remote:
             return
         size = len(src) if isinstance(src, bytes) else src.stat().st_size
         headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+
+        def send(data) -> None:
+            req = urllib.request.Request(self.where(rel), data=data, method="PUT",
+                                         headers=headers)
+            with urllib.request.urlopen(req, timeout=self.timeout):
+                return
+
         try:
             if isinstance(src, bytes):
-                with self._open(rel, "PUT", src, headers):
-                    return
-            with open(src, "rb") as f, self._open(rel, "PUT", f, headers):
-                return
-        except _NET as e:
-            raise Unreachable(_why(e)) from None
+                send(src)
+            else:
+                with open(src, "rb") as f:
+                    send(f)
+        except NETWORK_ERRORS as e:
+            raise Unreachable(why(e), where=self.where(rel)) from None

@@ -17,6 +17,16 @@ class CacheSettings(Strict):
     timeout: float = Field(
         default=5.0, gt=0, le=120,
         description="seconds to wait for a cache to connect or send more (each time)")
+    deadline: float = Field(
+        default=600.0, gt=0, le=86400,
+        description="seconds one item (its description and archive) may take in all")
+    build_deadline: float = Field(
+        default=3600.0, gt=0, le=7 * 86400,
+        description="seconds all cache fetches of one build may take together")
+    min_rate: int = Field(
+        default=64 << 10, ge=0,
+        description="bytes a second an item must keep up on average after a grace of "
+        "three timeouts (0: no rate asked)")
 
 
 class UserConfig(Strict):

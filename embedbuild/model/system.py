@@ -95,6 +95,30 @@ def _ssh_key(line: str) -> str:
 
 SshKey = Annotated[str, AfterValidator(_ssh_key)]
 
+
+def _package(name: str, info: ValidationInfo) -> str:
+    """A package a system may list: a program recipe (the loader gives the registry's
+    facts: name -> "base", "library" or "program")."""
+    known = (info.context or {}).get("packages")
+    if known is None:
+        raise ValueError(f"package {name!r} cannot be resolved here")
+    if name not in known:
+        kinds = {k: ", ".join(sorted(n for n, kind in known.items() if kind == k)) or "none"
+                 for k in ("program", "base", "library")}
+        raise ValueError(f"{name!r} is not known: a system can list {kinds['program']} "
+                         f"(in every system: {kinds['base']}; libraries, which come with the "
+                         f"programs that link them: {kinds['library']}; one recipe each in "
+                         "embedbuild/packages/)")
+    if known[name] == "base":
+        raise ValueError(f"{name} is in every system already")
+    if known[name] == "library":
+        raise ValueError(f"{name} is a library: list the programs that link it, which "
+                         "bring it along")
+    return name
+
+
+Package = Annotated[str, AfterValidator(_package)]
+
 # What the init prints once every service is up: what rigs and tests wait for.
 READY_LINE = "embedbuild: system ready"
 
@@ -103,6 +127,8 @@ class Service(Strict):
     """A supervised service.
 
     Args:
+        use: a default service a package offers (its fields, under its name); the
+            fields given beside it replace the default's.
         name: unique name (also its pid file, /run/svc/NAME.pid).
         command: shell command that runs in the foreground.
         depends_on: services that must be up before this one starts.
@@ -118,6 +144,7 @@ class Service(Strict):
             0.2 s; one that exits first did not come up.
     """
 
+    use: Name | None = None
     name: Name
     command: ShellText = Field(min_length=1)
     depends_on: list[Name] = []
@@ -127,6 +154,19 @@ class Service(Strict):
     ready: ShellText | None = Field(default=None, min_length=1)
     # busybox sh redirects descriptors 0-9; 0-2 are the service's stdio.
     ready_fd: int | None = Field(default=None, ge=3, le=9)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _package_default(cls, data: Any, info: ValidationInfo) -> Any:
+        # The loader gives the services packages offer: name -> (package, fields).
+        if not isinstance(data, dict) or data.get("use") is None:
+            return data
+        offered = (info.context or {}).get("services", {})
+        if data["use"] not in offered:
+            known = ", ".join(f"{n} ({p})" for n, (p, _) in sorted(offered.items()))
+            raise ValueError(f"no package offers a service {data['use']!r} (offered: "
+                             f"{known or 'none'})")
+        return {"name": data["use"], **offered[data["use"]][1], **data}
 
     @field_validator("environment")
     @classmethod
@@ -270,7 +310,8 @@ class System(Strict):
         authorized_keys: SSH public keys dropbear accepts for root (password logins are off).
         overlays: folders copied into the rootfs, in order (named in the file,
             resolved to their folders and attributes at load).
-        packages: extra packages beside busybox (e.g. "dropbear").
+        packages: packages besides the base userland (busybox), by recipe name (e.g.
+            "dropbear"); checked against the recipes at load.
         compression: how each initramfs segment is compressed.
         initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
     """
@@ -283,7 +324,7 @@ class System(Strict):
     services: list[Service] = []
     authorized_keys: list[SshKey] = []
     overlays: list[Overlay] = []
-    packages: list[Literal["dropbear"]] = []
+    packages: list[Package] = []
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
     initramfs: Literal["separate", "builtin"] = "separate"
 
@@ -321,6 +362,17 @@ class System(Strict):
                     raise ValueError(f"service {s.name!r} depends on unknown service {d!r} "
                                      f"(known: {', '.join(names)})")
         service_order(self.services)  # refuses cycles
+        return self
+
+    @model_validator(mode="after")
+    def _used_packages(self, info: ValidationInfo) -> Self:
+        offered = (info.context or {}).get("services", {})
+        base = {n for n, kind in (info.context or {}).get("packages", {}).items()
+                if kind == "base"}
+        for s in self.services:
+            if s.use is not None and (pkg := offered[s.use][0]) not in {*self.packages, *base}:
+                raise ValueError(f"service {s.name!r} uses the default of package {pkg}, "
+                                 f"which packages does not list")
         return self
 
 

@@ -1,16 +1,35 @@
 """The TFTP boot bundle: what U-Boot loads over the network beside the kernel (a
-separate initramfs), the bootloader embedbuild built, and the commands that boot it."""
+separate initramfs), the bootloader embedbuild built, and the commands that boot it,
+with where U-Boot loads things (the manifest's ``uboot`` section)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from embedbuild import bootcmd
-from embedbuild.outputs import Pick, Published, output
+from embedbuild.output import Pick, PlanContext, Published, output
 
 
-@output("tftpboot", applies=lambda board: True)
-def plan(p) -> Published:
+class UBootInfo(BaseModel):
+    """Where U-Boot loads things and the commands that TFTP-boot the result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str
+    kernel_addr: str
+    ramdisk_addr: str | None
+    fdt_addr: str | None
+    tftpboot: list[str]
+
+
+def _addr(a: int | None) -> str | None:
+    return f"0x{a:08x}" if a is not None else None
+
+
+@output("tftpboot", applies=lambda board: True, sections={"uboot": UBootInfo})
+def plan(p: PlanContext) -> Published:
     """The initramfs (when loaded separately), the built U-Boot, the TFTP boot commands
     (which load the DTB too, unless the uImage carries it)."""
     board = p.board
@@ -29,5 +48,9 @@ def plan(p) -> Published:
     dtb = None
     if p.has_dtb and not (board.kernel.uimage and board.kernel.uimage.append_dtb):
         dtb = Path(p.get("dtb").output_path("dtb")).name
-    pub.manifest["tftpboot"] = bootcmd.tftp_boot(board, kernel_file, initrd, dtb)
+    u = board.uboot
+    pub.manifest["uboot"] = {
+        "prompt": u.prompt, "kernel_addr": _addr(u.kernel_addr) or "",
+        "ramdisk_addr": _addr(u.ramdisk_addr), "fdt_addr": _addr(u.fdt_addr),
+        "tftpboot": bootcmd.tftp_boot(board, kernel_file, initrd, dtb)}
     return pub

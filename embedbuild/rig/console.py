@@ -16,11 +16,11 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from embedbuild.errors import EmbedbuildError
+from embedbuild.rig.protocol import ConsoleProtocol, Match
 
 CLOSED_AFTER = 0.5  # seconds of read errors before the console counts as closed
 WINDOW = 1 << 20  # characters of history kept in memory
@@ -45,16 +45,7 @@ class ConsoleError(EmbedbuildError):
     """The console timed out, closed, or showed a failure."""
 
 
-@dataclass
-class Match:
-    """What expect found: which pattern, the match, and the text before it."""
-
-    index: int
-    match: re.Match
-    before: str
-
-
-class Console:
+class Console(ConsoleProtocol):
     """A serial console on a device path or any pyserial URL.
 
     Args:

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedbuild import bootcmd
+from embedbuild.bounded import FetchError, TooLarge, read_file
 from embedbuild.errors import EmbedbuildError
+from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board, Partition
+from embedbuild.rig.resource import LanLink
 from embedbuild.rig.uboot import BootError, UBootDriver
 
 _CRC = re.compile(r"==>\s*([0-9a-fA-F]{8})")
@@ -47,28 +50,67 @@ def writable_partition(board: Board, name: str) -> Partition:
     return part
 
 
+def built_image(board: Board, result: Path) -> Path:
+    """The file of a build result that goes to the firmware partition."""
+    name = Manifest.read(result).flash_image
+    if name is None:
+        raise FlashError(f"board {board.name} builds no single-file flash image",
+                         hint="package it as a uImage or a FIT ([kernel.fit]), or give "
+                         "--image FILE")
+    return result / name
+
+
 def check_image(part: Partition, image: Path) -> bytes:
     """The image's bytes, refused when they do not fit the partition."""
+    # Read bounded: a regular file of at most the partition's size (never a device).
     try:
-        data = image.read_bytes()
-    except OSError as e:
-        raise FlashError(f"cannot read image: {e.strerror}", where=str(image)) from None
-    if len(data) > part.size:
+        data = read_file(image, limit=part.size, follow_symlinks=True)
+    except TooLarge:
+        size = image.stat().st_size
         raise FlashError(
-            f"image is {len(data):,} bytes, {len(data) - part.size:,} more than partition "
+            f"image is {size:,} bytes, {size - part.size:,} more than partition "
             f"{part.name!r} ({part.size:,} bytes)", where=str(image),
-            hint="shrink the image; `embedbuild size BOARD` shows where the bytes go")
+            hint="shrink the image; `embedbuild size BOARD` shows where the bytes go") from None
+    except FetchError as e:
+        raise FlashError(f"cannot read image: {e.message}", where=str(image)) from None
     if not data:
         raise FlashError("image is empty", where=str(image))
     return data
 
 
-def sequence(board: Board, part: Partition, filename: str, data: bytes, server_ip: str,
-             device_ip: str, netmask: str) -> list[bootcmd.FlashCommand]:
-    """Every command a flash sends, in order, with the checks made on their output."""
-    net = [bootcmd.FlashCommand(c, "network")
-           for c in bootcmd.network(board.uboot, server_ip, device_ip, netmask)]
-    return net + bootcmd.flash_write(board, part, filename, len(data), zlib.crc32(data))
+@dataclass(frozen=True)
+class FlashJob:
+    """One image to write to one partition, refused when it cannot be right.
+
+    Args:
+        board: the board.
+        part: the partition written.
+        image: the image file.
+        data: its bytes.
+        filename: the name the TFTP server serves it under.
+    """
+
+    board: Board
+    part: Partition
+    image: Path
+    data: bytes
+    filename: str
+
+    @classmethod
+    def prepare(cls, board: Board, partition: str, image: Path) -> FlashJob:
+        """The job of writing ``image`` to ``partition``, refused unless that partition
+        may be written and the image fits it."""
+        part = writable_partition(board, partition)
+        return cls(board, part, image, check_image(part, image), image.name)
+
+    def sequence(self, link: LanLink | None) -> list[bootcmd.FlashCommand]:
+        """Every command a flash sends, in order, with the checks made on their output
+        (without ``link``, the network commands name placeholders: what --dry-run
+        prints for a real board whose addresses were not given)."""
+        net = bootcmd.network(self.board.uboot, link)
+        return ([bootcmd.FlashCommand(c, "network") for c in net]
+                + bootcmd.flash_write(self.board, self.part, self.filename, len(self.data),
+                                      zlib.crc32(self.data)))
 
 
 @dataclass
@@ -94,14 +136,13 @@ def _timeout(cmd: bootcmd.FlashCommand, part: Partition) -> float:
     return 30
 
 
-def flash(uboot: UBootDriver, board: Board, part: Partition, image: Path, data: bytes, *,
-          filename: str, server_ip: str, device_ip: str, netmask: str,
+def flash(uboot: UBootDriver, job: FlashJob, link: LanLink,
           report: FlashReport) -> FlashReport:
-    """Run the flash sequence at a U-Boot prompt whose TFTP server serves ``filename``;
+    """Run the flash sequence at a U-Boot prompt whose TFTP server serves the job's file;
     every check failing raises FlashError saying whether the flash was touched."""
-    cmds = sequence(board, part, filename, data, server_ip, device_ip, netmask)
+    part = job.part
     erased = False
-    for cmd in cmds:
+    for cmd in job.sequence(link):
         erased = erased or cmd.step == "erase"
         try:
             r = uboot.check(cmd.text, _timeout(cmd, part))
@@ -115,21 +156,22 @@ def flash(uboot: UBootDriver, board: Board, part: Partition, image: Path, data: 
             got = int(m.group(1), 16) if m else -1
             if got != cmd.value:
                 raise FlashError(
-                    f"U-Boot loaded {got:,} bytes of {filename}, the image is {cmd.value:,} "
-                    f"(short or wrong load): aborted before erasing {part.name!r}, nothing "
-                    "was erased", where=str(image), hint="check the TFTP server and the link")
+                    f"U-Boot loaded {got:,} bytes of {job.filename}, the image is "
+                    f"{cmd.value:,} (short or wrong load): aborted before erasing "
+                    f"{part.name!r}, nothing was erased", where=str(job.image),
+                    hint="check the TFTP server and the link")
         elif cmd.expect == "crc32":
             m = _CRC.search(r.output)
             got = int(m.group(1), 16) if m else -1
             if got != cmd.value:
-                _mismatch(uboot, board, part, cmd, got, len(data), image)
-    report.written = len(data)  # only now: every check passed
+                _mismatch(uboot, job, cmd, got)
+    report.written = len(job.data)  # only now: every check passed
     return report
 
 
-def _mismatch(uboot: UBootDriver, board: Board, part: Partition, cmd: bootcmd.FlashCommand,
-              got: int, size: int, image: Path) -> None:
+def _mismatch(uboot: UBootDriver, job: FlashJob, cmd: bootcmd.FlashCommand, got: int) -> None:
     """A crc32 differed: say where, and whether the flash was touched."""
+    board, part, size, image = job.board, job.part, len(job.data), job.image
     if cmd.step == "check RAM copy":
         raise FlashError(
             f"the copy U-Boot loaded has crc32 {got:08x}, the image {cmd.value:08x}: aborted "
@@ -173,11 +215,10 @@ def _mismatch(uboot: UBootDriver, board: Board, part: Partition, cmd: bootcmd.Fl
         hint="the erase did not take: do not boot it; flash again")
 
 
-def set_bootcmd(uboot: UBootDriver, board: Board, part: Partition, size: int,
-                report: FlashReport) -> None:
-    """Store a bootcmd that boots the partition unattended (saveenv)."""
+def set_bootcmd(uboot: UBootDriver, job: FlashJob, report: FlashReport) -> None:
+    """Store a bootcmd that boots the job's partition unattended (saveenv)."""
     t0 = time.monotonic()
-    for text in bootcmd.set_bootcmd(board, part, size):
+    for text in bootcmd.set_bootcmd(job.board, job.part, len(job.data)):
         uboot.check(text, 60)
     report.steps["set bootcmd"] = time.monotonic() - t0
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from embedbuild.errors import EmbedbuildError
+from embedbuild.rig.resource import DEFAULT_LINK, LanLink
 
 CLONE_NEWNET = 0x40000000
 _serial = itertools.count()  # one process may run several benches at once
@@ -96,28 +97,20 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class BenchNetwork:
-    """Namespace ``name`` with bridge br0 at ``server_ip`` and tap0 enslaved to it.
+    """Namespace ``name`` with bridge br0 at the link's server address and tap0 enslaved
+    to it.
 
     Args:
-        server_ip: the bench host's address on the bridge (TFTP server).
-        device_ip: the address the board is given.
-        prefix: netmask length.
+        link: this machine's (the bridge's) and the board's address on the network.
     """
 
-    server_ip: str = "10.77.0.1"
-    device_ip: str = "10.77.0.2"
-    prefix: int = 24
+    link: LanLink = DEFAULT_LINK
     name: str = ""
     tap: str = "tap0"
 
     @property
     def path(self) -> str:
         return f"/run/netns/{self.name}"
-
-    @property
-    def netmask(self) -> str:
-        bits = (0xFFFFFFFF << (32 - self.prefix)) & 0xFFFFFFFF
-        return ".".join(str((bits >> s) & 0xFF) for s in (24, 16, 8, 0))
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """argv run inside the namespace."""
@@ -134,7 +127,7 @@ class BenchNetwork:
             _ip(*n, "link", "add", "br0", "type", "bridge")
             _ip(*n, "tuntap", "add", "dev", self.tap, "mode", "tap")
             _ip(*n, "link", "set", self.tap, "master", "br0")
-            _ip(*n, "addr", "add", f"{self.server_ip}/{self.prefix}", "dev", "br0")
+            _ip(*n, "addr", "add", str(self.link.server), "dev", "br0")
             _ip(*n, "link", "set", "br0", "up")
             _ip(*n, "link", "set", self.tap, "up")
         except BaseException:

@@ -172,16 +172,22 @@ def url_address(url: str) -> tuple[str, int]:
         raise PreflightError(f"--serial {url}: unknown URL scheme {scheme!r}",
                              hint="give a device path, or rfc2217://HOST:PORT (a serial server "
                              "such as ser2net) or socket://HOST:PORT (a raw TCP port)")
-    parts = urlsplit(url)
+    hint = (f"give it as {scheme}://HOST:PORT (an IPv6 host in brackets: "
+            f"{scheme}://[::1]:3001), e.g. {scheme}://rig1.lab:3001")
+    # Everything that parses the URL stays inside the error path: urlsplit raises
+    # ValueError for an unclosed IPv6 bracket, .port for a port out of range.
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None:
-        raise PreflightError(f"--serial {url}: no HOST:PORT in the URL",
-                             hint=f"give it as {scheme}://HOST:PORT, e.g. "
-                             f"{scheme}://rig1.lab:3001")
-    return parts.hostname, port
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise PreflightError(f"--serial {url}: no HOST:PORT in the URL ({e})",
+                             hint=hint) from None
+    if not host or not port:
+        raise PreflightError(f"--serial {url}: no HOST:PORT in the URL", hint=hint)
+    if parts.username is not None or parts.path not in ("", "/") or parts.fragment:
+        raise PreflightError(f"--serial {url}: only HOST:PORT (and ?options) are taken, "
+                             "no user, path or #fragment", hint=hint)
+    return host, port
 
 
 def check_serial_url(url: str, timeout: float = URL_TIMEOUT, listen: float = URL_LISTEN) -> None:
@@ -189,15 +195,16 @@ def check_serial_url(url: str, timeout: float = URL_TIMEOUT, listen: float = URL
     ``timeout`` seconds and, with ``listen``, keep it open that long: a server that
     cannot open its device (missing, or held by another client) says so and hangs up."""
     host, port = url_address(url)
+    server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except TimeoutError:
-        raise PreflightError(f"serial server {host}:{port} did not answer within "
+        raise PreflightError(f"serial server {server} did not answer within "
                              f"{timeout:.0f} s", hint="check the rig host's address, that "
                              "it is up, and that no firewall drops the port") from None
     except OSError as e:
         why = e.strerror or str(e)
-        raise PreflightError(f"cannot reach serial server {host}:{port}: {why}",
+        raise PreflightError(f"cannot reach serial server {server}: {why}",
                              hint="start the serial server on the rig host (e.g. ser2net) "
                              "and check the port in its configuration") from None
     try:
@@ -205,7 +212,7 @@ def check_serial_url(url: str, timeout: float = URL_TIMEOUT, listen: float = URL
     finally:
         sock.close()
     if closed:
-        raise PreflightError(f"serial server {host}:{port} hung up at once"
+        raise PreflightError(f"serial server {server} hung up at once"
                              + (f": {said}" if said else ""),
                              hint="its device is missing or another client holds it: check "
                              "the rig host (ser2net's connector line, who is connected)")

@@ -6,10 +6,11 @@ The pty is made here and its master end handed to QEMU as a plain serial line
 (``-add-fd`` and ``-chardev serial`` on ``/dev/fdset``), not made by QEMU (``-serial
 pty``): QEMU's own pty reads nothing the console sends until its once-a-second poll
 has seen the other end open, so a key pressed at U-Boot's autoboot prompt in the
-first second after power-on waited up to a second (measured: the prompt came at
-1.03-1.09 s instead of 0.2 s in about one boot of three), and what the board printed
-before the console opened was dropped. Our end stays open while QEMU runs, so nothing
-is lost whenever the console opens.
+first second after QEMU started waited up to a second (measured: the prompt came at
+1.03-1.09 s instead of 0.2 s in about one boot of three, and in every boot with the
+CPU held until the console was open), and what the board printed before the console
+opened was dropped. Our end stays open while QEMU runs, so nothing is lost whenever
+the console opens.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import tty
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
-from embedbuild.model.board import Qemu
 from embedbuild.rig.netns import BenchNetwork, uninterrupted
+from embedbuild.rig.resource import QemuMachine
 
 _serial = itertools.count()
 
@@ -54,32 +55,23 @@ def flash_file(path: Path, size: int) -> Path:
 
 
 class QemuBoard:
-    """One QEMU process emulating a board.
+    """One QEMU process emulating a board, started with its CPU stopped: the console
+    opens first (on the pty, or through a serial server that opens it late), then
+    release() is the power coming on, so nothing the board prints is missed.
 
     Args:
-        spec: the board's [qemu] section.
+        machine: the board's QEMU model and what is attached (firmware, flash, disk,
+            console link for a serial server).
         network: the bench network whose tap the NIC uses.
         workdir: where the QMP socket and QEMU's own output go.
-        firmware: the bootloader to start (default: the spec's), e.g. a U-Boot built
-            by embedbuild.
-        flash: the file backing the board's flash (spec.pflash_unit), see flash_file().
-        console_link: a symlink to the serial pty, for a program configured with a
-            fixed path (a serial server such as ser2net); replaced if left behind.
-        halted: start with the CPU stopped until release(): a console that connects
-            late (through a serial server) then misses nothing the board prints.
-        disk: an SD-card image attached as spec.sd_device (a copy QEMU may write to).
     """
 
-    def __init__(self, spec: Qemu, network: BenchNetwork, workdir: Path,
-                 firmware: Path | None = None, flash: Path | None = None,
-                 console_link: Path | None = None, halted: bool = False,
-                 disk: Path | None = None) -> None:
-        self.spec = spec
-        self.firmware = firmware or spec.firmware
-        self.flash = flash
-        self.console_link = console_link
-        self.halted = halted
-        self.disk = disk
+    def __init__(self, machine: QemuMachine, network: BenchNetwork, workdir: Path) -> None:
+        self.machine = machine
+        self.spec = machine.spec
+        self.firmware = machine.firmware or machine.spec.firmware
+        self.console_link = machine.console_link
+        self.halted = True  # the CPU waits for release(), the power coming on
         self.network = network
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
@@ -118,10 +110,11 @@ class QemuBoard:
             argv += ["-cpu", s.cpu]
         if self.firmware:
             argv += ["-bios", str(self.firmware)]
-        if self.flash is not None and s.pflash_unit is not None:
-            argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={self.flash}"]
-        if self.disk is not None:
-            argv += ["-drive", f"if=none,format=raw,id=sd0,file={self.disk}",
+        m = self.machine
+        if m.flash is not None and s.pflash_unit is not None:
+            argv += ["-drive", f"if=pflash,format=raw,unit={s.pflash_unit},file={m.flash}"]
+        if m.disk is not None:
+            argv += ["-drive", f"if=none,format=raw,id=sd0,file={m.disk}",
                      "-device", f"{s.sd_device},drive=sd0"]
         argv += s.extra
         return [a for a in argv if a]
@@ -131,14 +124,19 @@ class QemuBoard:
         return ["-add-fd", f"fd={self._master},set=1",
                 "-chardev", "serial,id=console,path=/dev/fdset/1", "-serial", "chardev:console"]
 
-    def power_on(self, timeout: float = 10) -> str:
-        """Start QEMU; returns the pty path of its serial console, once QEMU has set up
-        (its QMP socket is there).
+    def start(self, timeout: float = 10) -> str:
+        """Start QEMU (its CPU stopped while ``halted``); returns the pty path of its
+        serial console, once QEMU has set up (its QMP socket is there). The flash file
+        is made first if missing.
 
         If starting fails or is interrupted (Ctrl-C, SIGTERM) before this returns,
-        QEMU is stopped here: the caller has nothing to power off yet.
+        QEMU is stopped here: the caller has nothing to stop yet.
         """
         out_path = self.workdir / "qemu.out"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        m = self.machine
+        if m.flash is not None and self.spec.pflash_unit is not None:
+            flash_file(m.flash, m.flash_size)
         self.qmp_path.unlink(missing_ok=True)  # its appearing says QEMU has set up
         self._master, self._line = os.openpty()
         try:
@@ -195,7 +193,8 @@ class QemuBoard:
             os.close(self._line)
             self._line = None
 
-    def _qmp(self, command: str) -> None:
+    def qmp(self, command: str) -> None:
+        """Run one QMP command without arguments (cont, stop, system_reset, quit)."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(str(self.qmp_path))
@@ -211,9 +210,9 @@ class QemuBoard:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._qmp("cont")
+                self.qmp("cont")
                 return time.monotonic()
-            except OSError as e:  # QMP's socket comes up after the serial pty
+            except OSError as e:  # QMP may not answer at once
                 if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
                     raise EmbedbuildError(f"QEMU did not start its CPU: {e}",
                                           where=str(self.workdir / "qemu.out")) from None
@@ -227,7 +226,7 @@ class QemuBoard:
             self.proc.wait()
         self._close_line()
 
-    def power_off(self) -> None:
+    def stop(self) -> None:
         """Stop QEMU (QMP quit, then kill) and wait for it; a signal meanwhile waits
         until QEMU is gone."""
         if self.proc is None or self.proc.poll() is not None:
@@ -235,7 +234,7 @@ class QemuBoard:
             return
         with uninterrupted():
             try:
-                self._qmp("quit")
+                self.qmp("quit")
                 self.proc.wait(timeout=3)
             except (OSError, subprocess.TimeoutExpired):
                 pass  # no QMP answer: the kill below does it

@@ -14,7 +14,8 @@ import binascii
 import re
 import secrets
 
-from embedbuild.rig.console import Console, ConsoleError
+from embedbuild.rig.console import ConsoleError
+from embedbuild.rig.protocol import ConsoleProtocol
 
 FETCH_TRIES = 5
 
@@ -56,7 +57,7 @@ class ShellDriver:
         login: (user, password) if the console asks for a login first.
     """
 
-    def __init__(self, console: Console, login: tuple[str, str] | None = None) -> None:
+    def __init__(self, console: ConsoleProtocol, login: tuple[str, str] | None = None) -> None:
         self.console = console
         self.login = login
         self._synced = False

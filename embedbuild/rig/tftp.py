@@ -34,6 +34,7 @@ from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.rig.netns import inside
+from embedbuild.rig.protocol import FileTransferProtocol
 
 log = logging.getLogger("embedbuild.tftp")
 
@@ -87,6 +88,7 @@ class Transfer:
     seconds: float = 0.0
     ok: bool = False
     error: str = ""
+    started: float = 0.0  # time.monotonic() at its first packet (0: refused at once)
 
     @property
     def rate(self) -> float:
@@ -262,7 +264,8 @@ def parse_request(data: bytes) -> Request:
 def _int_option(options: dict[str, str], key: str, lo: int, hi: int) -> int | None:
     """An option's value if it is an integer in [lo, hi]; out of range it is ignored."""
     v = options.get(key, "")
-    if not v.isdigit() or not lo <= int(v) <= hi:
+    # ASCII digits only, and few: str.isdigit() takes '²', which int() refuses.
+    if not (v.isascii() and v.isdigit() and len(v) <= 10) or not lo <= int(v) <= hi:
         return None
     return int(v)
 
@@ -444,11 +447,12 @@ class _Session:
         t.ok = not error
         t.error = error
         t.size = self.size if t.ok else max(self.acked, 0) * self.blksize
+        t.started = self.started
         t.seconds = time.monotonic() - self.started
         self.server._ended(self)
 
 
-class TftpServer:
+class TftpServer(FileTransferProtocol):
     """Serve the files under ``root`` over TFTP, read-only.
 
     Args:

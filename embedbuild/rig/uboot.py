@@ -7,7 +7,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from embedbuild.rig.console import Console, ConsoleError
+from embedbuild.rig.console import ConsoleError
+from embedbuild.rig.protocol import BootloaderProtocol, ConsoleProtocol
+from embedbuild.rig.step import Steps, step
 
 # What U-Boot prints when something went wrong (net/tftp.c, boot/*.c, cmd/*.c).
 UBOOT_ERRORS = [
@@ -63,21 +65,24 @@ class Result:
     seconds: float
 
 
-class UBootDriver:
-    """Drives U-Boot over any Console.
+class UBootDriver(BootloaderProtocol):
+    """Drives U-Boot over any console.
 
     Args:
         console: the board's console.
         prompt: the board's prompt string.
         autoboot: regex of the "stop autoboot" line.
+        steps: where its actions are reported as steps (None: nowhere).
     """
 
     def __init__(
-        self, console: Console, prompt: str = "=> ", autoboot: str = "Hit any key to stop autoboot"
+        self, console: ConsoleProtocol, prompt: str = "=> ",
+        autoboot: str = "Hit any key to stop autoboot", steps: Steps | None = None,
     ) -> None:
         self.console = console
         self.prompt = prompt
         self.autoboot = autoboot
+        self.steps = steps
 
     def interrupt(self, timeout: float = 60) -> float:
         """Stop autoboot and reach a prompt that answers; returns the seconds it took."""
@@ -95,6 +100,7 @@ class UBootDriver:
         self.console.expect(f"{MARK}SYNC", timeout)
         self.console.expect(re.escape(self.prompt), timeout)
 
+    @step("U-Boot run", args=("command",))
     def run(self, command: str, timeout: float = 30) -> Result:
         """Run a command; its exit status comes from the shell's $?."""
         t0 = time.monotonic()
@@ -112,6 +118,7 @@ class UBootDriver:
             raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
         return r
 
+    @step("U-Boot boot", args=("command",))
     def boot(self, command: str, timeout: float = 30) -> float:
         """Run a boot command and wait for the kernel to start; U-Boot errors fail at once."""
         t0 = time.monotonic()
@@ -126,6 +133,7 @@ class UBootDriver:
             raise BootError(f"U-Boot: `{command}` failed: {what}", log_tail=self.console.tail())
         return time.monotonic() - t0
 
+    @step("U-Boot autoboot")
     def wait_autoboot(self, timeout: float = 60) -> float:
         """Press no key: let U-Boot's own boot command (distro boot) find and start the
         kernel; its errors, a return to the prompt, or giving up on the card and going to
@@ -144,7 +152,7 @@ class UBootDriver:
         return time.monotonic() - t0
 
 
-def wait_ready(console: Console, ready: str, timeout: float) -> float:
+def wait_ready(console: ConsoleProtocol, ready: str, timeout: float) -> float:
     """Wait for the init's ready line; a kernel panic or oops fails at once."""
     t0 = time.monotonic()
     m = console.expect([ready, *KERNEL_ERRORS], timeout)

@@ -17,7 +17,9 @@ from embedbuild.compress import COMPRESSORS
 from embedbuild.cpio import Entry, write_newc
 from embedbuild.errors import StepError
 from embedbuild.kconfig import read_config
-from embedbuild.rootfs import Owners, check_and_close, tree_entries
+from embedbuild.rootfs.libraries import check_and_close
+from embedbuild.rootfs.owners import Owners
+from embedbuild.rootfs.tree import tree_entries
 from embedbuild.step import Context, Step
 
 

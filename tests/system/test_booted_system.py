@@ -54,7 +54,7 @@ def test_network_address_is_the_configured_one(target):
 def test_file_fetched_back_over_tftp_matches_manifest(target):
     manifest = Manifest.read(target.result)
     name = manifest.kernel.file
-    target.succeed(f"tftp -g -r {name} -l /tmp/fetched {target.target.server_ip}")
+    target.succeed(f"tftp -g -r {name} -l /tmp/fetched {target.target.link.server_ip}")
     got = target.succeed("sha256sum /tmp/fetched").split()[0]
     assert got == manifest.files[name].sha256
     target.succeed("rm /tmp/fetched")
@@ -116,7 +116,7 @@ def _ssh(target, tmp_path: Path, key: Path | None, *opts: str) -> subprocess.Com
         shutil.copyfile(key, k)
         k.chmod(0o600)  # ssh refuses a private key others can read
         argv += ["-o", "IdentitiesOnly=yes", "-i", str(k)]
-    argv += [f"root@{target.target.device_ip}", "uname -m"]
+    argv += [f"root@{target.target.link.device_ip}", "uname -m"]
     if target.target.network is not None:
         argv = target.target.network.exec_argv(argv)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)

@@ -1,0 +1,57 @@
+"""The files embedbuild writes into the image itself: the folders, /init (rendered from
+the system), accounts, SSH keys, the udhcpc script."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+
+from embedbuild.cpio import Entry
+from embedbuild.model.system import READY_LINE, System, service_waves
+
+INIT_TEMPLATE = Path(__file__).parent.parent / "init" / "init.sh.j2"
+UDHCPC_SCRIPT = Path(__file__).parent.parent / "init" / "udhcpc.script"
+
+
+def render_init(system: System, board_name: str) -> str:
+    """The /init shell script for a system."""
+    import jinja2
+
+    env = jinja2.Environment(keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["shquote"] = shlex.quote
+    # A service's environment as sh statements: names are validated, values quoted.
+    env.filters["shexports"] = lambda variables: "".join(
+        f"export {k}={shlex.quote(v)};" for k, v in variables.items())
+    tpl = env.from_string(INIT_TEMPLATE.read_text())
+    return tpl.render(board=board_name, hostname=system.hostname, network=system.network,
+                      waves=service_waves(system.services),
+                      console_shell=system.console_shell, ready_line=READY_LINE)
+
+
+def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ()) -> list[Entry]:
+    """The files embedbuild writes itself: folders (with ``dirs``, the ones the system's
+    packages need), /init, accounts, keys, config."""
+    folders = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "etc", "etc/embedbuild",
+               "proc", "sys", "dev", "tmp", "run", "var", "var/log", "home"]
+    folders += [d for d in dirs if d not in folders]
+    e = [Entry(d, "dir", 0o755) for d in folders]
+    e += [
+        Entry("root", "dir", 0o700),
+        Entry("dev/console", "char", 0o600, major=5, minor=1),
+        Entry("dev/null", "char", 0o666, major=1, minor=3),
+        Entry("init", "file", 0o755, data=render_init(system, board_name).encode()),
+        Entry("etc/hostname", "file", 0o644, data=f"{system.hostname}\n".encode()),
+        # root has no password: '*' can never match, so no network login by password.
+        Entry("etc/passwd", "file", 0o644, data=b"root:x:0:0:root:/root:/bin/sh\n"),
+        Entry("etc/shadow", "file", 0o600, data=b"root:*:0:0:99999:7:::\n"),
+        Entry("etc/group", "file", 0o644, data=b"root:x:0:\ntty:x:5:\n"),
+        Entry("etc/shells", "file", 0o644, data=b"/bin/sh\n"),
+        Entry("etc/embedbuild/udhcpc.script", "file", 0o755, data=UDHCPC_SCRIPT.read_bytes()),
+    ]
+    if system.authorized_keys:
+        e += [Entry("root/.ssh", "dir", 0o700),
+              Entry("root/.ssh/authorized_keys", "file", 0o600,
+                    data="".join(k + "\n" for k in system.authorized_keys).encode())]
+    return e
