@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from embedbuild.load import load_system
-from embedbuild.rootfs import render_init
+from embedbuild.rootfs.generated import render_init
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed "
