@@ -28,11 +28,13 @@ DOWN = re.compile(r"embedbuild: service (\S+) did not come up: (.*) "
                   r"\(started \d+\.\d+, gave up \d+\.\d+\)")
 
 
-def _run_services(tmp_path: Path, system: str, up_within: int = 30,
-                  deadline: float = 60) -> tuple[str, dict[str, tuple[float, float]]]:
+def _run_services(tmp_path: Path, system: str, up_within: int = 30, deadline: float = 60,
+                  pids: dict[str, str] | None = None
+                  ) -> tuple[str, dict[str, tuple[float, float]]]:
     """Render /init for ``system`` (a system file's text), run its services part until
     it has settled every service; returns the console text and, per service that came
-    up, (started, ready) in seconds of uptime. Everything it started is killed after."""
+    up, (started, ready) in seconds of uptime. With ``pids``, it gets each service's
+    command line as its pid file names it. Everything it started is killed after."""
     sysfile = tmp_path / "system.toml"
     sysfile.write_text(system)
     init = render_init(load_system(sysfile), "test")
@@ -50,6 +52,9 @@ def _run_services(tmp_path: Path, system: str, up_within: int = 30,
     p = subprocess.Popen([BUSYBOX, "sh", str(script)], env=env, start_new_session=True)
     try:
         p.wait(timeout=deadline)
+        for f in svc.glob("*.pid") if pids is not None else ():
+            cmdline = Path(f"/proc/{f.read_text().strip()}/cmdline").read_bytes()
+            pids[f.stem] = cmdline.replace(b"\0", b" ").decode().strip()
     finally:
         # The services and their supervisors live on: stop the whole group.
         with contextlib.suppress(ProcessLookupError):
@@ -61,6 +66,7 @@ def _run_services(tmp_path: Path, system: str, up_within: int = 30,
 
 
 def test_each_kind_of_readiness(tmp_path: Path):
+    pids: dict[str, str] = {}
     text, up = _run_services(tmp_path, f"""
 [[services]]
 name = "idle"
@@ -76,9 +82,15 @@ ready = "test -e {tmp_path}/flag"
 [[services]]
 name = "busy"
 command = "sh -c 'while :; do :; done'"
-""")
+[[services]]
+name = "logs"
+command = "sleep 999"
+output = "syslog"
+""", pids=pids)
     assert "all_up=yes" in text and not DOWN.search(text), text
-    assert set(up) == {"idle", "notifies", "tested", "busy"}
+    assert set(up) == {"idle", "notifies", "tested", "busy", "logs"}
+    # The pid file names the service itself, not the logger its output goes to.
+    assert pids["logs"] == "sleep 999" and pids["idle"] == "sleep 1000"
     # Asleep for 0.5 s, both are idle long before: up only once they said so (the
     # line on their descriptor) or their test passed.
     for name in ("notifies", "tested"):
