@@ -135,13 +135,13 @@ class Service(Strict):
         respawn: restart it when it exits (with back-off), or report and leave it.
         environment: variables set for it.
         output: where its stdout/stderr go: the console or syslog.
-        ready: shell test that says it is up, tried while the service runs, first after
-            10 ms, then at growing intervals up to 80 ms.
+        ready: shell test that says it is up, tried while the service runs, at once,
+            then at growing intervals from 5 ms up to 80 ms.
         ready_fd: the service tells the init it is ready by writing a line to this
             descriptor (3-9), as s6's notification-fd: the init gets it at once.
             Without ``ready`` or ``ready_fd``, the service is up once it is idle (blocked
-            in the kernel, waiting for work) at two looks in a row, or has kept running
-            0.2 s; one that exits first did not come up.
+            in the kernel, waiting for work) at two looks in a row, or has computed for
+            0.2 s of CPU time; one that exits first did not come up.
     """
 
     use: Name | None = None
