@@ -46,6 +46,25 @@ def network(uboot: UBoot, link: LanLink | None) -> list[str]:
     ]
 
 
+# A command line U-Boot takes on every board (CONFIG_SYS_CBSIZE is 256 at the least).
+LINE_LIMIT = 256
+
+
+def batched(cmds: list[str], limit: int = LINE_LIMIT) -> list[str]:
+    """``cmds`` with each run of consecutive ``setenv`` commands joined into one line
+    ("a; b") as long as it fits in ``limit`` bytes: one round trip at the prompt
+    instead of one each. A failed setenv still shows (U-Boot prints "## Error");
+    other commands stay alone, so each keeps its own exit status."""
+    out: list[str] = []
+    for cmd in cmds:
+        if (cmd.startswith("setenv ") and out and out[-1].startswith("setenv ")
+                and len(out[-1]) + 2 + len(cmd) <= limit):
+            out[-1] += "; " + cmd
+        else:
+            out.append(cmd)
+    return out
+
+
 def tftp_patience(timeout_ms: int, retries: int) -> list[str]:
     """Commands that set how long U-Boot waits for a TFTP block and how often it retries
     before giving up ("Retry count exceeded")."""

@@ -14,9 +14,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.system import READY_LINE
+
+if TYPE_CHECKING:
+    from embedbuild.durations import Duration
 
 DESCRIPTION = """\
 embedbuild builds tiny cross-compiled Linux systems (kernel + initramfs) for real
@@ -66,13 +70,17 @@ def cmd_show(args) -> int:
 
 
 class _Progress:
-    """Shows running steps with their elapsed time; finished steps as one line each."""
+    """Shows running steps with their elapsed time, and for a step built before with
+    this store, how far it is and how long is left (from its last build: durations.py);
+    finished steps as one line each."""
 
     def __init__(self, console) -> None:
         from rich.live import Live
 
         self.console = console
         self.running: dict[str, float] = {}
+        self.last: dict[str, Duration] = {}  # step name -> its last build
+        self.done: dict[str, int] = {}  # step name -> units of work done so far
         self.fetching: dict[str, tuple[str, float, int, int]] = {}
         # Live re-renders this object 4 times a second, so the clocks tick.
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
@@ -82,7 +90,8 @@ class _Progress:
         from rich.text import Text
 
         now = time.monotonic()
-        lines = [f"  building {n} ({now - t0:.0f}s)" for n, t0 in list(self.running.items())]
+        lines = [f"  building {n} ({self._how_far(n, now - t0)})"
+                 for n, t0 in list(self.running.items())]
         for name, (cache, t0, done, total) in list(self.fetching.items()):
             rate = done / max(now - t0, 1e-3)
             lines.append(f"  fetching {name} from {cache}: {decimal(done)} of "
@@ -106,11 +115,35 @@ class _Progress:
         """One warning line (a cache refused or unreachable)."""
         self.console.print(f"warning: {line}", markup=False, soft_wrap=True)
 
+    def _how_far(self, name: str, elapsed: float) -> str:
+        """Elapsed seconds; files done (of the last build's) when the step counts them;
+        percentage and time left when it was built before."""
+        from embedbuild.durations import estimate
+
+        parts = [f"{elapsed:.0f}s"]
+        last, done = self.last.get(name), self.done.get(name)
+        if done is not None:
+            parts.append(f"{done} of {last.units} files" if last and last.units
+                         else f"{done} files")
+        if last is not None:
+            fraction, left = estimate(last, elapsed, done)
+            parts.append(f"{fraction:.0%}, about {_seconds(left)} left" if left > 0 else
+                         f"longer than last time ({_seconds(last.seconds)})")
+        return ", ".join(parts)
+
     def started(self, step) -> None:
         self.running[step.name] = time.monotonic()
 
+    def expected(self, step, last: Duration) -> None:
+        self.last[step.name] = last
+
+    def progress(self, step, done: int) -> None:
+        self.done[step.name] = done
+
     def finished(self, step, seconds: float) -> None:
         self.running.pop(step.name, None)
+        self.last.pop(step.name, None)
+        self.done.pop(step.name, None)
         self.console.print(f"  built {step.name} in {seconds:.1f}s")
 
     def __enter__(self):
@@ -119,6 +152,12 @@ class _Progress:
 
     def __exit__(self, *exc):
         return self.live.__exit__(*exc)
+
+
+def _seconds(s: float) -> str:
+    """Seconds as a person reads a wait: 40s, 3m10s."""
+    s = round(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def build_board(args, store, console, role: str = "result"):

@@ -99,7 +99,7 @@ class UBootStrategy:
         t = self.target
         assert t.uboot is not None
         with t.steps("U-Boot network setup", stage=True):
-            for cmd in bootcmd.network(t.require_board().uboot, t.link):
+            for cmd in bootcmd.batched(bootcmd.network(t.require_board().uboot, t.link)):
                 t.uboot.check(cmd)
 
     def _follow_kernel(self, ready: str, timeout: float) -> None:
