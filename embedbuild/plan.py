@@ -78,7 +78,9 @@ class Planner:
             "uboot": self._uboot,
             "kernel-needs": self._kernel_needs,
         }
-        self.target = Target(board, self.tc, cores(), self._package_source, self.package)
+        libc = board.userland.libc if board.userland else None
+        self.target = Target(board, self.tc, cores(), self._package_source, self.package,
+                             libc if libc in registry() else None)
 
     def get(self, role: str) -> Step:
         """The step of this role, made the first time it is asked for."""

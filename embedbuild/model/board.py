@@ -350,14 +350,34 @@ class Qemu(Strict):
     extra: list[str] = []
 
 
+# The cross toolchain's own C library (Debian's cross toolchains ship glibc): programs
+# link it as the toolchain does, dynamic ones get its shared libraries in the image.
+TOOLCHAIN_LIBC = "glibc"
+
+
+def _libc(name: str, info: ValidationInfo) -> str:
+    """The toolchain's libc, or a libc recipe (the loader gives the registry's facts:
+    name -> kind, "libc" for a C library)."""
+    known = (info.context or {}).get("packages")
+    libcs = sorted(n for n, kind in (known or {}).items() if kind == "libc")
+    if known is not None and name != TOOLCHAIN_LIBC and name not in libcs:
+        raise ValueError(f"{name!r} is not a C library embedbuild builds with: use "
+                         f"{', '.join([*libcs, TOOLCHAIN_LIBC])} (the toolchain's own)")
+    return name
+
+
 class Userland(Strict):
     """The board's userland build.
 
     Args:
         busybox: Kconfig fragments for busybox (over its defconfig), merged in order.
+        libc: the C library every package is built against: a libc recipe (musl:
+            small, static, built per toolchain from the lock) or "glibc", the cross
+            toolchain's own.
     """
 
     busybox: list[BoardFile] = Field(min_length=1)
+    libc: Annotated[str, AfterValidator(_libc)] = "musl"
 
 
 ERASE_BLOCK = 0x1000

@@ -98,7 +98,7 @@ SshKey = Annotated[str, AfterValidator(_ssh_key)]
 
 def _package(name: str, info: ValidationInfo) -> str:
     """A package a system may list: a program recipe (the loader gives the registry's
-    facts: name -> "base", "library" or "program")."""
+    facts: name -> "base", "library", "libc" or "program")."""
     known = (info.context or {}).get("packages")
     if known is None:
         raise ValueError(f"package {name!r} cannot be resolved here")
@@ -111,6 +111,8 @@ def _package(name: str, info: ValidationInfo) -> str:
                          "embedbuild/packages/)")
     if known[name] == "base":
         raise ValueError(f"{name} is in every system already")
+    if known[name] == "libc":
+        raise ValueError(f"{name} is a C library: a board chooses it with [userland] libc")
     if known[name] == "library":
         raise ValueError(f"{name} is a library: list the programs that link it, which "
                          "bring it along")
