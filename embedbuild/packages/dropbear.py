@@ -1,9 +1,11 @@
-"""dropbear, the SSH server.
+"""dropbear, the SSH server, and its client, key generator and scp, as one
+multi-call binary (the links name the program).
 
-Built without password authentication at all (localoptions.h), linked
-dynamically so glibc's name service works; the image gets its libraries from the
-toolchain's sysroot. Host keys are made on the device at first start (dropbear
--R, into /etc/dropbear), never baked into the image.
+Built without password authentication at all (localoptions.h). Linked against the
+board's libc: with musl static (it reads /etc/passwd itself); with the toolchain's
+glibc dynamically, so glibc's name service works, and the image gets its libraries
+from the toolchain's sysroot. Host keys are made on the device at first start
+(dropbear -R, into /etc/dropbear), never baked into the image.
 """
 
 from __future__ import annotations
@@ -23,19 +25,23 @@ LOCAL_OPTIONS = b"""\
 #define ECDSA_PRIV_FILENAME "/etc/dropbear/dropbear_ecdsa_host_key"
 #define ED25519_PRIV_FILENAME "/etc/dropbear/dropbear_ed25519_host_key"
 """
-PROGRAMS = ("dropbear", "dropbearkey")
+# The programs of the multi-call binary: the server is the binary, the others link
+# to it (scp must be on the device's PATH for `scp` from a host to work).
+PROGRAMS = ("dropbear", "dbclient", "dropbearkey", "scp")
+LINKS = ("usr/bin/dbclient", "usr/bin/dropbearkey", "usr/bin/scp")
 
 
 @recipe("dropbear")
 class Dropbear(MakeRecipe):
-    """The SSH server (keys only) and its key generator."""
+    """The SSH server (keys only), client, key generator and scp in one binary."""
 
     source = "dropbear"
+    version = 2
     configure_args = ("--disable-zlib", "--disable-lastlog", "--disable-utmp",
                       "--disable-utmpx", "--disable-wtmp", "--disable-wtmpx",
                       "--disable-pututline", "--disable-pututxline")
-    make_args = (f"PROGRAMS={' '.join(PROGRAMS)}",)
-    installs = tuple(f"usr/sbin/{p}" for p in PROGRAMS)
+    make_args = (f"PROGRAMS={' '.join(PROGRAMS)}", "MULTI=1")
+    installs = ("usr/sbin/dropbear", *LINKS)
     # Sessions get a pty from /dev/ptmx (devpts); it serves TCP.
     kernel = {"UNIX98_PTYS": "y", "INET": "y"}
     services = {"dropbear": {"command": "dropbear -F -E -R -p 22", "output": "syslog",
@@ -50,8 +56,10 @@ class Dropbear(MakeRecipe):
 
     def install(self, ctx: Context, build: Path, root: Path, target: Target,
                 env: dict[str, str]) -> None:
-        dest = root / "usr" / "sbin"
-        dest.mkdir(parents=True)
-        for prog in PROGRAMS:
-            ctx.run.run([f"{target.toolchain.prefix}strip", "-o", dest / prog, build / prog],
-                        what=f"strip {prog}")
+        server = root / "usr" / "sbin" / "dropbear"
+        server.parent.mkdir(parents=True)
+        ctx.run.run([f"{target.toolchain.prefix}strip", "-o", server,
+                     build / "dropbearmulti"], what="strip dropbearmulti")
+        for link in LINKS:
+            (root / link).parent.mkdir(parents=True, exist_ok=True)
+            (root / link).symlink_to("../sbin/dropbear")
