@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    ByteSize,
     Field,
     ValidationInfo,
     computed_field,
@@ -590,6 +591,20 @@ class SdCard(Strict):
         return out
 
 
+class SizeBudget(Strict):
+    """What a boot may weigh: `embedbuild size` prints used / budget / left, and a build
+    over it fails (BudgetError), so an image that outgrew its flash or its goal is
+    noticed when it grows, not when it is flashed.
+
+    Args:
+        budget: the most bytes U-Boot loads for a boot (the "total loaded" of `embedbuild
+            size`: the kernel file and a separate initramfs), as bytes or with a unit
+            ("2.5 MiB", "900 KiB").
+    """
+
+    budget: ByteSize = Field(gt=0)
+
+
 class Board(Strict):
     """A board folder, validated. ``name`` and ``dir`` come from the folder;
     ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
@@ -610,6 +625,7 @@ class Board(Strict):
     system: System | None = None
     flash: Flash | None = None
     sdcard: SdCard | None = None
+    size: SizeBudget | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
     # What the lock says the board's toolchain (and the build host's) is: Debian package
     # -> version (model/lock.py); injected by the loader.
