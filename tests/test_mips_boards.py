@@ -80,8 +80,9 @@ def test_ap_ac_lite_size_shows_where_each_kib_went(ap_result: Path, session_stor
     names = {p.part for p in parts}
     assert {"net/ipv4", "drivers/net", "drivers/mtd", "arch/mips/kernel", "busybox",
             "package dropbear", "device tree (appended)", "uImage header"} <= names
-    # The raw kernel parts are vmlinux.bin, byte for byte; the DTB is the one appended.
-    kernel_raw = sum(p.raw for p in parts if p.group == "kernel")
+    # The raw kernel parts and the built-in initramfs are vmlinux.bin, byte for byte;
+    # the DTB is the one appended.
+    kernel_raw = sum(p.raw for p in parts if p.group in ("kernel", "initramfs"))
     step = plan_board(load_board("ap-ac-lite")).steps["kernel"]
     item = Store(session_store).item_path(step.key, step.name)
     assert kernel_raw == (item / "vmlinux.bin").stat().st_size

@@ -155,7 +155,7 @@ def test_scp_and_the_other_dropbear_programs_run_from_one_binary(target, tmp_pat
         assert target.succeed(f"readlink /usr/bin/{prog}").strip() == "../sbin/dropbear"
     assert "Public key portion is:" in target.succeed(
         "dropbearkey -t ed25519 -f /tmp/eb-key 2>&1; rm -f /tmp/eb-key")
-    assert "Dropbear SSH client" in target.succeed("dbclient -V 2>&1 || true")
+    assert "Dropbear SSH client" in target.succeed("dbclient -h 2>&1 || true")
     data = tmp_path / "payload"
     data.write_bytes(os.urandom(50_000))
     k = tmp_path / "id"
