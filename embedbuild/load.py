@@ -485,6 +485,9 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
                          where=_where(path, text, "uboot"),
                          hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
     recipes = userland(board.system.packages)
+    for r in recipes:
+        if (why := r.refusal(board)) is not None:
+            raise BoardError(why.message, where=_where(path, text, *why.key), hint=why.hint)
     libc = registry().get(board.userland.libc)  # None: the toolchain's own
     for r in [*recipes, *([libc] if libc else [])]:
         if r.source not in board.sources:

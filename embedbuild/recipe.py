@@ -54,6 +54,16 @@ class Target:
     libc: str | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a board cannot build a package as its system asks: the message, the key
+    path in board.toml it is about, and what to do."""
+
+    message: str
+    key: tuple[str, ...]
+    hint: str
+
+
 @dataclass
 class PackageSteps:
     """The steps a recipe makes: ``build`` (outputs ``root``: files for the image; a
@@ -118,6 +128,11 @@ class Recipe:
         """Whether its build runs the compiler (a data package's does not): only then
         does it build against the board's libc recipe."""
         return True
+
+    def refusal(self, board: Board) -> Refusal | None:
+        """Why this board's system cannot have the package as it asks (checked when the
+        board loads), or None."""
+        return None
 
     def key_inputs(self, target: Target) -> dict[str, Any]:
         """Data besides the toolchain and the source that changes what the build writes

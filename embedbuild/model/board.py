@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
-    ByteSize,
+    BeforeValidator,
     Field,
     ValidationInfo,
     computed_field,
@@ -591,6 +591,26 @@ class SdCard(Strict):
         return out
 
 
+_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+          "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def _byte_size(value: object) -> int:
+    """Bytes from an integer or a string with a unit ("2.5 MiB", "900 KiB", "1e6" not)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*",
+                                                       value)) and m.group(2) in _UNITS:
+        n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    else:
+        units = ", ".join(u for u in _UNITS if u)
+        raise ValueError(f'not a size: a number of bytes, or with a unit ({units}), e.g. '
+                         '"2.5 MiB"')
+    if n <= 0:
+        raise ValueError("a budget must be more than 0 bytes")
+    return n
+
+
 class SizeBudget(Strict):
     """What a boot may weigh: `embedbuild size` prints used / budget / left, and a build
     over it fails (BudgetError), so an image that outgrew its flash or its goal is
@@ -602,7 +622,7 @@ class SizeBudget(Strict):
             ("2.5 MiB", "900 KiB").
     """
 
-    budget: ByteSize = Field(gt=0)
+    budget: Annotated[int, BeforeValidator(_byte_size)]
 
 
 class Board(Strict):
