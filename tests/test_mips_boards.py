@@ -4,7 +4,9 @@ uImage packaging booted in QEMU through a U-Boot embedbuild built.
 
 The size report's tests reuse the ap-ac-lite build: `size` reads its result (seconds),
 and the over-budget build changes only the budget, so only the result step is made
-again (seconds)."""
+again (seconds). Measured on this 2-core machine under a load of about 15 (nice 15):
+the size table 47 s, the partition share 22 s, over budget 18 s; the build itself
+pays the kernel-parts step once (91 s under that load, about the uImage's own lzma)."""
 
 from __future__ import annotations
 
