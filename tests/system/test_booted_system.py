@@ -101,7 +101,9 @@ def test_respawning_service_restarts(target):
     deadline = time.monotonic() + 30
     while True:
         status, new = target.run(f"cat /run/svc/{svc.name}.pid")
-        if status == 0 and new.strip() != old:
+        # init's shell writes the file as truncate, then write: an empty read is a pid
+        # file being written, not a new pid (seen under load).
+        if status == 0 and new.strip() not in ("", old):
             break
         if time.monotonic() > deadline:
             pytest.fail(f"{svc.name} was not restarted within 30 s")
