@@ -7,7 +7,7 @@ The slow tests at the end use what the MIPS and arm builds already made (CI cost
 few seconds), and one dropbear build with password logins for big-endian MIPS (about
 a minute, on top of musl and dropbear's source that the MIPS boards built).
 Measured under a load of about 15 (nice 15): the two userland checks 11 s and 7 s, the
-dropbear build with password logins 167 s (ccache cold for it; about a minute idle).
+dropbear build with password logins 167 s.
 musl itself is built once per toolchain by the boards' builds (about 100 CPU-seconds
 each, see README "The C library")."""
 
