@@ -159,10 +159,11 @@ def _seconds(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def build_board(args, store, console, role: str = "result", memo=None):
-    """Build args.board (with args.system) up to the step of ``role``, showing progress.
-    With ``memo`` (a noop.Memo), what loading and planning read is recorded in it once
-    the build is done, for the next no-op build."""
+def build_board(args, store, console, role: str = "result", memo=None, budget: bool = True):
+    """Build args.board (with args.system) up to the step of ``role``, showing progress;
+    a result over the board's size budget fails unless ``budget`` is False. With ``memo``
+    (a noop.Memo), what loading and planning read is recorded in it once the build is
+    done, for the next no-op build."""
     import contextlib
 
     from embedbuild import noop, session
@@ -191,7 +192,8 @@ def build_board(args, store, console, role: str = "result", memo=None):
         built = session.build(planned, store, role=role, events=progress,
                               repair=repairing if getattr(args, "repair", False) else None,
                               substituters=caches,
-                              ccache=not getattr(args, "no_ccache", False), warn=progress.warn)
+                              ccache=not getattr(args, "no_ccache", False), warn=progress.warn,
+                              budget=budget)
         if memo is not None:
             graph = [store.item_path(s.key, s.name) for s in planned.steps[role].walk()]
             memo.save(recorder, [i for i in graph if store.complete(i)], built.path(role),
@@ -720,27 +722,27 @@ def cmd_test(args) -> int:
 
 def cmd_size(args) -> int:
     from embedbuild.manifest import Manifest
-    from embedbuild.outputs import registry
+    from embedbuild.sizereport import size_report
 
-    built = build_board(args, _store(args), _console())
-    m = Manifest.read(built.result)
-    outputs = registry()
-    # Each output says what it adds: the initramfs its components, the kernel its image...
-    lines = [line for name in m.outputs if (size := outputs[name].size) for line in size(m)]
-    total = sum(line.loaded for line in lines)
+    # Over budget the build is still made: this table is where the user looks then.
+    built = build_board(args, _store(args), _console(), budget=False)
+    # Each output says what it adds: the initramfs its components, the kernel its parts...
+    report = size_report(Manifest.read(built.result))
 
     def num(n: int | None, width: int) -> str:
         return f"{n:{width},}" if n is not None else " " * width
 
-    print(f"{'component':40} {'raw':>10} {'compressed':>11}")
-    for line in lines:
-        print(f"{line.what:40} {num(line.raw, 10)} {num(line.stored, 11)}".rstrip())
-    print(f"{'total loaded':40} {'':10} {total:11,}")
+    print(f"{'component':44} {'raw':>10} {'compressed':>11}")
+    for line in report.lines:
+        print(f"{line.what:44} {num(line.raw, 10)} {num(line.stored, 11)}".rstrip())
+    print(f"{'total loaded':44} {'':10} {report.loaded:11,}")
     part = built.board.firmware_partition()
     if part is not None:
         print(f"share of the {part.name} partition ({part.size:,} bytes): "
-              f"{100 * total / part.size:.1f}%")
-    return 0
+              f"{100 * report.loaded / part.size:.1f}%")
+    if (line := report.budget_line()) is not None:
+        print(line)
+    return 1 if (report.left or 0) < 0 else 0
 
 
 def cmd_gc(args) -> int:

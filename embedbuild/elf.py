@@ -81,6 +81,18 @@ class ElfIdentity:
     def __str__(self) -> str:
         return f"{self.machine.removeprefix('EM_')} {self.bits}-bit {self.endian}-endian {self.abi}"
 
+    def fits(self, want: ElfIdentity) -> bool:
+        """Whether this file can be part of a userland of identity ``want``: the same, or
+        an object that uses no floating point, which links into either float ABI."""
+        return self == want or (self.abi == FLOAT_FREE and
+                                ElfIdentity(self.machine, self.bits, self.endian,
+                                            want.abi) == want)
+
+
+# An ARM object (assembly, such as a libc's crti.o) that states no floating-point use:
+# the linker lets it into programs of either float ABI.
+FLOAT_FREE = "float-free"
+
 
 # The board's userland identity, from its Debian cross toolchain prefix.
 TOOLCHAIN_ELF = {
@@ -92,17 +104,20 @@ TOOLCHAIN_ELF = {
 }
 
 
-def _arm_vfp_args(e) -> int:
-    """Tag_ABI_VFP_args of an ARM object's build attributes (0, soft-float, if absent)."""
+def _arm_attributes(e) -> dict[str, int]:
+    """The integer build attributes of an ARM file (.ARM.attributes) by tag name; an
+    absent tag means 0 (Tag_ABI_VFP_args 0: soft-float; Tag_ABI_FP_number_model 0: no
+    floating point used)."""
     sec = e.get_section_by_name(".ARM.attributes")
+    out: dict[str, int] = {}
     if sec is None:
-        return 0
+        return out
     for sub in sec.iter_subsections():
         for subsub in sub.iter_subsubsections():
             for attr in subsub.iter_attributes():
-                if attr.tag == "TAG_ABI_VFP_ARGS":
-                    return attr.value
-    return 0
+                if isinstance(attr.value, int):
+                    out.setdefault(attr.tag, attr.value)
+    return out
 
 
 def _abi(machine: str, bits: int, flags: int, e) -> str:
@@ -111,9 +126,14 @@ def _abi(machine: str, bits: int, flags: int, e) -> str:
             return "hard-float"
         if flags & EF_ARM_ABI_FLOAT_SOFT:
             return "soft-float"
-        # Objects (of a static library) carry the float ABI only as a build attribute;
+        # Objects (of a static library) carry the float ABI only as build attributes;
         # the linker sets the e_flags bits in what it links.
-        return "hard-float" if _arm_vfp_args(e) == TAG_ABI_VFP_ARGS_VFP else "soft-float"
+        attrs = _arm_attributes(e)
+        if attrs.get("TAG_ABI_VFP_ARGS", 0) == TAG_ABI_VFP_ARGS_VFP:
+            return "hard-float"
+        if e["e_type"] == "ET_REL" and attrs.get("TAG_ABI_FP_NUMBER_MODEL", 0) == 0:
+            return FLOAT_FREE
+        return "soft-float"
     if machine == "EM_MIPS":
         if bits == 64:
             return "n64"

@@ -25,7 +25,7 @@ from embedbuild.model.config import UserConfig
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
 from embedbuild.model.system import Overlay, OverlayAttrs, System
-from embedbuild.packages import load_context, userland
+from embedbuild.packages import load_context, registry, userland
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -486,6 +486,10 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
                          hint='set uboot.ramdisk_addr, or initramfs = "builtin" in the system')
     recipes = userland(board.system.packages)
     for r in recipes:
+        if (why := r.refusal(board)) is not None:
+            raise BoardError(why.message, where=_where(path, text, *why.key), hint=why.hint)
+    libc = registry().get(board.userland.libc)  # None: the toolchain's own
+    for r in [*recipes, *([libc] if libc else [])]:
         if r.source not in board.sources:
             raise BoardError(f"no source named {r.source!r} for package {r.name}",
                              where=_where(path, text, "system", "packages"), hint=hint)

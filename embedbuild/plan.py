@@ -28,6 +28,7 @@ from embedbuild.steps.dtbcheck import driver_index_step, dtb_check_step
 from embedbuild.steps.kernel import kernel_step
 from embedbuild.steps.kernel_config import kernel_config_step
 from embedbuild.steps.kernel_needs import kernel_needs_step
+from embedbuild.steps.kernel_parts import kernel_parts_step
 from embedbuild.steps.patch import patched_step
 from embedbuild.steps.result import result_step
 from embedbuild.steps.source import unpack_step
@@ -77,8 +78,11 @@ class Planner:
                 f"{board.name}-initramfs-check", self.get("kconfig"), self._system.compression),
             "uboot": self._uboot,
             "kernel-needs": self._kernel_needs,
+            "kernel-parts": self._kernel_parts,
         }
-        self.target = Target(board, self.tc, cores(), self._package_source, self.package)
+        libc = board.userland.libc if board.userland else None
+        self.target = Target(board, self.tc, cores(), self._package_source, self.package,
+                             libc if libc in registry() else None)
 
     def get(self, role: str) -> Step:
         """The step of this role, made the first time it is asked for."""
@@ -139,6 +143,14 @@ class Planner:
         builtin = self.board.system is not None and self._system.initramfs == "builtin"
         return kernel_step(self.kb, self.get("tree"), self.get("kconfig"), self.tc, cores(),
                            self.get("initramfs") if builtin else None)
+
+    def _kernel_parts(self) -> Step:
+        u = self.board.kernel.uimage
+        builtin = self.board.system is not None and self._system.initramfs == "builtin"
+        return kernel_parts_step(
+            self.board, self.get("kernel"), self.get("image") if u else None,
+            self.get("dtb") if u and u.append_dtb and self.has_dtb else None,
+            self.get("initramfs") if builtin else None)
 
     def _dtb_check(self) -> Step:
         return dtb_check_step(f"{self.board.name}-dtb-check", self.get("tree"),

@@ -42,6 +42,8 @@ class Target:
         jobs: cores a compile may use.
         source: the unpacked source step of a lock name.
         package: the build step of another recipe (a library it depends on).
+        libc: the libc recipe every other recipe builds against (the board's
+            ``[userland] libc``); None: the cross toolchain's own C library.
     """
 
     board: Board
@@ -49,6 +51,17 @@ class Target:
     jobs: int
     source: Callable[[str], Step]
     package: Callable[[str], Step]
+    libc: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a board cannot build a package as its system asks: the message, the key
+    path in board.toml it is about, and what to do."""
+
+    message: str
+    key: tuple[str, ...]
+    hint: str
 
 
 @dataclass
@@ -79,6 +92,9 @@ class Recipe:
             a system's [[services]] table; a system uses one with ``use = "NAME"``.
         dirs: folders the package needs in the image at run time (made empty).
         base: in every system's image (busybox, the base userland).
+        libc: a C library (musl): a board whose ``[userland] libc`` names it builds every
+            other recipe against its stage (embedbuild/buildsys/libc.py says what
+            that stage holds); it is built with the bare cross compiler.
     """
 
     name: ClassVar[str] = ""
@@ -92,6 +108,7 @@ class Recipe:
     services: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     dirs: ClassVar[tuple[str, ...]] = ()
     base: ClassVar[bool] = False
+    libc: ClassVar[bool] = False
     # The shared infrastructure's own code version, added to the recipe's in the key:
     # both only go up, so their sum never repeats (see Step.version).
     revision: ClassVar[int] = 0
@@ -105,6 +122,17 @@ class Recipe:
     def step_version(self) -> int:
         """The version its steps carry in their keys: recipe and infrastructure."""
         return self.version + self.revision
+
+    @property
+    def compiles(self) -> bool:
+        """Whether its build runs the compiler (a data package's does not): only then
+        does it build against the board's libc recipe."""
+        return True
+
+    def refusal(self, board: Board) -> Refusal | None:
+        """Why this board's system cannot have the package as it asks (checked when the
+        board loads), or None."""
+        return None
 
     def key_inputs(self, target: Target) -> dict[str, Any]:
         """Data besides the toolchain and the source that changes what the build writes

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from embedbuild import compiler_cache
 from embedbuild.errors import EmbedbuildError
 from embedbuild.load import load_board
+from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board
 from embedbuild.plan import Plan, plan_board
 from embedbuild.scheduler import Events, realise
+from embedbuild.sizereport import check_budget
 from embedbuild.store import Store
 
 if TYPE_CHECKING:
@@ -66,14 +68,15 @@ def build(board: str | Board | Plan, store: Store, *, system: Path | None = None
           role: str = "result", events: Events | None = None,
           repair: Callable[[str], None] | None = None,
           substituters: Substituters | None = None, ccache: bool = True,
-          warn: Callable[[str], None] | None = None) -> Built:
+          warn: Callable[[str], None] | None = None, budget: bool = True) -> Built:
     """Plan a board (see plan(); a Plan is taken as it is) and realise the step of
     ``role``. With ``repair``, the graph's damaged items are first removed (each problem
     is passed to it), and rebuilt wherever the target needs them. ``substituters`` are
     asked for missing items before any is built. Compiles go through the compiler cache
     unless ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line
     saying that ccache is missing, and the one saying the toolchain differs from the
-    lock."""
+    lock. A result over the board's size budget is a BudgetError unless ``budget`` is
+    False (`embedbuild size` reports it instead)."""
     planned = board if isinstance(board, Plan) else plan(board, system=system, role=role,
                                                            warn=warn)
     if role not in planned.steps:
@@ -86,5 +89,8 @@ def build(board: str | Board | Plan, store: Store, *, system: Path | None = None
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
     cache = compiler_cache.configured(ccache, warn)
-    return Built(planned, realise(store, planned.steps[role], events,
-                                  substituters=substituters, ccache=cache))
+    built = Built(planned, realise(store, planned.steps[role], events,
+                                   substituters=substituters, ccache=cache))
+    if budget and role == "result" and planned.board.size is not None:
+        check_budget(planned.board, Manifest.read(built.result))
+    return built

@@ -196,6 +196,7 @@ def test_init_passes_user_values_through_quoted(tmp_path: Path):
     # The environment is the service's alone: /init itself never sets it.
     assert [ln.strip() for ln in init.splitlines() if "/opt" in ln or "HOME" in ln] == [line]
     _, name, respawn, output, command, exports, ready_fd, close, amp = shlex.split(line)
+    # One simple command is exec'd by the service's shell (main's 05a7d12).
     assert (name, respawn, output, command, ready_fd, close, amp) == \
         ("a", "yes", "console", "exec printenv V", "", "7>&-", "&")
     # The service's sh, as supervise runs it: the value arrives unchanged.

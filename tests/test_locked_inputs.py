@@ -1,7 +1,7 @@
 """Locked inputs: every source is fetched by its exact version and sha256, whatever the
 archive offers that day. A Debian repository made by the test (tests/apt_repo.py) holds
 two versions of a binary package (the kernel tarball's kind) and of source packages
-(busybox's and dropbear's kind); embedbuild's private apt setup is pointed at it with
+(busybox's, dropbear's and musl's kind); embedbuild's private apt setup is pointed at it with
 EMBEDBUILD_APT_SOURCES, so nothing here asks the real archive (but the slow test at the
 end, which fetches the real locked kernel package)."""
 
@@ -42,6 +42,7 @@ def repo(tmp_path: Path) -> AptRepo:
     r.add_source("ebbusybox", "1:1.0-1", tarball({"bb/version": b"busybox 1.0"}))
     r.add_source("ebbusybox", "1:1.0-2", tarball({"bb/version": b"busybox 1.0"}))
     r.add_source("ebdropbear", "2.0-1", tarball({"db/version": b"dropbear 2.0"}))
+    r.add_source("ebmusl", "1.2-1", tarball({"musl/version": b"musl 1.2"}))
     return r
 
 
@@ -53,6 +54,7 @@ def _lock_entries(repo: AptRepo) -> dict[str, dict]:
         member = tf.extractfile(f"./{KERNEL_MEMBER}").read()  # type: ignore[union-attr]
     orig = (repo.root / "ebbusybox_1.0.orig.tar.gz").read_bytes()
     dorig = (repo.root / "ebdropbear_2.0.orig.tar.gz").read_bytes()
+    morig = (repo.root / "ebmusl_1.2.orig.tar.gz").read_bytes()
     return {
         "linux-6.1": {"deb": "eb-linux-source", "version": "1.0-1", "member": KERNEL_MEMBER,
                       "sha256": sha256(member), "size": len(member), "strip": 1},
@@ -62,6 +64,8 @@ def _lock_entries(repo: AptRepo) -> dict[str, dict]:
         "dropbear": {"debian": "ebdropbear", "version": "2.0-1",
                      "filename": "ebdropbear_2.0.orig.tar.gz", "sha256": sha256(dorig),
                      "size": len(dorig)},
+        "musl": {"debian": "ebmusl", "version": "1.2-1", "filename": "ebmusl_1.2.orig.tar.gz",
+                 "sha256": sha256(morig), "size": len(morig)},
     }
 
 
@@ -103,7 +107,7 @@ def test_locked_older_versions_are_fetched_while_newer_are_current(lab, repo, tm
     files = {p.name: p for p in _fetched(lab["downloads"])}
     assert _member(files["eb-linux.tar.xz"]) == "kernel 1.0-1"  # not 1.0-2, the current one
     assert set(files) == {"eb-linux.tar.xz", "ebbusybox_1.0.orig.tar.gz",
-                          "ebdropbear_2.0.orig.tar.gz"}
+                          "ebdropbear_2.0.orig.tar.gz", "ebmusl_1.2.orig.tar.gz"}
     # Nothing of apt's work is left beside the verified files.
     assert not list(lab["downloads"].glob("tmp*"))
 
@@ -197,7 +201,7 @@ def test_a_filled_downloads_cache_builds_with_no_network(lab, tmp_path):
     env = {**lab["env"], "EMBEDBUILD_APT_SOURCES": str(offline)}
     r = cli("sources", "fetch", lab["board"], store=lab["store"], env=env)
     assert r.code == 0, r.err
-    assert r.out.count("is here") == 3
+    assert r.out.count("is here") == 4
     r = cli("build", lab["board"], "--step", "busybox-src", "--out-link", str(tmp_path / "bb"),
             store=lab["store"], env=env)
     assert r.code == 0, r.err

@@ -20,10 +20,11 @@ def test_fragment_change_replans_only_config_and_kernel(boards: Path):
     changed = plan_board(load_board(str(boards / "qemu-arm-virt")))
     differ = {role for role, s in plan.steps.items() if changed.steps[role].key != s.key}
     # The config, the kernel, the flash and SD-card images holding it, and what depends
-    # on them only to check or to collect (the packages' kernel symbols, the FIT's size):
-    # busybox, dropbear, the initramfs and its segments stay as they are.
+    # on them only to check, to collect or to measure (the packages' kernel symbols, the
+    # FIT's size, the kernel's parts): busybox, dropbear, musl, the initramfs and its
+    # segments stay as they are.
     assert differ == {"kconfig", "kernel", "initramfs-check", "kernel-needs", "fit", "fit-fits",
-                      "sdimage", "result"}
+                      "sdimage", "kernel-parts", "result"}
 
 
 

@@ -54,7 +54,7 @@ def test_outputs_per_board():
     assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == [
         "fit", "initramfs", "kernel", "sdimage", "tftpboot"]
     assert {o.name for o in applicable(load_board("ap-ac-lite"))} == {
-        "initramfs", "kernel", "tftpboot", "uimage"}
+        "budget", "initramfs", "kernel", "tftpboot", "uimage"}
 
 
 def test_an_output_name_is_registered_once():

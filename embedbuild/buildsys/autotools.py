@@ -23,6 +23,7 @@ from embedbuild.buildsys.common import (
     files_of,
     identity_of,
     library_deps,
+    links_libc,
     stage_sysroot,
 )
 from embedbuild.errors import StepError
@@ -50,6 +51,10 @@ class AutotoolsRecipe(Recipe):
     install_args: ClassVar[tuple[str, ...]] = ("install",)
     autoreconf: ClassVar[bool] = False
 
+    def installed(self, ctx: Context, dest: Path, target: Target) -> None:
+        """Add to what ``make install`` wrote in ``dest``, before the declared files are
+        taken from it (a libc's kernel headers and specs)."""
+
     def plan(self, target: Target) -> PackageSteps:
         tc = target.toolchain
         libs = library_deps(self, target)
@@ -58,7 +63,8 @@ class AutotoolsRecipe(Recipe):
         def build(ctx: Context) -> None:
             b, dest = ctx.scratch / "build", ctx.scratch / "dest"
             copy_tree(ctx, ctx.input("tree", "tree"), b, self.name)
-            env = cross_env(tc, stage_sysroot(ctx)) | {"CFLAGS": self.cflags}
+            env = cross_env(tc, stage_sysroot(ctx), links_libc(self, target)) | {
+                "CFLAGS": self.cflags}
             if self.autoreconf:
                 ctx.run.run(["autoreconf", "-fi"], cwd=b, env=env, what="autoreconf")
             ctx.run.run(["./configure", f"--host={tc.triplet}", "--prefix=/",
@@ -68,6 +74,7 @@ class AutotoolsRecipe(Recipe):
                         what=f"building {self.name}")
             ctx.run.run(["make", f"DESTDIR={dest}", *self.install_args], cwd=b, env=env,
                         what=f"installing {self.name}")
+            self.installed(ctx, dest, target)
             for out, patterns in (("root", self.installs), ("stage", self.stages)):
                 if out in outputs:
                     take(dest, ctx.output(out), patterns, f"{self.name} ({out})")

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from embedbuild.buildsys.libc import libc_cc
 from embedbuild.elf import AR_MAGIC, TOOLCHAIN_ELF, ElfIdentity, ar_members, read_elf
 from embedbuild.errors import StepError
 from embedbuild.recipe import REGISTRY, Recipe, Target, closure
@@ -20,10 +21,18 @@ SYSROOT = "sysroot"
 
 
 def library_deps(recipe: Recipe, target: Target) -> dict[str, Step]:
-    """The build steps of every library the recipe links, its dependencies' too, by
-    role ``lib-NAME``."""
+    """The build steps of every library the recipe links, its dependencies' too, and
+    of the board's libc recipe (unless it is that libc), by role ``lib-NAME``."""
     libs = closure(REGISTRY, list(recipe.depends))
+    if links_libc(recipe, target):
+        libs = [target.libc, *libs]
     return {f"lib-{name}": target.package(name) for name in libs}
+
+
+def links_libc(recipe: Recipe, target: Target) -> bool:
+    """Whether the recipe builds against a libc recipe (embedbuild/buildsys/libc.py)
+    rather than the toolchain's own C library."""
+    return target.libc is not None and not recipe.libc and recipe.compiles
 
 
 def stage_sysroot(ctx: Context) -> Path | None:
@@ -55,11 +64,15 @@ def stage_sysroot(ctx: Context) -> Path | None:
     return root
 
 
-def cross_env(tc: Toolchain, sysroot: Path | None) -> dict[str, str]:
+def cross_env(tc: Toolchain, sysroot: Path | None, libc: bool = False) -> dict[str, str]:
     """The environment of a cross build: the reproducible identity, the cross tools and,
     with a staging sysroot, its headers, libraries and pkg-config files (pkg-config
-    reads only the sysroot's .pc files and prefixes their paths with it)."""
-    env = {**REPRODUCIBLE_ENV, "CC": tc.cc}
+    reads only the sysroot's .pc files and prefixes their paths with it). With ``libc``
+    the sysroot holds a libc recipe's stage and CC builds against it."""
+    if libc and sysroot is None:
+        raise StepError("a build against a libc recipe has no staging sysroot",
+                        hint="the libc's step must be among the build's dependencies")
+    env = {**REPRODUCIBLE_ENV, "CC": libc_cc(tc, sysroot) if libc and sysroot else tc.cc}
     if sysroot is not None:
         env |= {
             "CPPFLAGS": f"-I{sysroot}/include",
@@ -118,7 +131,7 @@ def check_binaries(root: Path, want: ElfIdentity, what: str) -> None:
         members = ar_members(data, rel) if data.startswith(AR_MAGIC) else [("", data)]
         for member, blob in members:
             info = read_elf(blob, f"{rel}({member})" if member else rel)
-            if info is not None and info.identity != want:
+            if info is not None and not info.identity.fits(want):
                 where = f"/{rel}" + (f"({member})" if member else "")
                 raise StepError(f"{what}: {where} is {info.identity}, but the toolchain "
                                 f"builds {want}",

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from embedbuild.buildsys.common import check_binaries, check_declared, identity_of
+from embedbuild.buildsys.common import (
+    check_binaries,
+    check_declared,
+    identity_of,
+    library_deps,
+    links_libc,
+    stage_sysroot,
+)
+from embedbuild.buildsys.libc import libc_cc
 from embedbuild.recipe import PackageSteps, Recipe, Target
 from embedbuild.step import Context, Step
 from embedbuild.steps.config import checked_config_step, read_fragments
@@ -45,8 +53,9 @@ class KbuildRecipe(Recipe):
         return list(getattr(target.board.userland, self.name, None) or [])
 
     def plan(self, target: Target) -> PackageSteps:
-        assert not self.depends, "kbuild packages link no library recipes"
+        assert not self.depends, "kbuild packages link no library recipes but the libc"
         tc, env = target.toolchain, dict(self.make_env)
+        libs = library_deps(self, target)
         tree = target.source(self.source)
         config = checked_config_step(
             kind=f"{self.name}-config",
@@ -67,11 +76,14 @@ class KbuildRecipe(Recipe):
         def build(ctx: Context) -> None:
             src = ctx.input("tree", "tree")
             b = ctx.scratch
+            sysroot = stage_sysroot(ctx)
+            # kbuild's CC is $(CROSS_COMPILE)gcc; against a libc recipe, its command.
+            cc = [f"CC={libc_cc(tc, sysroot)}"] if sysroot and links_libc(self, target) else []
             shutil.copyfile(ctx.input("config", "config"), b / ".config")
-            ctx.run.run(tc.make(src, b, self.make_target, jobs=ctx.jobs, kernel=False),
+            ctx.run.run(tc.make(src, b, *cc, self.make_target, jobs=ctx.jobs, kernel=False),
                         env=env, what=f"building {self.name}")
             root = ctx.output("root")
-            ctx.run.run(tc.make(src, b, f"CONFIG_PREFIX={root}", "install", kernel=False),
+            ctx.run.run(tc.make(src, b, *cc, f"CONFIG_PREFIX={root}", "install", kernel=False),
                         env=env, what=f"installing {self.name}")
             check_declared(root, self.installs, self.name)
             check_binaries(root, identity_of(tc), self.name)
@@ -82,7 +94,7 @@ class KbuildRecipe(Recipe):
             name=f"{self.name}-{tc.triplet}",
             version=self.step_version,
             inputs={"toolchain": tc.identity(), **self.key_inputs(target)},
-            deps={"tree": tree, "config": config},
+            deps={"tree": tree, "config": config, **libs},
             build=build,
             outputs={"root": "root", "config": f"{self.name}.config"},
             jobs=target.jobs,

@@ -17,6 +17,7 @@ from embedbuild.buildsys.common import (
     cross_env,
     identity_of,
     library_deps,
+    links_libc,
     stage_sysroot,
 )
 from embedbuild.errors import StepError
@@ -67,6 +68,10 @@ class MakeRecipe(Recipe):
     configure_args: ClassVar[tuple[str, ...] | None] = None
     make_args: ClassVar[tuple[str, ...] | None] = ()
 
+    @property
+    def compiles(self) -> bool:
+        return self.configure_args is not None or self.make_args is not None
+
     def prepare(self, ctx: Context, build: Path, target: Target) -> None:
         """Adjust the writable source copy before configure (option files)."""
 
@@ -84,7 +89,7 @@ class MakeRecipe(Recipe):
             b = ctx.scratch / "build"
             copy_tree(ctx, ctx.input("tree", "tree"), b, self.name)
             self.prepare(ctx, b, target)
-            env = cross_env(tc, stage_sysroot(ctx))
+            env = cross_env(tc, stage_sysroot(ctx), links_libc(self, target))
             if self.configure_args is not None:
                 ctx.run.run(["./configure", f"--host={tc.triplet}", *self.configure_args],
                             cwd=b, env=env, what=f"configuring {self.name}")

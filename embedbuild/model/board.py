@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     ValidationInfo,
     computed_field,
@@ -359,14 +360,34 @@ class Qemu(Strict):
     extra: list[str] = []
 
 
+# The cross toolchain's own C library (Debian's cross toolchains ship glibc): programs
+# link it as the toolchain does, dynamic ones get its shared libraries in the image.
+TOOLCHAIN_LIBC = "glibc"
+
+
+def _libc(name: str, info: ValidationInfo) -> str:
+    """The toolchain's libc, or a libc recipe (the loader gives the registry's facts:
+    name -> kind, "libc" for a C library)."""
+    known = (info.context or {}).get("packages")
+    libcs = sorted(n for n, kind in (known or {}).items() if kind == "libc")
+    if known is not None and name != TOOLCHAIN_LIBC and name not in libcs:
+        raise ValueError(f"{name!r} is not a C library embedbuild builds with: use "
+                         f"{', '.join([*libcs, TOOLCHAIN_LIBC])} (the toolchain's own)")
+    return name
+
+
 class Userland(Strict):
     """The board's userland build.
 
     Args:
         busybox: Kconfig fragments for busybox (over its defconfig), merged in order.
+        libc: the C library every package is built against: a libc recipe (musl:
+            small, static, built per toolchain from the lock) or "glibc", the cross
+            toolchain's own.
     """
 
     busybox: list[BoardFile] = Field(min_length=1)
+    libc: Annotated[str, AfterValidator(_libc)] = "musl"
 
 
 ERASE_BLOCK = 0x1000
@@ -579,6 +600,40 @@ class SdCard(Strict):
         return out
 
 
+_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+          "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def _byte_size(value: object) -> int:
+    """Bytes from an integer or a string with a unit ("2.5 MiB", "900 KiB", "1e6" not)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*",
+                                                       value)) and m.group(2) in _UNITS:
+        n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    else:
+        units = ", ".join(u for u in _UNITS if u)
+        raise ValueError(f'not a size: a number of bytes, or with a unit ({units}), e.g. '
+                         '"2.5 MiB"')
+    if n <= 0:
+        raise ValueError("a budget must be more than 0 bytes")
+    return n
+
+
+class SizeBudget(Strict):
+    """What a boot may weigh: `embedbuild size` prints used / budget / left, and a build
+    over it fails (BudgetError), so an image that outgrew its flash or its goal is
+    noticed when it grows, not when it is flashed.
+
+    Args:
+        budget: the most bytes U-Boot loads for a boot (the "total loaded" of `embedbuild
+            size`: the kernel file and a separate initramfs), as bytes or with a unit
+            ("2.5 MiB", "900 KiB").
+    """
+
+    budget: Annotated[int, BeforeValidator(_byte_size)]
+
+
 class Board(Strict):
     """A board folder, validated. ``name`` and ``dir`` come from the folder;
     ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
@@ -599,6 +654,7 @@ class Board(Strict):
     system: System | None = None
     flash: Flash | None = None
     sdcard: SdCard | None = None
+    size: SizeBudget | None = None
     signing: Signing | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
     # What the lock says the board's toolchain (and the build host's) is: Debian package

@@ -95,10 +95,22 @@ def _ssh_key(line: str) -> str:
 
 SshKey = Annotated[str, AfterValidator(_ssh_key)]
 
+# $id$[rounds=N$]salt$hash: MD5, SHA-256, SHA-512 or bcrypt, which musl's crypt() checks;
+# nothing that could end the /etc/shadow line early (no ':', no newline).
+CRYPT_HASH = re.compile(r"\$(1|5|6|2[aby])\$(rounds=[0-9]+\$)?[./0-9A-Za-z$]{16,}")
+
+
+def _crypt_hash(value: str) -> str:
+    # The value is never repeated: it may be a password typed where its hash belongs.
+    if not CRYPT_HASH.fullmatch(value):
+        raise ValueError("not a crypt(3) password hash ($6$SALT$HASH, as `mkpasswd -m "
+                         "sha-512` prints it); the password itself never goes here")
+    return value
+
 
 def _package(name: str, info: ValidationInfo) -> str:
     """A package a system may list: a program recipe (the loader gives the registry's
-    facts: name -> "base", "library" or "program")."""
+    facts: name -> "base", "library", "libc" or "program")."""
     known = (info.context or {}).get("packages")
     if known is None:
         raise ValueError(f"package {name!r} cannot be resolved here")
@@ -111,6 +123,8 @@ def _package(name: str, info: ValidationInfo) -> str:
                          "embedbuild/packages/)")
     if known[name] == "base":
         raise ValueError(f"{name} is in every system already")
+    if known[name] == "libc":
+        raise ValueError(f"{name} is a C library: a board chooses it with [userland] libc")
     if known[name] == "library":
         raise ValueError(f"{name} is a library: list the programs that link it, which "
                          "bring it along")
@@ -307,7 +321,11 @@ class System(Strict):
         console_shell: a root shell on the serial console (physical access).
         network: the network setup; omit for none.
         services: supervised services, started in dependency order.
-        authorized_keys: SSH public keys dropbear accepts for root (password logins are off).
+        authorized_keys: SSH public keys dropbear accepts for root.
+        root_password_hash: root's password as a crypt(3) hash (``mkpasswd -m sha-512``),
+            never the password itself; it goes into /etc/shadow, and dropbear is then
+            built with password logins (musl's crypt() checks them). None (the default):
+            nobody logs in with a password, and dropbear has that code left out.
         overlays: folders copied into the rootfs, in order (named in the file,
             resolved to their folders and attributes at load).
         packages: packages besides the base userland (busybox), by recipe name (e.g.
@@ -323,6 +341,7 @@ class System(Strict):
     network: Network | None = None
     services: list[Service] = []
     authorized_keys: list[SshKey] = []
+    root_password_hash: Annotated[str, AfterValidator(_crypt_hash)] | None = None
     overlays: list[Overlay] = []
     packages: list[Package] = []
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"

@@ -22,8 +22,11 @@ class ComponentSize(BaseModel):
 
 def size(m) -> list[SizeLine]:
     rows = m.initramfs or []
-    # A separate initramfs is loaded beside the kernel; a built-in one is in its bytes.
+    # A separate initramfs is loaded beside the kernel; a built-in one is in its bytes,
+    # and the kernel's lines show its components with their share of the image.
     separate = bool(m.with_role("initramfs"))
+    if not separate and any(p.group == "initramfs" for p in m.kernel_parts or []):
+        return []
     lines = [SizeLine(c.component, c.raw, c.compressed) for c in rows]
     where = "initramfs" if separate else "initramfs (built into the kernel)"
     raw, comp = sum(c.raw for c in rows), sum(c.compressed for c in rows)

@@ -26,11 +26,11 @@ def userland(packages: list[str]) -> list[Recipe]:
 
 def load_context() -> dict:
     """What the loader validates a system's packages and services against: each
-    package's kind ("base", "library" or "program") and the services packages offer
-    (service name -> (package, its fields))."""
+    package's kind ("base", "libc", "library" or "program") and the services packages
+    offer (service name -> (package, its fields))."""
     reg = registry()
-    kinds = {n: "base" if r.base else "library" if r.library else "program"
-             for n, r in reg.items()}
+    kinds = {n: "base" if r.base else "libc" if r.libc else "library" if r.library
+             else "program" for n, r in reg.items()}
     services = {svc: (n, dict(fields)) for n, r in reg.items()
                 for svc, fields in r.services.items()}
     return {"packages": kinds, "services": services}

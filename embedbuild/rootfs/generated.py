@@ -75,9 +75,11 @@ def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ())
         Entry("dev/null", "char", 0o666, major=1, minor=3),
         Entry("init", "file", 0o755, data=render_init(system, board_name).encode()),
         Entry("etc/hostname", "file", 0o644, data=f"{system.hostname}\n".encode()),
-        # root has no password: '*' can never match, so no network login by password.
+        # Without a password hash root has none: '*' can never match, so no network
+        # login by password.
         Entry("etc/passwd", "file", 0o644, data=b"root:x:0:0:root:/root:/bin/sh\n"),
-        Entry("etc/shadow", "file", 0o600, data=b"root:*:0:0:99999:7:::\n"),
+        Entry("etc/shadow", "file", 0o600,
+              data=f"root:{system.root_password_hash or '*'}:0:0:99999:7:::\n".encode()),
         Entry("etc/group", "file", 0o644, data=b"root:x:0:\ntty:x:5:\n"),
         Entry("etc/shells", "file", 0o644, data=b"/bin/sh\n"),
         Entry("etc/embedbuild/udhcpc.script", "file", 0o755, data=UDHCPC_SCRIPT.read_bytes()),

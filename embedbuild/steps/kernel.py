@@ -20,15 +20,16 @@ BOOT_DIR = {"arm": "arch/arm/boot", "arm64": "arch/arm64/boot", "mips": "arch/mi
 
 def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int,
                 initramfs: Step | None = None) -> Step:
-    """The kernel: outputs ``image``, ``vmlinux``, ``system-map`` and ``config`` (the
-    final .config).
+    """The kernel: outputs ``image``, ``vmlinux``, ``system-map``, ``config`` (the
+    final .config) and ``map``, the linker's map of vmlinux (empty unless the config
+    has CONFIG_VMLINUX_MAP): what `embedbuild size` splits the kernel by.
 
     With ``initramfs``, its uncompressed cpio is built into the kernel
     (CONFIG_INITRAMFS_SOURCE), so one file is loaded and flashed.
     """
     image = board.kernel.image
     outputs = {"image": image, "vmlinux": "vmlinux", "system-map": "System.map",
-               "config": "kernel.config"}
+               "config": "kernel.config", "map": "vmlinux.map"}
 
     def build(ctx: Context) -> None:
         src = ctx.input("tree", "tree")
@@ -43,13 +44,17 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         if image != "vmlinux":
             shutil.copyfile(b / "vmlinux", ctx.output("vmlinux"))
         shutil.copyfile(b / "System.map", ctx.output("system-map"))
+        if (b / "vmlinux.map").is_file():
+            shutil.copyfile(b / "vmlinux.map", ctx.output("map"))
+        else:
+            ctx.output("map").write_bytes(b"")
         # The build folder's path is not part of what was built: keep it out of the output.
         ctx.output("config").write_text((b / ".config").read_text().replace(str(b) + "/", ""))
 
     return Step(
         kind="kernel",
         name=f"{board.name}-kernel",
-        version=3,
+        version=4,
         inputs={"image": image, "arch": board.arch.value,
                 "toolchain": tc.identity()},
         deps={"tree": tree, "config": config} | ({"initramfs": initramfs} if initramfs else {}),
