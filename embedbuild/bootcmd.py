@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from embedbuild.model.board import Board, Flash, Partition, UBoot
+from embedbuild.model.board import SLOTS, Board, Flash, Partition, UBoot
 
 if TYPE_CHECKING:  # the bench's type; the build never makes one
     from embedbuild.rig.resource import LanLink
@@ -234,3 +234,118 @@ def extlinux_conf(board: Board, kernel: str, fdt: str | None, initrd: str | None
     if board.kernel.cmdline:
         lines.append(f"\tappend {board.kernel.cmdline}")
     return "\n".join(lines) + "\n"
+
+
+# -- A/B slots ---------------------------------------------------------------------------
+
+# Variables of the A/B boot (RAUC's names): the order slots are tried in, and each slot's
+# boot attempts left. U-Boot's setexpr writes hexadecimal without "0x" and test reads
+# numbers with base 0, so every comparison reads 0x${BOOT_x_LEFT}.
+BOOT_ORDER = "BOOT_ORDER"
+SLOT_ARG = "embedbuild.slot"  # on the kernel command line: the slot booted
+# Console lines of the boot script, for the host and for people.
+AB_SAYS = "embedbuild A/B:"
+# What U-Boot reads from its console at most per line (Debian's qemu_arm: CONFIG_SYS_CBSIZE
+# 512), less what the U-Boot driver appends to read the status: every command typed to
+# store the script stays below it.
+LINE_MAX = 512 - 32
+
+
+def left_var(slot: str) -> str:
+    """The variable holding a slot's boot attempts left."""
+    return f"BOOT_{slot}_LEFT"
+
+
+def mtdparts(board: Board) -> str | None:
+    """The kernel's ``mtdparts=`` argument listing the flash partitions (for a board whose
+    device tree does not), read-only as declared, except an A/B board's environment, which
+    the system rewrites to mark its slot good."""
+    flash = board.flash
+    if flash is None or flash.linux is None:
+        return None
+    parts = []
+    for p in flash.partitions:
+        ro = "ro" if p.read_only and not env_writable(flash, p) else ""
+        parts.append(f"{_mem(p.size)}@{_mem(flash.linux.offset + p.offset)}({p.name}){ro}")
+    return f"mtdparts={flash.linux.mtd}:{','.join(parts)}"
+
+
+def _mem(n: int) -> str:
+    """A size as the kernel's memparse reads it, short: 256k, 16m, or hexadecimal."""
+    for unit, div in (("m", 1 << 20), ("k", 1 << 10)):
+        if n and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"0x{n:x}"
+
+
+def env_writable(flash: Flash, part: Partition) -> bool:
+    """Whether Linux may write this partition although embedbuild's flash never does: the
+    environment of a board whose A/B boot is confirmed."""
+    return (flash.ab is not None and flash.ab.confirmed and flash.env is not None
+            and flash.env.partition == part.name)
+
+
+def slot_bootargs(board: Board, slot: str) -> str:
+    """The kernel command line of a slot boot: the board's, the slot booted, the panic
+    timeout that turns a panic into a spent try, and the flash partitions."""
+    ab = board.flash.ab if board.flash else None
+    assert ab is not None
+    words = [board.kernel.cmdline, f"{SLOT_ARG}={slot}", f"panic={ab.panic}", mtdparts(board)]
+    return " ".join(w for w in words if w)
+
+
+def ab_script(board: Board) -> dict[str, str]:
+    """The A/B boot as U-Boot variables (name -> value), ``bootcmd`` running it unattended:
+
+    - eb_ab_order: the slots in BOOT_ORDER's order, each once, then any slot it does not
+      name (a BOOT_ORDER naming no slot, or one twice, still tries every slot: never a
+      reset loop over nothing);
+    - eb_ab_pick: the first of them with tries left loses one (setexpr), the environment
+      is saved and the slot booted; a slot whose image does not start lets the next try;
+    - eb_ab_boot_A/B: the command line and the boot of each slot's image;
+    - eb_ab: the two, then: no slot booted although tries were left (broken images):
+      reset; no tries left anywhere: every slot gets its tries again, saved, reset.
+    """
+    flash = board.flash
+    assert flash is not None and flash.ab is not None
+    ab = flash.ab
+    order = [f"run eb_ab_clear; for s in ${{{BOOT_ORDER}}} {' '.join(SLOTS)}; do"]
+    pick = ["for s in ${eb_order}; do"]
+    for s in SLOTS:
+        order.append(f' if test "${{s}}" = {s} -a -z "${{eb_seen_{s}}}"; then'
+                     f' setenv eb_seen_{s} 1; setenv eb_order "${{eb_order}} {s}"; fi;')
+        var = left_var(s)
+        pick.append(f' if test "${{s}}" = {s} -a 0x${{{var}}} -gt 0; then'
+                    f" setexpr {var} ${{{var}}} - 1; run eb_ab_boot_{s}; fi;")
+    order.append(" done")
+    pick.append(" done")
+    # The script's own variables are cleared before each saveenv: only the state is kept.
+    out = {"eb_ab_clear": "setenv eb_order; " + " ".join(f"setenv eb_seen_{s};" for s in SLOTS),
+           "eb_ab_order": "".join(order), "eb_ab_pick": "".join(pick)}
+    for s in SLOTS:
+        part = flash.partition(ab.partition_of(s))
+        boot = [c for c in flash_boot(board, part, part.size)
+                if not c.startswith("setenv bootargs")]
+        out[f"eb_ab_boot_{s}"] = (
+            f"run eb_ab_clear; saveenv; echo {AB_SAYS} booting slot {s}, ${{{left_var(s)}}}"
+            " tries left;"
+            f' setenv bootargs "{slot_bootargs(board, s)}"; {"; ".join(boot)}')
+    any_left = " -o ".join(f"0x${{{left_var(s)}}} -gt 0" for s in SLOTS)
+    refill = " ".join(f"setenv {left_var(s)} {ab.tries};" for s in SLOTS)
+    out["eb_ab"] = (
+        f"run eb_ab_order; run eb_ab_pick; if test {any_left}; then echo {AB_SAYS} no slot"
+        f" booted; else echo {AB_SAYS} no slot has tries left: each gets {ab.tries} again;"
+        f" {refill} fi; run eb_ab_clear; saveenv; reset")
+    out["bootcmd"] = "run eb_ab"
+    return out
+
+
+def ab_commands(board: Board, state: dict[str, str]) -> list[str]:
+    """The U-Boot commands that store the A/B boot and ``state`` (BOOT_ORDER and counters)
+    in the environment (saveenv last): the environment U-Boot runs, its own default one
+    included, plus these variables."""
+    cmds = [f"setenv {k} '{v}'" for k, v in {**ab_script(board), **state}.items()]
+    for c in cmds:
+        if len(c) >= LINE_MAX:
+            raise ValueError(f"A/B command of {len(c)} bytes, over U-Boot's line limit: {c}")
+    return [*cmds, "saveenv"]
