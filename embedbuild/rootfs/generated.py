@@ -12,6 +12,8 @@ from embedbuild.model.system import READY_LINE, System, service_waves
 
 INIT_TEMPLATE = Path(__file__).parent.parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent.parent / "init" / "udhcpc.script"
+# The A/B mark-good script (rootfs/markgood.py) /init runs when the system has [health].
+MARK_GOOD = "/etc/embedbuild/mark-good"
 
 
 def render_init(system: System, board_name: str) -> str:
@@ -27,7 +29,8 @@ def render_init(system: System, board_name: str) -> str:
     tpl = env.from_string(INIT_TEMPLATE.read_text())
     return tpl.render(board=board_name, hostname=system.hostname, network=system.network,
                       waves=service_waves(system.services),
-                      console_shell=system.console_shell, ready_line=READY_LINE)
+                      console_shell=system.console_shell, ready_line=READY_LINE,
+                      mark_good=MARK_GOOD if system.health else None)
 
 
 def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ()) -> list[Entry]:
