@@ -1,0 +1,205 @@
+"""A/B slots without a board: the layout checked at load, U-Boot's environment as bytes,
+the boot script's reading of BOOT_ORDER and the counters, the commands that store it,
+the files a system that marks its slot good gets. The script itself runs on U-Boot in
+tests/test_ab_qemu.py."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from embedbuild import bootcmd, ubootenv
+from embedbuild.errors import BoardError
+from embedbuild.load import load_board
+from embedbuild.model.board import SLOTS
+from embedbuild.rootfs.generated import render_init
+from embedbuild.rootfs.markgood import fw_env_config, mark_good_entries, render_mark_good
+from embedbuild.slots import AbState, counter, describe, image_size
+
+
+def test_the_twin_declares_two_slots_and_its_environment():
+    board = load_board("qemu-arm-virt")
+    flash = board.flash
+    assert flash.ab.a == "firmware-a" and flash.ab.b == "firmware-b" and flash.ab.confirmed
+    assert flash.env.partition == "u-boot-env" and flash.env.size == flash.env.sector == 0x40000
+    a, b = flash.partition("firmware-a"), flash.partition("firmware-b")
+    # Both slots where Debian's U-Boot sees the bank: its first 32 MiB.
+    assert a.end <= b.offset and b.end <= 0x2000000
+    assert ubootenv.location(board) == (0, flash.env)
+
+
+def test_the_access_point_has_the_stock_split_and_is_not_confirmed():
+    board = load_board("ap-ac-lite")
+    flash = board.flash
+    layout = {p.name: (p.offset, p.size) for p in flash.partitions}
+    assert layout["kernel0"] == (0x70000, 0x790000) and layout["kernel1"] == (0x800000, 0x790000)
+    assert layout["kernel1"][0] + layout["kernel1"][1] == layout["bs"][0]
+    assert flash.ab.a == "kernel0" and not flash.ab.confirmed
+    # Its environment stays read-only for Linux until a unit has run the A/B boot.
+    assert bootcmd.mtdparts(board) is None
+
+
+def test_mtdparts_lists_the_layout_with_the_environment_writable():
+    board = load_board("qemu-arm-virt")
+    assert bootcmd.mtdparts(board) == (
+        "mtdparts=0.flash:256k@64m(u-boot-env),16128k@65792k(firmware-a),16m@80m(firmware-b)")
+
+
+# -- U-Boot's environment as bytes ------------------------------------------------------
+
+
+def test_environment_round_trip_and_layout():
+    blob = ubootenv.build({"bootcmd": "run eb_ab", "BOOT_ORDER": "B A"}, 0x100)
+    assert len(blob) == 0x100
+    (crc,) = struct.unpack("<I", blob[:4])
+    assert crc == zlib.crc32(blob[4:])
+    assert blob[4:].startswith(b"bootcmd=run eb_ab\0BOOT_ORDER=B A\0\0")
+    env = ubootenv.parse(blob)
+    assert env.valid and env.variables == {"bootcmd": "run eb_ab", "BOOT_ORDER": "B A"}
+    # A big-endian CPU stores the crc big-endian: read the other way, it does not match.
+    big = ubootenv.build({"a": "1"}, 64, big_endian=True)
+    assert ubootenv.parse(big, big_endian=True).variables == {"a": "1"}
+    assert not ubootenv.parse(big).valid
+
+
+def test_a_damaged_or_erased_environment_is_not_valid():
+    blob = bytearray(ubootenv.build({"BOOT_ORDER": "A B"}, 64))
+    blob[10] ^= 1
+    env = ubootenv.parse(bytes(blob))
+    assert not env.valid and not env.erased and env.variables == {}
+    assert ubootenv.parse(b"\xff" * 64).erased
+
+
+def test_an_environment_too_small_or_a_bad_name_is_refused():
+    with pytest.raises(ubootenv.EnvError, match="needs 16 bytes, it has 12"):
+        ubootenv.build({"BOOT_ORDER": "A B"}, 16)
+    with pytest.raises(ubootenv.EnvError, match="cannot be an environment variable"):
+        ubootenv.build({"a=b": "c"}, 64)
+
+
+def test_the_environment_in_a_flash_file(tmp_path: Path):
+    board = load_board("qemu-arm-virt")
+    flash = tmp_path / "flash.img"
+    flash.write_bytes(b"\xff" * 0x80000)
+    assert ubootenv.read_flash(board, flash).erased
+    env = {"bootcmd": "run eb_ab", "BOOT_ORDER": "A B", "BOOT_A_LEFT": "2"}
+    flash.write_bytes(ubootenv.build(env, 0x40000) + b"\xff" * 0x40000)
+    assert ubootenv.read_flash(board, flash).variables == env
+    flash.write_bytes(b"\xff" * 0x100)
+    with pytest.raises(ubootenv.EnvError, match="ends before the environment"):
+        ubootenv.read_flash(board, flash)
+
+
+# -- the state as the script reads it ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "tries"), [
+    ("3", 3), ("0", 0), ("a", 10), ("0x2", 0), (None, 0), ("", 0), ("zz", 0), ("-1", 0),
+])
+def test_counters_are_read_as_hexadecimal_like_the_script(value, tries):
+    # test 0x${BOOT_A_LEFT} -gt 0: setexpr writes "a" for ten; "0x2" would read 0x0x2.
+    assert counter(value) == tries
+
+
+@pytest.mark.parametrize(("order", "effective"), [
+    ("A B", ["A", "B"]), ("B A", ["B", "A"]), ("B", ["B", "A"]), ("A A", ["A", "B"]),
+    ("C D", ["A", "B"]), ("", ["A", "B"]), ("b a", ["A", "B"]),
+])
+def test_a_bad_boot_order_still_tries_every_slot(order, effective):
+    assert AbState(order, {"A": "3", "B": "3"}).effective_order() == effective
+
+
+def test_the_next_slot_and_the_slot_an_update_writes():
+    ab = load_board("qemu-arm-virt").flash.ab
+    fresh = AbState.of({})
+    assert not fresh.configured and fresh.target("auto") == "A"
+    assert fresh.after_update("A", ab) == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3",
+                                          "BOOT_B_LEFT": "0"}
+    running_a = AbState.of({"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"})
+    assert running_a.next_slot() == "A" and running_a.target("auto") == "B"
+    assert running_a.after_update("B", ab) == {"BOOT_ORDER": "B A", "BOOT_B_LEFT": "3",
+                                               "BOOT_A_LEFT": "3"}
+    spent = AbState.of({"BOOT_ORDER": "B A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"})
+    assert spent.next_slot() is None and spent.target("auto") == "A"
+    assert AbState("A B", {"A": "0", "B": "0"}).target("auto") == "B"
+    fell_back = AbState.of({"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"})
+    assert fell_back.next_slot() == "A" and fell_back.target("auto") == "B"
+
+
+def test_slots_describes_each_slot_and_the_order():
+    board = load_board("qemu-arm-virt")
+    lines = describe(board, {"BOOT_ORDER": "C", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"},
+                     {"A": "FIT, 5,112,334 bytes", "B": "erased"})
+    assert lines[0] == "slot A  firmware-a   FIT, 5,112,334 bytes; tries left 2 of 3  <- boots next"
+    assert lines[1] == "slot B  firmware-b   erased; tries left 0 of 3"
+    assert "tries left 0 of 3" in lines[1] and "boots next" not in lines[1]
+    assert lines[2] == "BOOT_ORDER 'C' (tried as 'A B')"
+    assert "no update has run" in describe(board, {"bootcmd": "run distro_bootcmd"}, {})[-1]
+
+
+def test_what_a_slot_holds_from_its_first_bytes():
+    fit = struct.pack(">II", 0xD00DFEED, 5_000_000) + bytes(56)
+    assert image_size(fit) == ("FIT", 5_000_000)
+    uimage = struct.pack(">IIII", 0x27051956, 0, 0, 3_000_000) + bytes(48)
+    assert image_size(uimage) == ("uImage", 3_000_064)
+    assert image_size(b"\xff" * 64) == ("erased", 0)
+    assert image_size(b"\x00" * 64) == ("no image", 0)
+
+
+# -- the script as U-Boot commands -------------------------------------------------------
+
+
+def test_the_script_is_stored_in_lines_u_boot_reads_whole():
+    board = load_board("qemu-arm-virt")
+    cmds = bootcmd.ab_commands(board, {"BOOT_ORDER": "B A", "BOOT_B_LEFT": "3"})
+    assert cmds[-1] == "saveenv"
+    assert all(len(c) < bootcmd.LINE_MAX for c in cmds)
+    script = bootcmd.ab_script(board)
+    assert script["bootcmd"] == "run eb_ab"
+    # The hex trap: every counter is compared as 0x${...}; never bare.
+    for s in SLOTS:
+        assert f"0x${{BOOT_{s}_LEFT}} -gt 0" in script["eb_ab_pick"]
+        assert f"setexpr BOOT_{s}_LEFT ${{BOOT_{s}_LEFT}} - 1" in script["eb_ab_pick"]
+        boot = script[f"eb_ab_boot_{s}"]
+        # The decremented counter is saved before the kernel may hang or crash.
+        assert boot.index("saveenv") < boot.index("bootm")
+        assert f"embedbuild.slot={s} panic=1 mtdparts=" in boot
+    assert "bootm 0x4040000#conf-1" in script["eb_ab_boot_A"]
+    assert "bootm 0x5000000#conf-1" in script["eb_ab_boot_B"]
+    # Every slot is appended after BOOT_ORDER's own words.
+    assert "for s in ${BOOT_ORDER} A B; do" in script["eb_ab_order"]
+    # None left: both get their tries again, saved, and the board resets.
+    assert "setenv BOOT_A_LEFT 3; setenv BOOT_B_LEFT 3;" in script["eb_ab"]
+    assert script["eb_ab"].endswith("saveenv; reset")
+
+
+def test_a_command_line_u_boot_would_unquote_is_refused(boards: Path):
+    toml = boards / "qemu-arm-virt" / "board.toml"
+    toml.write_text(toml.read_text().replace('i6300esb.heartbeat=10"',
+                                             'i6300esb.heartbeat=10 x=$y"'))
+    with pytest.raises(BoardError, match=r"'\$' cannot be in the command line of an A/B"):
+        load_board(str(boards / "qemu-arm-virt"))
+
+
+# -- the system that marks its slot good -------------------------------------------------
+
+
+def test_a_healthy_slot_is_marked_good_with_fw_setenv():
+    board = load_board("qemu-arm-virt")
+    assert fw_env_config(board).splitlines()[-1] == "/dev/mtd0 0x0 0x40000 0x40000"
+    script = render_mark_good(board)
+    assert "fw_setenv \"BOOT_${slot}_LEFT\" 3" in script
+    assert "grep -q '^mtd0: .* \"u-boot-env\"$' /proc/mtd" in script
+    assert "sh -c 'netstat -ltn | grep -q '\"'\"':22 '\"'\"''" in script
+    assert ": > /dev/watchdog" in script and "exec watchdog -F -T 30 -t 5" in script
+    names = [e.path for e in mark_good_entries(board)]
+    assert names == ["etc/fw_env.config", "etc/embedbuild/mark-good"]
+    init = render_init(board.system, board.name)
+    assert init.index("/etc/embedbuild/mark-good arm") < init.index("supervise")
+    assert '/etc/embedbuild/mark-good settle "$all_up" &' in init
+    # A system without [health] runs none of it.
+    plain = board.system.model_copy(update={"health": None})
+    assert "mark-good" not in render_init(plain, board.name)
