@@ -180,6 +180,18 @@ def flash_range_crc(board: Board, part: Partition, offset: int, length: int) -> 
     return [f"sf read 0x{rb:x} 0x{at:x} 0x{length:x}", f"crc32 0x{rb:x} 0x{length:x}"]
 
 
+def flash_read_head(board: Board, part: Partition, length: int) -> list[str]:
+    """Commands whose last prints the first ``length`` bytes of a partition as stored
+    (md.b's hex dump; SPI NOR: read back to readback_addr first)."""
+    flash = board.flash
+    assert flash is not None
+    at = flash_address(flash, part)
+    if flash.dialect == "nor":
+        return [f"md.b 0x{at:x} 0x{length:x}"]
+    rb = flash.readback_addr
+    return [f"sf read 0x{rb:x} 0x{at:x} 0x{length:x}", f"md.b 0x{rb:x} 0x{length:x}"]
+
+
 def flash_boot(board: Board, part: Partition, size: int) -> list[str]:
     """Commands that boot the image in a flash partition (``size``: its length, what SPI
     NOR reads back to RAM); the last one boots."""

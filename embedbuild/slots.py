@@ -65,16 +65,21 @@ class AbState:
         each its tries again and resets)."""
         return next((s for s in self.effective_order() if self.tries(s) > 0), None)
 
+    def booting(self) -> str | None:
+        """The slot the next boot takes: the next with tries left, or when none has any,
+        the first of the order (the script gives each its tries again); None before any
+        update stored A/B state."""
+        if not self.configured:
+            return None
+        return self.next_slot() or self.effective_order()[0]
+
     def target(self, asked: str) -> str:
         """The slot an update writes: ``asked`` ("A" or "B"), or for "auto" the one that
         does not boot next (the running system's, normally); A on a first install."""
         if asked != "auto":
             return asked
-        if not self.configured:
-            return SLOTS[0]
-        # With no tries left anywhere the next boot refills them and boots the first.
-        nxt = self.next_slot() or self.effective_order()[0]
-        return next(s for s in SLOTS if s != nxt)
+        nxt = self.booting()
+        return SLOTS[0] if nxt is None else next(s for s in SLOTS if s != nxt)
 
     def after_update(self, slot: str, ab: FlashAb) -> dict[str, str]:
         """The variables an update to ``slot`` stores: that slot first with all its tries;

@@ -203,3 +203,17 @@ def test_a_healthy_slot_is_marked_good_with_fw_setenv():
     # A system without [health] runs none of it.
     plain = board.system.model_copy(update={"health": None})
     assert "mark-good" not in render_init(plain, board.name)
+
+
+def test_two_packages_may_bring_the_same_library_but_not_other_bytes():
+    # dropbear and fw_printenv both need the toolchain's libc: the same bytes, one path.
+    from embedbuild.rootfs.owners import Owners
+
+    owners = Owners()
+    assert owners.claim("lib/libc.so.6", "file", 0o755, "package dropbear", "ab12") is None
+    assert owners.claim("lib/libc.so.6", "file", 0o755, "package libubootenv", "ab12") is None
+    assert owners.claim("lib/libc.so.6", "file", 0o755, "package other", "cd34") == \
+        "/lib/libc.so.6 comes from both package dropbear and package other"
+    assert owners.claim("lib/libc.so.6", "file", 0o644, "package x", "ab12") is not None
+    assert owners.claim("etc/x", "file", 0o644, "overlay 'a'") is None
+    assert owners.claim("etc/x", "file", 0o644, "overlay 'b'") is not None
