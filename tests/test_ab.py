@@ -169,11 +169,30 @@ def test_the_script_is_stored_in_lines_u_boot_reads_whole():
         assert f"embedbuild.slot={s} panic=1 mtdparts=" in boot
     assert "bootm 0x4040000#conf-1" in script["eb_ab_boot_A"]
     assert "bootm 0x5000000#conf-1" in script["eb_ab_boot_B"]
-    # Every slot is appended after BOOT_ORDER's own words.
+    # Every slot is appended after BOOT_ORDER's own words; what is not set at all (U-Boot's
+    # default environment) starts as a first boot.
     assert "for s in ${BOOT_ORDER} A B; do" in script["eb_ab_order"]
-    # None left: both get their tries again, saved, and the board resets.
-    assert "setenv BOOT_A_LEFT 3; setenv BOOT_B_LEFT 3;" in script["eb_ab"]
-    assert script["eb_ab"].endswith("saveenv; reset")
+    assert 'env exists BOOT_ORDER || setenv BOOT_ORDER "A B";' in script["eb_ab_order"]
+    assert "env exists BOOT_B_LEFT || setenv BOOT_B_LEFT 3;" in script["eb_ab_order"]
+    # A slot is only tried when its image is intact.
+    assert "-gt 0 && run eb_ab_check_A; then" in script["eb_ab_pick"]
+    assert script["eb_ab_check_A"] == "iminfo 0x4040000"
+    # Nothing booted: no image at all, the board's own boot; none left, both get their
+    # tries again, saved, and the board resets.
+    none = script["eb_ab_none"]
+    assert "no slot holds an image; run eb_ab_clear; run distro_bootcmd;" in none
+    assert "setenv BOOT_A_LEFT 3; setenv BOOT_B_LEFT 3;" in none
+    assert none.endswith("saveenv; reset; fi")
+    assert script["eb_ab"] == "run eb_ab_order; run eb_ab_pick; run eb_ab_none"
+
+
+def test_the_default_environment_carries_the_whole_script():
+    board = load_board("qemu-arm-virt")
+    default = bootcmd.ab_default_bootcmd(board)
+    assert default.startswith("setenv eb_ab_clear 'setenv eb_order;")
+    assert default.endswith("; run eb_ab")
+    # Inside single quotes: no value of the script may hold one.
+    assert all("'" not in v for v in bootcmd.ab_script(board).values())
 
 
 def test_a_command_line_u_boot_would_unquote_is_refused(boards: Path):
@@ -204,16 +223,3 @@ def test_a_healthy_slot_is_marked_good_with_fw_setenv():
     plain = board.system.model_copy(update={"health": None})
     assert "mark-good" not in render_init(plain, board.name)
 
-
-def test_two_packages_may_bring_the_same_library_but_not_other_bytes():
-    # dropbear and fw_printenv both need the toolchain's libc: the same bytes, one path.
-    from embedbuild.rootfs.owners import Owners
-
-    owners = Owners()
-    assert owners.claim("lib/libc.so.6", "file", 0o755, "package dropbear", "ab12") is None
-    assert owners.claim("lib/libc.so.6", "file", 0o755, "package libubootenv", "ab12") is None
-    assert owners.claim("lib/libc.so.6", "file", 0o755, "package other", "cd34") == \
-        "/lib/libc.so.6 comes from both package dropbear and package other"
-    assert owners.claim("lib/libc.so.6", "file", 0o644, "package x", "ab12") is not None
-    assert owners.claim("etc/x", "file", 0o644, "overlay 'a'") is None
-    assert owners.claim("etc/x", "file", 0o644, "overlay 'b'") is not None

@@ -2,8 +2,11 @@
 Linux (the configuration /etc/fw_env.config says which device, where and how large).
 A system booted from an A/B slot marks the slot good with it.
 
-Built with CMake, linking its own library, zlib and libyaml statically: upstream links
-fw_printenv against the shared libubootenv, which the image would then have to carry.
+Built with CMake and linked statically, its own library, zlib, libyaml and the C
+library: upstream links fw_printenv against the shared libubootenv, which the image would
+then have to carry, and a dynamic fw_printenv would bring the toolchain's C library into
+the image a second time beside dropbear's (each package's initramfs segment carries the
+libraries its programs need).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class Libubootenv(CmakeRecipe):
 
     source = "libubootenv"
     depends = ("zlib", "libyaml")
-    cmake_args = ("-DBUILD_DOC=OFF",)
+    cmake_args = ("-DBUILD_DOC=OFF", "-DCMAKE_EXE_LINKER_FLAGS=-static")
     targets = ("fw_printenv",)
     cmake_install = False
     installs = ("usr/bin/fw_printenv", "usr/bin/fw_setenv")

@@ -16,24 +16,18 @@ class Owners:
     with one mode, since the kernel applies the last one it unpacks)."""
 
     def __init__(self) -> None:
-        self._by_path: dict[str, tuple[str, str, int, str | None]] = {}
+        self._by_path: dict[str, tuple[str, str, int]] = {}
 
-    def claim(self, path: str, kind: str, mode: int, origin: str,
-              digest: str | None = None) -> str | None:
-        """Record that ``origin`` puts ``path`` into the image; why it collides, if it does.
-        A file two origins put there with the same bytes (``digest``) and mode does not
-        collide: the toolchain's C library, which every dynamic package brings along."""
+    def claim(self, path: str, kind: str, mode: int, origin: str) -> str | None:
+        """Record that ``origin`` puts ``path`` into the image; why it collides, if it does."""
         other = self._by_path.get(path)
         if other is not None:
-            same_file = kind == other[1] == "file" and digest is not None \
-                and digest == other[3] and mode == other[2]
-            if not (kind == "dir" and other[1] == "dir") and not same_file:
+            if not (kind == "dir" and other[1] == "dir"):
                 return f"/{path} comes from both {other[0]} and {origin}"
             if other[2] != mode:
                 return (f"folder /{path} is mode {other[2]:o} in {other[0]} but {mode:o} in "
                         f"{origin} (an overlay's NAME.toml can set it)")
-            return None
-        self._by_path[path] = (origin, kind, mode, digest)
+        self._by_path[path] = (origin, kind, mode)
         return None
 
 

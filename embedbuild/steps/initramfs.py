@@ -62,9 +62,7 @@ def segment_step(
                         what=f"{compression} compression")
         else:
             raw.rename(ctx.output("segment"))
-        # Files with their sha256: the same library from two packages is no collision.
-        listing = {e.path: [e.kind, e.mode, hashlib.sha256(e.data).hexdigest()
-                            if e.kind == "file" else None] for e in found}
+        listing = {e.path: [e.kind, e.mode] for e in found}
         ctx.output("paths").write_text(json.dumps(
             {"origin": origin, "paths": listing,
              "raw_size": sum(len(e.data) for e in found)}, indent=0, sort_keys=True))
@@ -72,7 +70,7 @@ def segment_step(
     return Step(
         kind="segment",
         name=name,
-        version=3,
+        version=2,
         inputs={**inputs, "compression": compression, "origin": origin,
                 "elf": str(elf["identity"]), "libdirs": [str(d) for d in elf["libdirs"]]},
         deps=deps,
@@ -107,8 +105,8 @@ def concat_step(name: str, segments: list[Step], compression: str) -> Step:
         with open(ctx.output("image"), "wb") as out:
             for role in roles:
                 meta = json.loads(ctx.input(role, "paths").read_text())
-                for path, (kind, mode, digest) in meta["paths"].items():
-                    if why := owners.claim(path, kind, mode, meta["origin"], digest):
+                for path, (kind, mode) in meta["paths"].items():
+                    if why := owners.claim(path, kind, mode, meta["origin"]):
                         raise StepError(why, hint="remove or rename one of them; the image "
                                         "would be ambiguous")
                 data = ctx.input(role, "segment").read_bytes()
@@ -120,7 +118,7 @@ def concat_step(name: str, segments: list[Step], compression: str) -> Step:
     return Step(
         kind="initramfs",
         name=name,
-        version=5,
+        version=4,
         inputs={"compression": compression},
         deps=dict(zip(roles, segments, strict=True)),
         build=build,
