@@ -309,47 +309,80 @@ def slot_bootargs(board: Board, slot: str) -> str:
 def ab_script(board: Board) -> dict[str, str]:
     """The A/B boot as U-Boot variables (name -> value), ``bootcmd`` running it unattended:
 
-    - eb_ab_order: the slots in BOOT_ORDER's order, each once, then any slot it does not
-      name (a BOOT_ORDER naming no slot, or one twice, still tries every slot: never a
-      reset loop over nothing);
-    - eb_ab_pick: the first of them with tries left loses one (setexpr), the environment
-      is saved and the slot booted; a slot whose image does not start lets the next try;
-    - eb_ab_boot_A/B: the command line and the boot of each slot's image;
-    - eb_ab: the two, then: no slot booted although tries were left (broken images):
-      reset; no tries left anywhere: every slot gets its tries again, saved, reset.
+    - eb_ab_order: a BOOT_ORDER or counter not set at all (U-Boot's default environment
+      after a damaged one) is set: "A B", the slot's tries; the slots in BOOT_ORDER's
+      order, each once, then
+      any slot it does not name (a BOOT_ORDER naming no slot, or one twice, still tries
+      every slot: never a reset loop over nothing);
+    - eb_ab_pick: the first of them with tries left whose image is intact (iminfo checks
+      its header and hashes) loses one try (setexpr), the environment is saved and the
+      slot booted; a slot whose kernel does not start lets the next one try;
+    - eb_ab_check_A/B: whether a slot holds an intact image; eb_ab_boot_A/B: its command
+      line and boot;
+    - eb_ab_none, when nothing booted: no slot holds an image (a new board): the board's
+      own boot (flash.ab.fallback); no tries left anywhere: every slot gets its tries
+      again, saved, reset; tries left but nothing started: reset (the try is spent);
+    - eb_ab: the three in turn.
     """
     flash = board.flash
     assert flash is not None and flash.ab is not None
     ab = flash.ab
-    order = [f"run eb_ab_clear; for s in ${{{BOOT_ORDER}}} {' '.join(SLOTS)}; do"]
+    default_order = " ".join(SLOTS)
+    order = [f'run eb_ab_clear; env exists {BOOT_ORDER} || setenv {BOOT_ORDER} "{default_order}";']
+    order += [f" env exists {left_var(s)} || setenv {left_var(s)} {ab.tries};" for s in SLOTS]
+    order.append(f" for s in ${{{BOOT_ORDER}}} {' '.join(SLOTS)}; do")
     pick = ["for s in ${eb_order}; do"]
     for s in SLOTS:
         order.append(f' if test "${{s}}" = {s} -a -z "${{eb_seen_{s}}}"; then'
                      f' setenv eb_seen_{s} 1; setenv eb_order "${{eb_order}} {s}"; fi;')
         var = left_var(s)
-        pick.append(f' if test "${{s}}" = {s} -a 0x${{{var}}} -gt 0; then'
-                    f" setexpr {var} ${{{var}}} - 1; run eb_ab_boot_{s}; fi;")
+        pick.append(f' if test "${{s}}" = {s} -a 0x${{{var}}} -gt 0 && run eb_ab_check_{s};'
+                    f" then setexpr {var} ${{{var}}} - 1; run eb_ab_boot_{s}; fi;")
     order.append(" done")
     pick.append(" done")
     # The script's own variables are cleared before each saveenv: only the state is kept.
-    out = {"eb_ab_clear": "setenv eb_order; " + " ".join(f"setenv eb_seen_{s};" for s in SLOTS),
+    out = {"eb_ab_clear": "setenv eb_order; setenv eb_img; "
+           + " ".join(f"setenv eb_seen_{s};" for s in SLOTS),
            "eb_ab_order": "".join(order), "eb_ab_pick": "".join(pick)}
     for s in SLOTS:
         part = flash.partition(ab.partition_of(s))
         boot = [c for c in flash_boot(board, part, part.size)
                 if not c.startswith("setenv bootargs")]
+        # The image as bootm will see it: mapped NOR in place, SPI NOR read to RAM first.
+        out[f"eb_ab_check_{s}"] = "; ".join(
+            [*boot[:-1], f"iminfo 0x{image_address(flash, part):x}"])
         out[f"eb_ab_boot_{s}"] = (
             f"run eb_ab_clear; saveenv; echo {AB_SAYS} booting slot {s}, ${{{left_var(s)}}}"
             " tries left;"
-            f' setenv bootargs "{slot_bootargs(board, s)}"; {"; ".join(boot)}')
+            f' setenv bootargs "{slot_bootargs(board, s)}"; {boot[-1]}')
     any_left = " -o ".join(f"0x${{{left_var(s)}}} -gt 0" for s in SLOTS)
     refill = " ".join(f"setenv {left_var(s)} {ab.tries};" for s in SLOTS)
-    out["eb_ab"] = (
-        f"run eb_ab_order; run eb_ab_pick; if test {any_left}; then echo {AB_SAYS} no slot"
-        f" booted; else echo {AB_SAYS} no slot has tries left: each gets {ab.tries} again;"
-        f" {refill} fi; run eb_ab_clear; saveenv; reset")
+    images = " ".join(f"run eb_ab_check_{s} && setenv eb_img 1;" for s in SLOTS)
+    out["eb_ab_none"] = (
+        f"{images} if test -z \"${{eb_img}}\"; then echo {AB_SAYS} no slot holds an image;"
+        f" run eb_ab_clear; {ab.fallback}; else if test {any_left}; then echo {AB_SAYS} no"
+        f" slot booted; else echo {AB_SAYS} no tries left: each slot gets {ab.tries} again;"
+        f" {refill} fi; run eb_ab_clear; saveenv; reset; fi")
+    out["eb_ab"] = "run eb_ab_order; run eb_ab_pick; run eb_ab_none"
     out["bootcmd"] = "run eb_ab"
     return out
+
+
+def image_address(flash: Flash, part: Partition) -> int:
+    """Where bootm finds a slot's image: its mapped address, or for SPI NOR the RAM it is
+    read back to."""
+    if flash.dialect == "nor":
+        return flash_address(flash, part)
+    assert flash.readback_addr is not None
+    return flash.readback_addr
+
+
+def ab_default_bootcmd(board: Board) -> str:
+    """The A/B boot as one command, for U-Boot's compiled-in default environment: a board
+    whose saved environment is damaged (a power cut during saveenv) still boots a slot."""
+    script = ab_script(board)
+    return "; ".join([*(f"setenv {k} '{v}'" for k, v in script.items() if k != "bootcmd"),
+                      script["bootcmd"]])
 
 
 def ab_commands(board: Board, state: dict[str, str]) -> list[str]:

@@ -438,6 +438,8 @@ class FlashAb(Strict):
         confirmed: the A/B boot has been run on this board's own U-Boot (saveenv keeps the
             counters across resets, the commands exist). Until then `embedbuild update`
             refuses the board.
+        fallback: what U-Boot runs when neither slot holds an intact image (a board fresh
+            from the factory): its standard boot.
     """
 
     a: str
@@ -445,6 +447,9 @@ class FlashAb(Strict):
     tries: int = Field(default=3, ge=1, le=9)
     panic: int = Field(default=1, ge=1, le=300)
     confirmed: bool = False
+    # Run inside the boot script, itself stored in single quotes: none in here.
+    fallback: str = Field(default="run distro_bootcmd", min_length=1,
+                          pattern=r"^[^'\x00-\x1f\x7f]+$")
 
     def partition_of(self, slot: str) -> str:
         """The partition of slot "A" or "B"."""
@@ -564,7 +569,7 @@ class Flash(Strict):
                     out.append((("flash", "env", "size"),
                                 f"the environment (0x{env.size:x} bytes) is larger than the "
                                 f"sector saveenv erases for it (0x{env.sector:x})"))
-                if env.offset + max(env.size, env.sector) > part.size:
+                if env.offset + env.sector > part.size:
                     out.append((("flash", "env", "offset"),
                                 f"the environment (0x{env.offset:x} + 0x{env.sector:x}) "
                                 f"reaches past partition {part.name!r} (0x{part.size:x} "
