@@ -36,7 +36,8 @@ SERIAL_HELP = ("a real board's console: a device path, or a serial server's URL 
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # No emoji codes: "board.toml:100: ..." must not print as "board.toml💯 ...".
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def _store(args):
