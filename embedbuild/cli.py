@@ -390,7 +390,7 @@ def cmd_update(args) -> int:
         if not args.ssh:
             raise EmbedbuildError("--ssh needs the system's address (or --qemu)")
         image, _ = _update_image(args, board)
-        report = rig_update.update_ssh(_ssh(args), board, image, args.slot,
+        report = rig_update.update_ssh(_ssh(args), rig_update.Update(board, image, args.slot),
                                        rig_update.UpdateReport())
         for line in report.lines():
             print(line)
@@ -404,16 +404,17 @@ def cmd_update(args) -> int:
     target = _target(board, options)
     target.result = result
     report = rig_update.UpdateReport()
+    update = rig_update.Update(board, image, args.slot)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(bench_dir(board))
         stack.enter_context(target)
         try:
             if via_ssh:  # the QEMU twin: boot the slot U-Boot picks, then over SSH
                 target.boot(AbBoot(), r"embedbuild: slot [AB]: marked good", args.timeout)
-                rig_update.update_ssh(_ssh(args, target), board, image, args.slot, report)
+                rig_update.update_ssh(_ssh(args, target), update, report)
             else:
                 uboot = target.prompt([image])
-                rig_update.update_uboot(uboot, board, image, args.slot, target.link, report)
+                rig_update.update_uboot(uboot, update, target.link, report)
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise

@@ -61,6 +61,7 @@ class CmakeRecipe(Recipe):
             build type.
         cflags: the compiler flags (no -g: debug information would record the build
             folder).
+        ldflags: the linker flags of programs (``-static``).
         targets: what ``cmake --build`` builds; empty: everything.
         cmake_install: run ``cmake --install`` (else the recipe's ``install`` hook takes its
             files from the build folder, for targets that are not installed by
@@ -71,8 +72,11 @@ class CmakeRecipe(Recipe):
 
     cmake_args: ClassVar[tuple[str, ...]] = ()
     cflags: ClassVar[str] = "-Os"
+    ldflags: ClassVar[str] = ""
     targets: ClassVar[tuple[str, ...]] = ()
     cmake_install: ClassVar[bool] = True
+    # This infrastructure's code version (part of every key, with the recipe's).
+    revision: ClassVar[int] = 1
 
     def prepare(self, ctx: Context, src: Path, target: Target) -> None:
         """Adjust the writable source copy before CMake reads it."""
@@ -96,11 +100,20 @@ class CmakeRecipe(Recipe):
             tcfile.write_text(toolchain_file(tc, sysroot))
             env = cross_env(tc, sysroot)
             # CMake gives the compiler absolute paths: the scratch folder is mapped out
-            # of __FILE__ (assert messages), so the bytes are the same in any store.
-            cflags = f"{self.cflags} -ffile-prefix-map={ctx.scratch}=."
+            # of __FILE__ (assert messages), so the bytes are the same in any store. The
+            # staging sysroot's headers and libraries are named here, not left to CMake's
+            # reading of CPPFLAGS and LDFLAGS.
+            # -DNDEBUG as CMake's own Release flags have it (libubootenv prints debugging
+            # lines to stdout without it).
+            cflags = f"{self.cflags} -DNDEBUG -ffile-prefix-map={ctx.scratch}=."
+            ldflags = self.ldflags
+            if sysroot is not None:
+                cflags += f" -I{sysroot}/include"
+                ldflags = f"{ldflags} -L{sysroot}/lib".strip()
             b.mkdir()
             ctx.run.run(["cmake", "-S", "../src", "-B", ".", f"-DCMAKE_TOOLCHAIN_FILE={tcfile}",
                          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_C_FLAGS_RELEASE={cflags}",
+                         f"-DCMAKE_EXE_LINKER_FLAGS={ldflags}",
                          # An empty prefix: "/" would make "//lib" of "${prefix}/lib",
                          # which CMake's install takes for a network path.
                          "-DCMAKE_INSTALL_PREFIX=", "-DCMAKE_INSTALL_LIBDIR=lib",
@@ -125,7 +138,8 @@ class CmakeRecipe(Recipe):
             name=f"{self.name}-{tc.triplet}",
             version=self.step_version,
             inputs={"toolchain": tc.identity(), "cmake_args": list(self.cmake_args),
-                    "cflags": self.cflags, "targets": list(self.targets),
+                    "cflags": self.cflags, "ldflags": self.ldflags,
+                    "targets": list(self.targets),
                     **self.key_inputs(target)},
             deps={"tree": target.source(self.source), **libs},
             build=build,

@@ -29,7 +29,8 @@ class Libubootenv(CmakeRecipe):
 
     source = "libubootenv"
     depends = ("zlib", "libyaml")
-    cmake_args = ("-DBUILD_DOC=OFF", "-DCMAKE_EXE_LINKER_FLAGS=-static")
+    cmake_args = ("-DBUILD_DOC=OFF",)
+    ldflags = "-static"
     targets = ("fw_printenv",)
     cmake_install = False
     installs = ("usr/bin/fw_printenv", "usr/bin/fw_setenv")

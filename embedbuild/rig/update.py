@@ -87,6 +87,21 @@ def parse_printenv(text: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for line in text.splitlines() if (m := _VAR.match(line))}
 
 
+@dataclass(frozen=True)
+class Update:
+    """One update asked for.
+
+    Args:
+        board: the board.
+        image: the image to write (a FIT or uImage, as `embedbuild flash` writes).
+        slot: "A", "B", or "auto": the slot not in use.
+    """
+
+    board: Board
+    image: Path
+    slot: str = "auto"
+
+
 @dataclass
 class UpdateReport:
     """What an update did: the slot, the step times, the variables stored."""
@@ -114,9 +129,10 @@ def uboot_env(uboot: UBootDriver) -> dict[str, str]:
     return parse_printenv(uboot.check("printenv", 30).output)
 
 
-def update_uboot(uboot: UBootDriver, board: Board, image: Path, asked: str, link: LanLink,
+def update_uboot(uboot: UBootDriver, update: Update, link: LanLink,
                  report: UpdateReport) -> UpdateReport:
-    """The update at a U-Boot prompt whose TFTP server serves ``image``."""
+    """The update at a U-Boot prompt whose TFTP server serves the update's image."""
+    board, image, asked = update.board, update.image, update.slot
     ab = check_board(board)
     t0 = time.monotonic()
     state = AbState.of(uboot_env(uboot))
@@ -286,9 +302,9 @@ def ssh_images(ssh: Ssh, board: Board, now: Running, built: bytes | None) -> dic
     return out
 
 
-def update_ssh(ssh: Ssh, board: Board, image: Path, asked: str,
-               report: UpdateReport) -> UpdateReport:
+def update_ssh(ssh: Ssh, update: Update, report: UpdateReport) -> UpdateReport:
     """The update from the running system (booted from a slot) over SSH."""
+    board, image, asked = update.board, update.image, update.slot
     ab = check_board(board)
     steps: dict[str, float] = {}
     report.steps = steps
