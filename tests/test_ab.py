@@ -10,11 +10,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from embedbuild import bootcmd, ubootenv
 from embedbuild.errors import BoardError
 from embedbuild.load import load_board
 from embedbuild.model.board import SLOTS
+from embedbuild.rig.update import UpdateError, refuse_running
 from embedbuild.rootfs.generated import render_init
 from embedbuild.rootfs.markgood import fw_env_config, mark_good_entries, render_mark_good
 from embedbuild.slots import AbState, counter, describe, image_size
@@ -223,3 +225,78 @@ def test_a_healthy_slot_is_marked_good_with_fw_setenv():
     plain = board.system.model_copy(update={"health": None})
     assert "mark-good" not in render_init(plain, board.name)
 
+
+
+# -- the commands, refused before anything is built or powered ---------------------------
+
+
+def _image(tmp_path: Path) -> Path:
+    p = tmp_path / "image.itb"
+    p.write_bytes(struct.pack(">II", 0xD00DFEED, 4096) + bytes(4088))
+    return p
+
+
+def test_update_refuses_a_board_whose_a_b_boot_is_not_confirmed(tmp_path: Path):
+    r = run_main("update", "ap-ac-lite", "--serial", "/dev/null", "--server-ip", "10.0.0.1",
+                 "--device-ip", "10.0.0.2", store=tmp_path / "s")
+    assert r.code == 1 and "not confirmed on a real unit" in r.err
+    assert "then set confirmed = true" in r.err
+    r = run_main("update", "qemu-malta-be", "--qemu", store=tmp_path / "s")
+    assert r.code == 1 and "board qemu-malta-be has no A/B slots" in r.err
+    assert not (tmp_path / "s").exists()  # refused before anything was built
+
+
+def test_update_dry_run_shows_every_command_of_one_slot(tmp_path: Path):
+    image = _image(tmp_path)
+    r = run_main("update", "qemu-arm-virt", "--dry-run", "--image", str(image),
+                 store=tmp_path / "s")
+    assert r.code == 1 and "give --slot A or B" in r.err
+    r = run_main("update", "qemu-arm-virt", "--dry-run", "--slot", "B", "--image", str(image),
+                 store=tmp_path / "s")
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    # Only slot B's blocks are erased and written; then the environment.
+    assert "erase 0x5000000 +0x1000000" in lines and "cp.b 0x40400000 0x5000000 0x1000" in lines
+    assert not any(f" 0x4040000 {x}" in line or line.endswith(" 0x4040000") for line in lines
+                   for x in ("+", "0x"))
+    assert lines[-4:] == ["setenv BOOT_ORDER 'B A'", "setenv BOOT_B_LEFT '3'",
+                          "setenv BOOT_A_LEFT '0'", "saveenv"]
+    assert all(len(line) < bootcmd.LINE_MAX for line in lines if line.startswith("setenv"))
+
+
+def test_the_slot_in_use_is_never_written():
+    board = load_board("qemu-arm-virt")
+    state = AbState.of({"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"})
+    with pytest.raises(UpdateError, match="slot A is the one that boots next on qemu-arm-virt"):
+        refuse_running(board, state.target("A"), state.booting(), "boots next")
+    refuse_running(board, state.target("auto"), state.booting(), "boots next")
+    with pytest.raises(UpdateError, match="slot B is the one that runs"):
+        refuse_running(board, "B", "B", "runs")
+
+
+def test_slots_reads_a_flash_file(tmp_path: Path):
+    r = run_main("slots", "qemu-arm-virt", "--flash-file", str(tmp_path / "none.img"),
+                 store=tmp_path / "s")
+    assert r.code == 1 and "no flash file of qemu-arm-virt" in r.err
+    flash = tmp_path / "flash.img"
+    flash.write_bytes(b"\xff" * 0x4000000)
+    r = run_main("slots", "qemu-arm-virt", "--flash-file", str(flash), store=tmp_path / "s")
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == [
+        "U-Boot's environment is erased (never saved): U-Boot runs its default environment",
+        "slot A  firmware-a   erased; tries left unset",
+        "slot B  firmware-b   erased; tries left unset",
+        "no A/B state in the environment: no update has run (U-Boot boots by its bootcmd: "
+        "'(none)')"]
+
+
+def test_the_cmake_toolchain_file_finds_only_the_sysroot(tmp_path: Path):
+    from embedbuild.buildsys.cmake import toolchain_file
+    from embedbuild.toolchain import Toolchain
+
+    text = toolchain_file(Toolchain("arm-linux-gnueabihf-", load_board("qemu-arm-virt").arch),
+                          tmp_path / "sysroot")
+    assert "set(CMAKE_C_COMPILER arm-linux-gnueabihf-gcc)" in text
+    assert "set(CMAKE_SYSTEM_PROCESSOR arm)" in text
+    assert f"set(CMAKE_FIND_ROOT_PATH {tmp_path / 'sysroot'})" in text
+    assert "set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)" in text
