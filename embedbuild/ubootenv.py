@@ -1,5 +1,5 @@
-"""U-Boot's saved environment as bytes: read and written by the host, e.g. from a QEMU
-board's flash file, or made to be written to one.
+"""U-Boot's saved environment as bytes, read by the host, e.g. from a QEMU board's flash
+file or a dump of a real board's flash.
 
 A non-redundant environment of CONFIG_ENV_SIZE bytes is a crc32 (zlib's, stored in the
 CPU's byte order) of everything after it, then ``name=value`` strings each ended by a
@@ -23,7 +23,7 @@ HEADER = 4  # the crc32
 
 
 class EnvError(EmbedbuildError):
-    """An environment cannot be made (too large, a bad name) or its place is unknown."""
+    """An environment cannot be read: too short, or its place or file unknown."""
 
 
 @dataclass(frozen=True)
@@ -69,23 +69,6 @@ def parse(blob: bytes, big_endian: bool = False) -> Env:
     return Env(True, variables, stored)
 
 
-def build(variables: dict[str, str], size: int, big_endian: bool = False) -> bytes:
-    """The ``size`` bytes of an environment holding ``variables`` (filled with NULs, as
-    U-Boot's saveenv writes it)."""
-    out = bytearray()
-    for name, value in variables.items():
-        if not name or "=" in name or "\0" in name or "\0" in value:
-            raise EnvError(f"{name!r} cannot be an environment variable (no '=' or NUL in a "
-                           "name, no NUL in a value)")
-        out += f"{name}={value}".encode("utf-8", "surrogateescape") + b"\0"
-    out += b"\0"
-    room = size - HEADER
-    if len(out) > room:
-        raise EnvError(f"the environment needs {len(out):,} bytes, it has {room:,}")
-    data = bytes(out) + bytes(room - len(out))
-    return struct.pack(_order(big_endian), zlib.crc32(data)) + data
-
-
 def location(board: Board) -> tuple[int, FlashEnv]:
     """(offset in the flash, geometry) of the board's environment."""
     flash = board.flash
@@ -113,12 +96,3 @@ def read_flash(board: Board, flash_file: Path) -> Env:
                        hint="give a file holding the whole flash")
     return parse(blob, board.big_endian)
 
-
-def write_flash(board: Board, flash_file: Path, variables: dict[str, str]) -> None:
-    """Write an environment holding ``variables`` into a file holding the board's flash,
-    as saveenv would (the rest of the sector erased)."""
-    offset, env = location(board)
-    blob = build(variables, env.size, board.big_endian)
-    with open(flash_file, "r+b") as f:
-        f.seek(offset)
-        f.write(blob + b"\xff" * (env.sector - env.size))

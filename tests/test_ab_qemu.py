@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_a_good_update_boots_and_is_marked_good_and_a_is_untouched(
 
 
 def test_a_slot_whose_kernel_panics_is_tried_then_a_boots(
-        arm_result: Path, installed: Path, panic_fit: Path, tmp_path: Path):
+        arm_result: Path, installed: Path, panic_fit: Path, session_store: Path, tmp_path: Path):
     flash = _copy(installed, tmp_path)
     board = load_board(BOARD)
     with qemu_target(board, tmp_path / "w", arm_result, flash) as target:
@@ -195,6 +196,19 @@ def test_a_slot_whose_kernel_panics_is_tried_then_a_boots(
     # Read by the host from the flash file, QEMU gone: B spent, A good again.
     env = _env(flash)
     assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == ("B A", "3", "0")
+    # And by `embedbuild slots` from the device, through U-Boot (its bench folder's flash).
+    bench = tmp_path / "bench"
+    (bench / BOARD).mkdir(parents=True)
+    shutil.copyfile(flash, bench / BOARD / "flash.img")
+    r = cli("slots", BOARD, "--qemu", "--from-device", "--built", str(arm_result),
+            store=session_store, env={"EMBEDBUILD_BENCH": str(bench)}, timeout=120)
+    assert r.code == 0, r.err
+    assert re.search(r"^slot A  firmware-a +FIT, [\d,]+ bytes, crc32 [0-9a-f]{8} \(this "
+                     r"build's image\); tries left 3 of 3  <- boots next$", r.out, re.M)
+    panic_size = panic_fit.stat().st_size
+    assert re.search(rf"^slot B  firmware-b +FIT, {panic_size:,} bytes, crc32 "
+                     rf"{zlib.crc32(panic_fit.read_bytes()):08x}; tries left 0 of 3$", r.out, re.M)
+    assert "BOOT_ORDER 'B A'" in r.out
 
 
 def test_a_slot_that_hangs_is_reset_by_the_watchdog_and_rolled_back(
