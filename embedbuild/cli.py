@@ -235,6 +235,16 @@ class _PowerPrompt:
                 f"{self.target.link.server_ip}:69: {time.monotonic() - self.t0:.0f} s")
 
 
+def _with_firmware(args, board, options, result):
+    """The build result a target boots with: a QEMU model whose U-Boot the board builds
+    ([uboot.build], no [qemu] firmware) runs that U-Boot, so it needs the build even when
+    the command was given a file (--image)."""
+    if result is None and not options.real and board.qemu is not None \
+            and board.qemu.firmware is None:
+        return build_board(args, _store(args), _console()).result
+    return result
+
+
 def _target(board, options):
     """The one target of this command (rig/target.py), made before the build (its
     result comes after), its folder run/ in the board's bench folder; a person is told
@@ -316,7 +326,7 @@ def cmd_flash(args) -> int:
         return 0
     options.check(board, [image])
     target = _target(board, options)
-    target.result = result
+    target.result = _with_firmware(args, board, options, result)
     report = rig_flash.FlashReport(job.part.name)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(bench_dir(board))
@@ -402,7 +412,7 @@ def cmd_update(args) -> int:
     image, result = _update_image(args, board)
     options.check(board, [image])
     target = _target(board, options)
-    target.result = result
+    target.result = _with_firmware(args, board, options, result)
     report = rig_update.UpdateReport()
     update = rig_update.Update(board, image, args.slot)
     with contextlib.ExitStack() as stack:
@@ -457,6 +467,9 @@ def cmd_slots(args) -> int:
         options = _options(args)
         options.check(board)
         target = _target(board, options)
+        target.result = _with_firmware(args, board, options, None)
+        if built is None and target.result is not None:  # say which slot holds its image
+            built = (target.result / Manifest.read(target.result).flash_image).read_bytes()
         with contextlib.ExitStack() as stack:
             stack.enter_context(bench_dir(board))
             stack.enter_context(target)

@@ -287,9 +287,17 @@ def test_a_damaged_environment_still_boots_a_slot(arm_result: Path, installed: P
         target.console.expect(r"bad CRC, using default environment", 30)
         assert target.console.expect(BOOTING, 60).match.groups() == ("A", "2")
         assert _follow(target, GOOD) == "A"
-    env = _env(flash)
-    assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == ("A B", "3", "3")
-    assert "distro_bootcmd" in env  # the default environment, saved again with ours
+        env = _env(flash)
+        assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == ("A B", "3", "3")
+        assert "distro_bootcmd" in env  # the default environment, saved again with ours
+        # A BOOT_ORDER naming no slot (written from Linux): U-Boot still tries them all.
+        target.shell().succeed("fw_setenv BOOT_ORDER 'C D'")
+        mark = target.console.mark()
+        target.console.sendline("reboot")
+        m = target.console.expect(BOOTING, 60, since=mark).match
+        assert m.groups() == ("A", "2")
+        assert _follow(target, GOOD) == "A"
+    assert _env(flash)["BOOT_ORDER"] == "C D"
     # And `embedbuild slots` reads it from the flash file.
     r = cli("slots", BOARD, "--flash-file", str(flash), "--built", str(arm_result),
             store=session_store)
