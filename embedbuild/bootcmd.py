@@ -254,6 +254,8 @@ def extlinux_conf(board: Board, kernel: str, fdt: str | None, initrd: str | None
 # boot attempts left. U-Boot's setexpr writes hexadecimal without "0x" and test reads
 # numbers with base 0, so every comparison reads 0x${BOOT_x_LEFT}.
 BOOT_ORDER = "BOOT_ORDER"
+# The slot an update wrote that has not yet marked itself good (the system clears it).
+BOOT_PENDING = "BOOT_PENDING"
 SLOT_ARG = "embedbuild.slot"  # on the kernel command line: the slot booted
 # Console lines of the boot script, for the host and for people.
 AB_SAYS = "embedbuild A/B:"

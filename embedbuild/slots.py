@@ -31,16 +31,19 @@ class AbState:
     Args:
         order: BOOT_ORDER as stored (None: not set).
         left: each slot's BOOT_x_LEFT as stored (None: not set).
+        pending: BOOT_PENDING: the slot an update wrote that has not marked itself good.
     """
 
     order: str | None
     left: dict[str, str | None]
+    pending: str | None = None
 
     @classmethod
     def of(cls, variables: dict[str, str]) -> AbState:
         """The state in an environment's variables."""
         return cls(variables.get(bootcmd.BOOT_ORDER),
-                   {s: variables.get(bootcmd.left_var(s)) for s in SLOTS})
+                   {s: variables.get(bootcmd.left_var(s)) for s in SLOTS},
+                   variables.get(bootcmd.BOOT_PENDING))
 
     @property
     def configured(self) -> bool:
@@ -73,19 +76,30 @@ class AbState:
             return None
         return self.next_slot() or self.effective_order()[0]
 
+    def in_use(self) -> str | None:
+        """The slot an update must keep, read from the environment alone: the one that
+        boots next, unless that one holds an update not yet proven (BOOT_PENDING): then
+        the other, the last proven good. None before any update."""
+        nxt = self.booting()
+        if nxt is not None and self.pending == nxt:
+            return next(s for s in SLOTS if s != nxt)
+        return nxt
+
     def target(self, asked: str) -> str:
-        """The slot an update writes: ``asked`` ("A" or "B"), or for "auto" the one that
-        does not boot next (the running system's, normally); A on a first install."""
+        """The slot an update writes: ``asked`` ("A" or "B"), or for "auto" the one not
+        in use; A on a first install."""
         if asked != "auto":
             return asked
-        nxt = self.booting()
-        return SLOTS[0] if nxt is None else next(s for s in SLOTS if s != nxt)
+        keep = self.in_use()
+        return SLOTS[0] if keep is None else next(s for s in SLOTS if s != keep)
 
     def after_update(self, slot: str, ab: FlashAb) -> dict[str, str]:
-        """The variables an update to ``slot`` stores: that slot first with all its tries;
-        the other keeps what it had (a first install gives it none: nothing is in it)."""
+        """The variables an update to ``slot`` stores: that slot first with all its tries,
+        pending until its system marks it good; the other keeps what it had (a first
+        install gives it none: nothing is in it)."""
         other = [s for s in SLOTS if s != slot]
-        out = {bootcmd.BOOT_ORDER: " ".join([slot, *other]), bootcmd.left_var(slot): str(ab.tries)}
+        out = {bootcmd.BOOT_ORDER: " ".join([slot, *other]), bootcmd.left_var(slot): str(ab.tries),
+               bootcmd.BOOT_PENDING: slot}
         for s in other:
             out[bootcmd.left_var(s)] = self.left[s] if self.left[s] is not None else "0"
         return out
@@ -132,6 +146,9 @@ def describe(board: Board, variables: dict[str, str], images: dict[str, str]) ->
     order = " ".join(state.effective_order())
     note = "" if (state.order or "").split() == order.split() else f" (tried as {order!r})"
     lines.append(f"BOOT_ORDER {state.order!r}{note}")
+    if state.pending in SLOTS:
+        lines.append(f"slot {state.pending} holds an update that has not yet marked itself "
+                     "good")
     if nxt is None:
         lines.append(f"no slot has tries left: the next boot gives each {flash.ab.tries} "
                      "again")

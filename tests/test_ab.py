@@ -124,11 +124,11 @@ def test_the_next_slot_and_the_slot_an_update_writes():
     fresh = AbState.of({})
     assert not fresh.configured and fresh.target("auto") == "A"
     assert fresh.after_update("A", ab) == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3",
-                                          "BOOT_B_LEFT": "0"}
+                                          "BOOT_PENDING": "A", "BOOT_B_LEFT": "0"}
     running_a = AbState.of({"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"})
     assert running_a.next_slot() == "A" and running_a.target("auto") == "B"
     assert running_a.after_update("B", ab) == {"BOOT_ORDER": "B A", "BOOT_B_LEFT": "3",
-                                               "BOOT_A_LEFT": "3"}
+                                               "BOOT_PENDING": "B", "BOOT_A_LEFT": "3"}
     spent = AbState.of({"BOOT_ORDER": "B A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"})
     assert spent.next_slot() is None and spent.target("auto") == "A"
     assert AbState("A B", {"A": "0", "B": "0"}).target("auto") == "B"
@@ -217,7 +217,8 @@ def test_a_healthy_slot_is_marked_good_with_fw_setenv():
     board = load_board("qemu-arm-virt")
     assert fw_env_config(board).splitlines()[-1] == "/dev/mtd0 0x0 0x40000 0x40000"
     script = render_mark_good(board)
-    assert "fw_setenv \"BOOT_${slot}_LEFT\" 3" in script
+    assert 'echo "BOOT_${slot}_LEFT=3"; [ "$pending" != "$slot" ] || echo "BOOT_PENDING="; }' \
+        in script and "| fw_setenv -s -" in script
     assert "grep -q '^mtd0: .* \"u-boot-env\"$' /proc/mtd" in script
     assert "sh -c 'netstat -ltn | grep -q '\"'\"':22 '\"'\"''" in script
     assert ": > /dev/watchdog" in script and "exec watchdog -F -T 30 -t 5" in script
@@ -264,19 +265,27 @@ def test_update_dry_run_shows_every_command_of_one_slot(tmp_path: Path):
     assert "erase 0x5000000 +0x1000000" in lines and "cp.b 0x40400000 0x5000000 0x1000" in lines
     assert not any(f" 0x4040000 {x}" in line or line.endswith(" 0x4040000") for line in lines
                    for x in ("+", "0x"))
-    assert lines[-4:] == ["setenv BOOT_ORDER 'B A'", "setenv BOOT_B_LEFT '3'",
-                          "setenv BOOT_A_LEFT '0'", "saveenv"]
+    assert lines[-5:] == ["setenv BOOT_ORDER 'B A'", "setenv BOOT_B_LEFT '3'",
+                          "setenv BOOT_PENDING 'B'", "setenv BOOT_A_LEFT '0'", "saveenv"]
     assert all(len(line) < bootcmd.LINE_MAX for line in lines if line.startswith("setenv"))
 
 
 def test_the_slot_in_use_is_never_written():
     board = load_board("qemu-arm-virt")
     state = AbState.of({"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"})
-    with pytest.raises(UpdateError, match="slot A is the one that boots next on qemu-arm-virt"):
-        refuse_running(board, state.target("A"), state.booting(), "boots next")
-    refuse_running(board, state.target("auto"), state.booting(), "boots next")
+    with pytest.raises(UpdateError, match="slot A is the one that boots on qemu-arm-virt"):
+        refuse_running(board, state.target("A"), state.in_use(), "that boots")
+    refuse_running(board, state.target("auto"), state.in_use(), "that boots")
     with pytest.raises(UpdateError, match="slot B is the one that runs"):
-        refuse_running(board, "B", "B", "runs")
+        refuse_running(board, "B", "B", "that runs")
+    # B written, not yet booted: A is the one to keep; auto writes B again.
+    pending = AbState.of({"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3",
+                          "BOOT_PENDING": "B"})
+    assert pending.in_use() == "A" and pending.target("auto") == "B"
+    # B failed and U-Boot fell back to A: A is kept, auto writes B.
+    failed = AbState.of({"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0",
+                         "BOOT_PENDING": "B"})
+    assert failed.in_use() == "A" and failed.target("auto") == "B"
 
 
 def test_slots_reads_a_flash_file(tmp_path: Path):
@@ -305,3 +314,29 @@ def test_the_cmake_toolchain_file_finds_only_the_sysroot(tmp_path: Path):
     assert "set(CMAKE_SYSTEM_PROCESSOR arm)" in text
     assert f"set(CMAKE_FIND_ROOT_PATH {tmp_path / 'sysroot'})" in text
     assert "set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)" in text
+
+
+
+class _Printenv:
+    """A U-Boot that only answers printenv, with these variables."""
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self.text = "".join(f"{k}={v}\n" for k, v in variables.items())
+
+    def check(self, command: str, timeout: float = 30):
+        from embedbuild.rig.uboot import Result
+
+        assert command == "printenv", command
+        return Result(0, self.text + "\nEnvironment size: 100/262140 bytes", 0.0)
+
+
+def test_through_u_boot_the_last_good_slot_is_never_written(tmp_path: Path):
+    from embedbuild.rig.update import Update, UpdateReport, update_uboot
+
+    board = load_board("qemu-arm-virt")
+    # B was written and has not booted yet: A is the last proven good.
+    uboot = _Printenv({"bootcmd": "run eb_ab", "BOOT_ORDER": "B A", "BOOT_A_LEFT": "3",
+                       "BOOT_B_LEFT": "3", "BOOT_PENDING": "B"})
+    with pytest.raises(UpdateError, match="slot A is the one U-Boot keeps to boot or fall "
+                       "back to on qemu-arm-virt"):
+        update_uboot(uboot, Update(board, _image(tmp_path), "A"), None, UpdateReport())

@@ -163,7 +163,8 @@ def test_a_good_update_boots_and_is_marked_good_and_a_is_untouched(
                                        rig_update.UpdateReport())
         print("\n".join(report.lines()))
         assert report.slot == "B" and report.written == image.stat().st_size
-        assert report.stored == {"BOOT_ORDER": "B A", "BOOT_B_LEFT": "3", "BOOT_A_LEFT": "3"}
+        assert report.stored == {"BOOT_ORDER": "B A", "BOOT_B_LEFT": "3", "BOOT_PENDING": "B",
+                                 "BOOT_A_LEFT": "3"}
         mark = target.console.mark()
         target.console.sendline("reboot")
         m = target.console.expect(BOOTING, 60, since=mark).match
@@ -172,6 +173,7 @@ def test_a_good_update_boots_and_is_marked_good_and_a_is_untouched(
         assert target.shell().succeed("fw_printenv -n BOOT_B_LEFT").strip() == "3"
     env = _env(flash)
     assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == ("B A", "3", "3")
+    assert "BOOT_PENDING" not in env  # B proved itself
     # U-Boot's own variables are still there: the environment is its default plus ours.
     assert env["fdt_addr"] == "0x40000000" and "distro_bootcmd" in env
     assert _slot_bytes(flash, "A") == a_before

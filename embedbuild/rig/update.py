@@ -77,7 +77,7 @@ def refuse_running(board: Board, slot: str, in_use: str | None, how: str) -> Non
     fallback."""
     if slot == in_use:
         other = next(s for s in SLOTS if s != slot)
-        raise UpdateError(f"slot {slot} is the one that {how} on {board.name}: writing it "
+        raise UpdateError(f"slot {slot} is the one {how} on {board.name}: writing it "
                           "would leave no slot to fall back to",
                           hint=f"write slot {other} (--slot auto)")
 
@@ -137,7 +137,8 @@ def update_uboot(uboot: UBootDriver, update: Update, link: LanLink,
     t0 = time.monotonic()
     state = AbState.of(uboot_env(uboot))
     slot = state.target(asked)
-    refuse_running(board, slot, state.booting(), "boots next")
+    # Through U-Boot nothing says which slot ran last: the environment does (in_use).
+    refuse_running(board, slot, state.in_use(), "U-Boot keeps to boot or fall back to")
     part = slot_partition(board, slot)
     report.slot, report.partition = slot, part.name
     report.steps = {"read environment": time.monotonic() - t0}
@@ -321,7 +322,7 @@ def update_ssh(ssh: Ssh, update: Update, report: UpdateReport) -> UpdateReport:
                           "environment whole")
     state = AbState.of(now.env)
     slot = state.target(asked) if asked != "auto" else next(s for s in SLOTS if s != now.slot)
-    refuse_running(board, slot, now.slot, "runs")
+    refuse_running(board, slot, now.slot, "that runs")
     part = slot_partition(board, slot)
     report.slot, report.partition = slot, part.name
     if part.name not in now.mtd:

@@ -53,7 +53,7 @@ def render_mark_good(board: Board) -> str:
     return env.from_string(TEMPLATE.read_text()).render(
         board=board.name, slot_arg=bootcmd.SLOT_ARG, watchdog=health.watchdog,
         check=health.check, within=health.within, device=env_device(board),
-        partition=flash.env.partition, tries=flash.ab.tries,
+        partition=flash.env.partition, tries=flash.ab.tries, pending_var=bootcmd.BOOT_PENDING,
         watchdog_timeout=PET_TIMEOUT, watchdog_period=PET_PERIOD)
 
 
