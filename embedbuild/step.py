@@ -61,6 +61,8 @@ class Step:
         compilers: the compilers (names on PATH) the step runs, which go through the
             compiler cache (compiler_cache.py). Not part of the key: the cache must
             never change an output.
+        count: counts the work done so far in the step's scratch folder (the kernel:
+            object files), for the progress display; not part of the key.
     """
 
     kind: str
@@ -72,6 +74,7 @@ class Step:
     outputs: dict[str, str] = field(default_factory=dict)
     jobs: int = 1
     compilers: tuple[str, ...] = ()
+    count: Callable[[Path], int] | None = None
 
     @cached_property
     def key(self) -> str:

@@ -442,13 +442,14 @@ def test_endless_http_archive_stops_at_its_signed_size(keys, store_a, pushed, tm
 
 
 def test_slow_http_description_is_cut_off(keys, store_a, pushed, tmp_path: Path):
-    """A byte a second, with the defaults but a timeout of 1 s: the description must keep
-    up 64 KiB/s after three timeouts, so it is cut off after 3 s, not after the item's
-    whole deadline (600 s) or never."""
+    """Four bytes a second, with the defaults but a timeout of 1 s: no single read waits
+    out the timeout (a byte comes every 0.25 s, so a busy machine does not turn this into
+    a plain timeout), but the description must keep up 64 KiB/s after three timeouts, so
+    it is cut off after 3 s, not after the item's whole deadline (600 s) or never."""
     folder = tmp_path / "www"
     _push_folder(pushed, folder)
     rel = str(_description(folder).relative_to(folder))
-    with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
+    with HostileServer(folder, {rel: "slow"}, interval=0.25, max_seconds=30) as server:
         r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ntimeout = 1\n")
     # The server's own watchdog (30 s) never had to stop it; the reason is in the line.
     assert server.overrun == []

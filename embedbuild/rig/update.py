@@ -31,10 +31,11 @@ from pathlib import Path
 
 from embedbuild import bootcmd
 from embedbuild.model.board import SLOTS, Board, FlashAb, Partition
-from embedbuild.rig.flash import FlashError, FlashJob, FlashReport, check_image, flash
+from embedbuild.rig.flash import FlashError, FlashJob, FlashReport, flash
 from embedbuild.rig.resource import LanLink
 from embedbuild.rig.uboot import UBootDriver
 from embedbuild.slots import HEAD, AbState, image_size
+from embedbuild.vboot.verify import Keyring
 
 _VAR = re.compile(r"^([A-Za-z0-9_.:-]+)=(.*)$")
 _MD = re.compile(r"^[0-9a-fA-F]{8}:((?: [0-9a-fA-F]{2})+)", re.M)
@@ -95,11 +96,27 @@ class Update:
         board: the board.
         image: the image to write (a FIT or uImage, as `embedbuild flash` writes).
         slot: "A", "B", or "auto": the slot not in use.
+        keyring: for a board that requires signed images ([signing]), the keys its
+            U-Boot trusts (the result's keyring): the image must verify against them.
     """
 
     board: Board
     image: Path
     slot: str = "auto"
+    keyring: Keyring | None = None
+
+    def job(self, part: Partition) -> FlashJob:
+        """The write of the image to ``part``, refused when the image does not fit it or,
+        for a signed board, is not a FIT that verifies against the keyring (the same
+        check as `embedbuild flash`)."""
+        return FlashJob.prepare(self.board, part.name, self.image, self.keyring)
+
+    def refuse_unfit(self) -> None:
+        """Refuse, before anything is powered or written, an image the slot asked for
+        (with auto: either slot) may not take: too large, or (signed board) not signed
+        by the board's keys."""
+        for s in SLOTS if self.slot == "auto" else [self.slot]:
+            self.job(slot_partition(self.board, s))
 
 
 @dataclass
@@ -132,7 +149,7 @@ def uboot_env(uboot: UBootDriver) -> dict[str, str]:
 def update_uboot(uboot: UBootDriver, update: Update, link: LanLink,
                  report: UpdateReport) -> UpdateReport:
     """The update at a U-Boot prompt whose TFTP server serves the update's image."""
-    board, image, asked = update.board, update.image, update.slot
+    board, asked = update.board, update.slot
     ab = check_board(board)
     t0 = time.monotonic()
     state = AbState.of(uboot_env(uboot))
@@ -142,7 +159,7 @@ def update_uboot(uboot: UBootDriver, update: Update, link: LanLink,
     part = slot_partition(board, slot)
     report.slot, report.partition = slot, part.name
     report.steps = {"read environment": time.monotonic() - t0}
-    job = FlashJob(board, part, image, check_image(part, image), image.name)
+    job = update.job(part)
     done = flash(uboot, job, link, FlashReport(part.name))
     report.steps.update(done.steps)
     report.written = done.written
@@ -330,7 +347,7 @@ def update_ssh(ssh: Ssh, update: Update, report: UpdateReport) -> UpdateReport:
                           f"(/proc/mtd: {', '.join(now.mtd) or 'none'})",
                           hint="its kernel needs the board's MTD options and partitions")
     dev, size = now.mtd[part.name]
-    data = check_image(part, image)
+    data = update.job(part).data
     if size != part.size:
         raise UpdateError(f"/dev/{dev} ({part.name}) is {size:,} bytes on the device, "
                           f"{part.size:,} in board.toml: not written",
