@@ -6,6 +6,7 @@ commands into manifest.json; the bench (rig/) only sends what it gets from here.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -418,9 +419,20 @@ def ab_script(board: Board) -> dict[str, str]:
                 if not c.startswith("setenv bootargs")]
         # The image as bootm will see it: mapped NOR in place, SPI NOR read to RAM first;
         # each command only if the one before succeeded (a failed read or rollback check
-        # is no intact image).
+        # is no intact image). A script the boot stores (a signed board's version check,
+        # at this slot's address) becomes a variable of the slot's own: quoted inside
+        # another setenv it would break the quoting.
+        check, own = [], {}
+        for c in boot[:-1]:
+            if m := _SETENV_SCRIPT.match(c):
+                own[m.group(1)] = f"eb_ab_{m.group(1)}_{s}"
+                out[own[m.group(1)]] = m.group(2)
+            elif c.startswith("run ") and c[4:] in own:
+                check.append(f"run {own[c[4:]]}")
+            else:
+                check.append(c)
         out[f"eb_ab_check_{s}"] = " && ".join(
-            [*boot[:-1], f"iminfo 0x{image_address(flash, part):x}"])
+            [*check, f"iminfo 0x{image_address(flash, part):x}"])
         out[f"eb_ab_boot_{s}"] = (
             f"run eb_ab_clear; saveenv; echo {AB_SAYS} booting slot {s}, ${{{left_var(s)}}}"
             " tries left;"
@@ -436,6 +448,10 @@ def ab_script(board: Board) -> dict[str, str]:
     out["eb_ab"] = "run eb_ab_order; run eb_ab_pick; run eb_ab_none"
     out["bootcmd"] = "run eb_ab"
     return out
+
+
+# A boot command that stores a script: setenv NAME 'SCRIPT' (the script has no ').
+_SETENV_SCRIPT = re.compile(r"^setenv (\w+) '([^']*)'$")
 
 
 def image_address(flash: Flash, part: Partition) -> int:

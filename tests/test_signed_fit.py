@@ -327,3 +327,21 @@ def test_doctor_says_which_keys_a_signed_board_lacks(tmp_path, session_keys, mon
     assert got["signing keys"].ok and got["private keys"].note
     assert "can verify, not sign" in got["private keys"].detail
     assert "source linux-6.1" in got
+
+
+def test_a_signed_ab_board_boots_its_slots_through_the_configuration_after_the_version():
+    """The A/B script of a signed board: each slot's anti-rollback check is a variable of
+    its own (at the slot's address), run before iminfo; the boot names the configuration;
+    every line stored fits U-Boot's and nests no quotes."""
+    board = load_board(BOARD)
+    board = board.model_copy(update={"flash": load_board("qemu-arm-virt").flash})
+    script = bootcmd.ab_script(board)
+    for slot, at in (("A", 0x4040000), ("B", 0x5000000)):
+        assert script[f"eb_ab_check_{slot}"] == \
+            f"run eb_ab_check_version_{slot} && iminfo 0x{at:x}"
+        assert script[f"eb_ab_check_version_{slot}"].startswith(f"if fdt addr 0x{at:x} && ")
+        assert script[f"eb_ab_boot_{slot}"].endswith(
+            f"bootm 0x{at:x}#conf-1 0x{at:x}#conf-1 0x40000000")
+    assert all("'" not in v for v in script.values())
+    cmds = bootcmd.ab_commands(board, {"BOOT_ORDER": "A B"})
+    assert all(len(c) < bootcmd.LINE_MAX for c in cmds)
