@@ -36,6 +36,7 @@ from conftest import EMBEDBUILD
 
 from embedbuild.cpio import read_newc
 from embedbuild.load import load_board
+from embedbuild.manifest import Manifest
 from embedbuild.model.system import READY_LINE
 from embedbuild.rig.bench import Bench
 from embedbuild.rig.bootsource import PxeBoot
@@ -123,8 +124,13 @@ def report(target: Target) -> dict[str, str]:
 
 
 def init_sha256(tftp: Path, key: str) -> str:
-    """sha256 of /init in a served build's initramfs (its concatenated gzip segments)."""
-    data = gzip.decompress((tftp / "builds" / key / "initramfs.cpio.gz").read_bytes())
+    """sha256 of /init in a served build's initramfs (the manifest's; concatenated gzip
+    segments, or not compressed: qemu-arm-virt's now)."""
+    folder = tftp / "builds" / key
+    name = Manifest.read(folder).with_role("initramfs")[0]
+    data = (folder / name).read_bytes()
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
     init = next(e for e in read_newc(data) if e.path == "init")
     return hashlib.sha256(init.data).hexdigest()
 
