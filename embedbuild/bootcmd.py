@@ -6,12 +6,13 @@ commands into manifest.json; the bench (rig/) only sends what it gets from here.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from embedbuild.fit import VERSION_PROP
-from embedbuild.model.board import Board, Flash, Partition, UBoot
+from embedbuild.model.board import SLOTS, Board, Flash, Partition, UBoot
 
 if TYPE_CHECKING:  # the bench's type; the build never makes one
     from embedbuild.rig.resource import LanLink
@@ -245,6 +246,18 @@ def flash_range_crc(board: Board, part: Partition, offset: int, length: int) -> 
     return [f"sf read 0x{rb:x} 0x{at:x} 0x{length:x}", f"crc32 0x{rb:x} 0x{length:x}"]
 
 
+def flash_read_head(board: Board, part: Partition, length: int) -> list[str]:
+    """Commands whose last prints the first ``length`` bytes of a partition as stored
+    (md.b's hex dump; SPI NOR: read back to readback_addr first)."""
+    flash = board.flash
+    assert flash is not None
+    at = flash_address(flash, part)
+    if flash.dialect == "nor":
+        return [f"md.b 0x{at:x} 0x{length:x}"]
+    rb = flash.readback_addr
+    return [f"sf read 0x{rb:x} 0x{at:x} 0x{length:x}", f"md.b 0x{rb:x} 0x{length:x}"]
+
+
 def flash_boot(board: Board, part: Partition, size: int) -> list[str]:
     """Commands that boot the image in a flash partition (``size``: its length, what SPI
     NOR reads back to RAM); the last one boots."""
@@ -300,3 +313,170 @@ def extlinux_conf(board: Board, kernel: str, fdt: str | None, initrd: str | None
     if board.kernel.cmdline:
         lines.append(f"\tappend {board.kernel.cmdline}")
     return "\n".join(lines) + "\n"
+
+
+# -- A/B slots ---------------------------------------------------------------------------
+
+# Variables of the A/B boot (RAUC's names): the order slots are tried in, and each slot's
+# boot attempts left. U-Boot's setexpr writes hexadecimal without "0x" and test reads
+# numbers with base 0, so every comparison reads 0x${BOOT_x_LEFT}.
+BOOT_ORDER = "BOOT_ORDER"
+# The slot an update wrote that has not yet marked itself good (the system clears it).
+BOOT_PENDING = "BOOT_PENDING"
+SLOT_ARG = "embedbuild.slot"  # on the kernel command line: the slot booted
+# Console lines of the boot script, for the host and for people.
+AB_SAYS = "embedbuild A/B:"
+# What U-Boot reads from its console at most per line (Debian's qemu_arm: CONFIG_SYS_CBSIZE
+# 512), less what the U-Boot driver appends to read the status: every command typed to
+# store the script stays below it.
+LINE_MAX = 512 - 32
+
+
+def left_var(slot: str) -> str:
+    """The variable holding a slot's boot attempts left."""
+    return f"BOOT_{slot}_LEFT"
+
+
+def mtdparts(board: Board) -> str | None:
+    """The kernel's ``mtdparts=`` argument listing the flash partitions (for a board whose
+    device tree does not), read-only as declared, except an A/B board's environment, which
+    the system rewrites to mark its slot good."""
+    flash = board.flash
+    if flash is None or flash.linux is None:
+        return None
+    parts = []
+    for p in flash.partitions:
+        ro = "ro" if p.read_only and not env_writable(flash, p) else ""
+        parts.append(f"{_mem(p.size)}@{_mem(flash.linux.offset + p.offset)}({p.name}){ro}")
+    return f"mtdparts={flash.linux.mtd}:{','.join(parts)}"
+
+
+def _mem(n: int) -> str:
+    """A size as the kernel's memparse reads it, short: 256k, 16m, or hexadecimal."""
+    for unit, div in (("m", 1 << 20), ("k", 1 << 10)):
+        if n and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"0x{n:x}"
+
+
+def env_writable(flash: Flash, part: Partition) -> bool:
+    """Whether Linux may write this partition although embedbuild's flash never does: the
+    environment of a board whose A/B boot is confirmed."""
+    return (flash.ab is not None and flash.ab.confirmed and flash.env is not None
+            and flash.env.partition == part.name)
+
+
+def slot_bootargs(board: Board, slot: str) -> str:
+    """The kernel command line of a slot boot: the board's, the slot booted, the panic
+    timeout that turns a panic into a spent try, and the flash partitions."""
+    ab = board.flash.ab if board.flash else None
+    assert ab is not None
+    words = [board.kernel.cmdline, f"{SLOT_ARG}={slot}", f"panic={ab.panic}", mtdparts(board)]
+    return " ".join(w for w in words if w)
+
+
+def ab_script(board: Board) -> dict[str, str]:
+    """The A/B boot as U-Boot variables (name -> value), ``bootcmd`` running it unattended:
+
+    - eb_ab_order: a BOOT_ORDER or counter not set at all (U-Boot's default environment
+      after a damaged one) is set: "A B", the slot's tries; the slots in BOOT_ORDER's
+      order, each once, then
+      any slot it does not name (a BOOT_ORDER naming no slot, or one twice, still tries
+      every slot: never a reset loop over nothing);
+    - eb_ab_pick: the first of them with tries left whose image is intact (iminfo checks
+      its header and hashes) loses one try (setexpr), the environment is saved and the
+      slot booted; a slot whose kernel does not start lets the next one try;
+    - eb_ab_check_A/B: whether a slot holds an intact image; eb_ab_boot_A/B: its command
+      line and boot;
+    - eb_ab_none, when nothing booted: no slot holds an image (a new board): the board's
+      own boot (flash.ab.fallback); no tries left anywhere: every slot gets its tries
+      again, saved, reset; tries left but nothing started: reset (the try is spent);
+    - eb_ab: the three in turn.
+    """
+    flash = board.flash
+    assert flash is not None and flash.ab is not None
+    ab = flash.ab
+    default_order = " ".join(SLOTS)
+    order = [f'run eb_ab_clear; env exists {BOOT_ORDER} || setenv {BOOT_ORDER} "{default_order}";']
+    order += [f" env exists {left_var(s)} || setenv {left_var(s)} {ab.tries};" for s in SLOTS]
+    order.append(f" for s in ${{{BOOT_ORDER}}} {' '.join(SLOTS)}; do")
+    pick = ["for s in ${eb_order}; do"]
+    for s in SLOTS:
+        order.append(f' if test "${{s}}" = {s} -a -z "${{eb_seen_{s}}}"; then'
+                     f' setenv eb_seen_{s} 1; setenv eb_order "${{eb_order}} {s}"; fi;')
+        var = left_var(s)
+        pick.append(f' if test "${{s}}" = {s} -a 0x${{{var}}} -gt 0 && run eb_ab_check_{s};'
+                    f" then setexpr {var} ${{{var}}} - 1; run eb_ab_boot_{s}; fi;")
+    order.append(" done")
+    pick.append(" done")
+    # The script's own variables are cleared before each saveenv: only the state is kept.
+    out = {"eb_ab_clear": "setenv eb_order; setenv eb_img; "
+           + " ".join(f"setenv eb_seen_{s};" for s in SLOTS),
+           "eb_ab_order": "".join(order), "eb_ab_pick": "".join(pick)}
+    for s in SLOTS:
+        part = flash.partition(ab.partition_of(s))
+        boot = [c for c in flash_boot(board, part, part.size)
+                if not c.startswith("setenv bootargs")]
+        # The image as bootm will see it: mapped NOR in place, SPI NOR read to RAM first;
+        # each command only if the one before succeeded (a failed read or rollback check
+        # is no intact image). A script the boot stores (a signed board's version check,
+        # at this slot's address) becomes a variable of the slot's own: quoted inside
+        # another setenv it would break the quoting.
+        check, own = [], {}
+        for c in boot[:-1]:
+            if m := _SETENV_SCRIPT.match(c):
+                own[m.group(1)] = f"eb_ab_{m.group(1)}_{s}"
+                out[own[m.group(1)]] = m.group(2)
+            elif c.startswith("run ") and c[4:] in own:
+                check.append(f"run {own[c[4:]]}")
+            else:
+                check.append(c)
+        out[f"eb_ab_check_{s}"] = " && ".join(
+            [*check, f"iminfo 0x{image_address(flash, part):x}"])
+        out[f"eb_ab_boot_{s}"] = (
+            f"run eb_ab_clear; saveenv; echo {AB_SAYS} booting slot {s}, ${{{left_var(s)}}}"
+            " tries left;"
+            f' setenv bootargs "{slot_bootargs(board, s)}"; {boot[-1]}')
+    any_left = " -o ".join(f"0x${{{left_var(s)}}} -gt 0" for s in SLOTS)
+    refill = " ".join(f"setenv {left_var(s)} {ab.tries};" for s in SLOTS)
+    images = " ".join(f"run eb_ab_check_{s} && setenv eb_img 1;" for s in SLOTS)
+    out["eb_ab_none"] = (
+        f"{images} if test -z \"${{eb_img}}\"; then echo {AB_SAYS} no slot holds an image;"
+        f" run eb_ab_clear; {ab.fallback}; else if test {any_left}; then echo {AB_SAYS} no"
+        f" slot booted; else echo {AB_SAYS} no tries left: each slot gets {ab.tries} again;"
+        f" {refill} fi; run eb_ab_clear; saveenv; reset; fi")
+    out["eb_ab"] = "run eb_ab_order; run eb_ab_pick; run eb_ab_none"
+    out["bootcmd"] = "run eb_ab"
+    return out
+
+
+# A boot command that stores a script: setenv NAME 'SCRIPT' (the script has no ').
+_SETENV_SCRIPT = re.compile(r"^setenv (\w+) '([^']*)'$")
+
+
+def image_address(flash: Flash, part: Partition) -> int:
+    """Where bootm finds a slot's image: its mapped address, or for SPI NOR the RAM it is
+    read back to."""
+    if flash.dialect == "nor":
+        return flash_address(flash, part)
+    assert flash.readback_addr is not None
+    return flash.readback_addr
+
+
+def ab_default_bootcmd(board: Board) -> str:
+    """The A/B boot as one command, for U-Boot's compiled-in default environment: a board
+    whose saved environment is damaged (a power cut during saveenv) still boots a slot."""
+    script = ab_script(board)
+    return "; ".join([*(f"setenv {k} '{v}'" for k, v in script.items() if k != "bootcmd"),
+                      script["bootcmd"]])
+
+
+def ab_commands(board: Board, state: dict[str, str]) -> list[str]:
+    """The U-Boot commands that store the A/B boot and ``state`` (BOOT_ORDER and counters)
+    in the environment (saveenv last): the environment U-Boot runs, its own default one
+    included, plus these variables."""
+    cmds = [f"setenv {k} '{v}'" for k, v in {**ab_script(board), **state}.items()]
+    for c in cmds:
+        if len(c) >= LINE_MAX:
+            raise ValueError(f"A/B command of {len(c)} bytes, over U-Boot's line limit: {c}")
+    return [*cmds, "saveenv"]

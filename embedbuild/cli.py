@@ -39,7 +39,8 @@ SERIAL_HELP = ("a real board's console: a device path, or a serial server's URL 
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # No emoji codes: "board.toml:100: ..." must not print as "board.toml💯 ...".
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 def _store(args):
@@ -322,6 +323,16 @@ class _PowerPrompt:
                 f"{self.target.link.server_ip}:69: {time.monotonic() - self.t0:.0f} s")
 
 
+def _with_firmware(args, board, options, result):
+    """The build result a target boots with: a QEMU model whose U-Boot the board builds
+    ([uboot.build], no [qemu] firmware) runs that U-Boot, so it needs the build even when
+    the command was given a file (--image)."""
+    if result is None and not options.real and board.qemu is not None \
+            and board.qemu.firmware is None:
+        return build_board(args, _store(args), _console()).result
+    return result
+
+
 def _target(board, options):
     """The one target of this command (rig/target.py), made before the build (its
     result comes after), its folder run/ in the board's bench folder; a person is told
@@ -420,7 +431,7 @@ def cmd_flash(args) -> int:
         return 0
     options.check(board, [image])
     target = _target(board, options)
-    target.result = result
+    target.result = _with_firmware(args, board, options, result)
     report = rig_flash.FlashReport(job.part.name)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(bench_dir(board))
@@ -452,6 +463,155 @@ def _keyring(args, board, result):
     built = build_board(args, _store(args), _console(), role="keyring")
     path = built.path("keyring") / built.plan.steps["keyring"].output_path("dtb")
     return keyring_from_dtb(path.read_bytes(), str(path))
+
+
+def _update_image(args, board):
+    """The image an update writes (--image, else the build's flash image) and the build
+    result (None with --image)."""
+    from embedbuild.rig import flash as rig_flash
+
+    if args.image:
+        return Path(args.image), None
+    result = build_board(args, _store(args), _console()).result
+    return rig_flash.built_image(board, result), result
+
+
+def _ssh(args, target=None):
+    """How the running system is reached over SSH: --ssh HOST, or the QEMU board's address
+    inside its bench network."""
+    from embedbuild.rig.update import Ssh
+
+    identity = Path(args.identity) if args.identity else None
+    if target is not None and target.network is not None:
+        return Ssh(args.ssh or target.link.device_ip, identity, target.network.exec_argv)
+    return Ssh(args.ssh, identity)
+
+
+def cmd_update(args) -> int:
+    import contextlib
+
+    from embedbuild import bootcmd
+    from embedbuild.load import load_board
+    from embedbuild.rig import update as rig_update
+    from embedbuild.rig.bench import bench_dir, qemu_link
+    from embedbuild.rig.bootsource import AbBoot
+    from embedbuild.slots import AbState
+
+    board = load_board(args.board)
+    ab = rig_update.check_board(board)  # refusals first: before building or powering
+    via_ssh = args.ssh is not None
+    if args.dry_run:
+        if args.slot == "auto":
+            raise EmbedbuildError("--dry-run shows the commands for one slot: give --slot A "
+                                  "or B (auto reads the device's environment)")
+        image, result = _update_image(args, board)
+        update = rig_update.Update(board, image, args.slot, _keyring(args, board, result))
+        job = update.job(rig_update.slot_partition(board, args.slot))
+        options = _options(args)
+        link = options.link() if options.real or board.qemu is None else qemu_link(board)
+        for cmd in job.sequence(link):
+            print(cmd.describe())
+        # As after a first install: the other slot keeps its tries, here none.
+        for text in bootcmd.ab_commands(board, AbState.of({}).after_update(args.slot, ab)):
+            print(text)
+        return 0
+    if via_ssh and not args.qemu:
+        if not args.ssh:
+            raise EmbedbuildError("--ssh needs the system's address (or --qemu)")
+        image, result = _update_image(args, board)
+        update = rig_update.Update(board, image, args.slot, _keyring(args, board, result))
+        update.refuse_unfit()
+        report = rig_update.update_ssh(_ssh(args), update, rig_update.UpdateReport())
+        for line in report.lines():
+            print(line)
+        return 0
+    if not (args.qemu or args.serial):
+        raise EmbedbuildError("update needs --qemu, --serial DEV or --ssh HOST")
+    options = _options(args)
+    options.check(board)
+    image, result = _update_image(args, board)
+    update = rig_update.Update(board, image, args.slot, _keyring(args, board, result))
+    update.refuse_unfit()  # too large, or unsigned for a signed board: before power
+    options.check(board, [image])
+    target = _target(board, options)
+    target.result = _with_firmware(args, board, options, result)
+    report = rig_update.UpdateReport()
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(bench_dir(board))
+        stack.enter_context(target)
+        try:
+            if via_ssh:  # the QEMU twin: boot the slot U-Boot picks, then over SSH
+                target.boot(AbBoot(), r"embedbuild: slot [AB]: marked good", args.timeout)
+                rig_update.update_ssh(_ssh(args, target), update, report)
+            else:
+                uboot = target.prompt([image])
+                rig_update.update_uboot(uboot, update, target.link, report)
+        except EmbedbuildError as e:
+            e.log_path = e.log_path or str(workdir / "console.log")
+            raise
+        finally:
+            for line in report.lines():
+                print(line)
+    print(f"slot {report.slot} boots next; if it does not come up healthy {ab.tries} times, "
+          "U-Boot boots the other again")
+    return 0
+
+
+def cmd_slots(args) -> int:
+    import contextlib
+
+    from embedbuild import ubootenv
+    from embedbuild.load import load_board
+    from embedbuild.manifest import Manifest
+    from embedbuild.rig import update as rig_update
+    from embedbuild.rig.bench import bench_dir, flash_file
+    from embedbuild.slots import describe
+
+    board = load_board(args.board)
+    if board.flash is None or board.flash.ab is None:
+        raise EmbedbuildError(f"board {board.name} has no A/B slots ([flash.ab])",
+                              where=str(board.dir / "board.toml"))
+    built = None
+    if args.built:
+        result = Path(args.built).resolve()
+        built = (result / Manifest.read(result).flash_image).read_bytes()
+    if args.ssh is not None:
+        if not args.ssh:
+            raise EmbedbuildError("--ssh needs the system's address")
+        ssh = _ssh(args)
+        now = rig_update.running(ssh)
+        if not now.env_ok:
+            print("U-Boot's environment is unreadable from the system (fw_printenv)")
+        variables = now.env if now.env_ok else {}
+        images = rig_update.ssh_images(ssh, board, now, built)
+    elif args.serial or (args.qemu and args.from_device):
+        options = _options(args)
+        options.check(board)
+        target = _target(board, options)
+        target.result = _with_firmware(args, board, options, None)
+        if built is None and target.result is not None:  # say which slot holds its image
+            built = (target.result / Manifest.read(target.result).flash_image).read_bytes()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(bench_dir(board))
+            stack.enter_context(target)
+            uboot = target.prompt()
+            variables = rig_update.uboot_env(uboot)
+            images = rig_update.uboot_images(uboot, board, built)
+    else:
+        path = Path(args.flash_file) if args.flash_file else flash_file(board)
+        if not path.is_file():
+            raise EmbedbuildError(f"no flash file of {board.name} at {path}",
+                                  hint="give --flash-file FILE (a dump of the whole flash), "
+                                  "or read the device (--serial, --ssh)")
+        env = ubootenv.read_flash(board, path)
+        if not env.valid:
+            what = "erased (never saved)" if env.erased else "damaged (bad crc32)"
+            print(f"U-Boot's environment is {what}: U-Boot runs its default environment")
+        variables = env.variables
+        images = rig_update.file_images(board, path, built)
+    for line in describe(board, variables, images):
+        print(line)
+    return 0
 
 
 def cmd_write_sd(args) -> int:
@@ -992,6 +1152,38 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--set-bootcmd", action="store_true",
                    help="then saveenv a bootcmd that boots the partition (boards that allow it)")
     s.set_defaults(fn=cmd_flash)
+    s = sub.add_parser("update", help="A/B: write the slot not in use and make U-Boot boot "
+                       "it next, the other kept to fall back to", parents=[serial, cc])
+    s.add_argument("board")
+    s.add_argument("--slot", default="auto", choices=["auto", "A", "B"],
+                   help="the slot to write (default auto: the one not running)")
+    s.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (through U-Boot)")
+    s.add_argument("--ssh", nargs="?", const="", metavar="HOST",
+                   help="from the running system over SSH (root@HOST; with --qemu: the QEMU "
+                   "model booted from its slot)")
+    s.add_argument("--identity", metavar="KEY", help="the SSH private key")
+    s.add_argument("--image", help="this file instead of the board's built flash image")
+    s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the U-Boot commands and their checks for --slot; touch nothing")
+    s.set_defaults(fn=cmd_update)
+    s = sub.add_parser("slots", help="A/B: each slot's image, tries left and the boot order, "
+                       "from a flash file or the device", parents=[serial])
+    s.add_argument("board")
+    s.add_argument("--flash-file", metavar="FILE",
+                   help="a file of the whole flash (default: the QEMU model's, in its bench "
+                   "folder)")
+    s.add_argument("--qemu", action="store_true", help="the board's QEMU model (root)")
+    s.add_argument("--from-device", action="store_true",
+                   help="with --qemu: power the model on and ask its U-Boot")
+    s.add_argument("--serial", metavar="DEV", help=SERIAL_HELP + " (through U-Boot)")
+    s.add_argument("--ssh", nargs="?", const="", metavar="HOST",
+                   help="ask the running system over SSH (fw_printenv)")
+    s.add_argument("--identity", metavar="KEY", help="the SSH private key")
+    s.add_argument("--built", metavar="RESULT",
+                   help="a build result: say which slot holds its flash image")
+    s.set_defaults(fn=cmd_slots)
     s = sub.add_parser("console", help="an interactive serial console with logging",
                        parents=[lab])
     s.add_argument("--serial", metavar="DEV",

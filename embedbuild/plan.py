@@ -19,6 +19,7 @@ from embedbuild.packages import registry, userland
 from embedbuild.recipe import Target
 from embedbuild.rootfs.generated import generated_entries
 from embedbuild.rootfs.libraries import elf_identity
+from embedbuild.rootfs.markgood import mark_good_entries
 from embedbuild.rootfs.overlays import overlay_entries
 from embedbuild.scheduler import cores
 from embedbuild.step import Step
@@ -184,6 +185,7 @@ class Planner:
         comp = system.compression
         recipes = userland(system.packages)
         generated = generated_entries(system, board.name, [d for r in recipes for d in r.dirs])
+        generated += mark_good_entries(board)
         # First: it makes the folders the other segments fill.
         segments = [ir.segment_step(
             f"{board.name}-seg-base", "the generated files (init and config)",

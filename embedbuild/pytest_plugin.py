@@ -122,9 +122,10 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     board = load_board(opt("--eb-board"))
     name = name or default_source(board)
     built = session.build(board, Store(store_root or default_root()))
-    # The bench folder's flash, where `embedbuild flash` wrote, only when booting from it:
-    # otherwise a new erased one, so that test sessions never share a flash file.
-    flash = flash_file(board) if name == "flash" else None
+    # The bench folder's flash, where `embedbuild flash` or `update` wrote, only when
+    # booting from it: otherwise a new erased one, so that test sessions never share a
+    # flash file.
+    flash = flash_file(board) if name in ("flash", "ab") else None
     with tempfile.TemporaryDirectory(prefix=f"embedbuild-test-{board.name}-") as d:
         workdir = Path(d)
         with Target(board, options.bench(board, flash), workdir, built.result) as target:

@@ -30,14 +30,14 @@ def _error_line(r) -> str:
 
 
 @pytest.mark.parametrize("old,new,message", [
-    ('name = "firmware"\noffset = 0x40000', 'name = "firmware"\noffset = 0x30000',
-     "partition 'firmware' at 0x30000 overlaps the one before it (which ends at 0x40000)"),
-    ('name = "firmware"\noffset = 0x40000', 'name = "firmware"\noffset = 0x60000',
-     "partition 'firmware' offset 0x60000 is not a multiple of the erase block 0x40000"),
-    ("size = 0x1fc0000", "size = 0x1fb0000",
-     "partition 'firmware' size 0x1fb0000 is not a multiple of the erase block 0x40000"),
-    ("size = 0x1fc0000", "size = 0x4000000",
-     "partition 'firmware' ends at 0x4040000, past the end of the flash (0x4000000)"),
+    ('name = "firmware-a"\noffset = 0x40000', 'name = "firmware-a"\noffset = 0x30000',
+     "partition 'firmware-a' at 0x30000 overlaps the one before it (which ends at 0x40000)"),
+    ('name = "firmware-a"\noffset = 0x40000', 'name = "firmware-a"\noffset = 0x60000',
+     "partition 'firmware-a' offset 0x60000 is not a multiple of the erase block 0x40000"),
+    ("size = 0xfc0000", "size = 0xfb0000",
+     "partition 'firmware-a' size 0xfb0000 is not a multiple of the erase block 0x40000"),
+    ("offset = 0x1000000\nsize = 0x1000000", "offset = 0x1000000\nsize = 0x4000000",
+     "partition 'firmware-b' ends at 0x5000000, past the end of the flash (0x4000000)"),
     ('dialect = "nor"', 'dialect = "nand"', "dialect"),
 ])
 def test_bad_layouts_are_refused_at_load(boards: Path, tmp_path: Path, old: str, new: str,
@@ -53,7 +53,8 @@ def test_ap_ac_lite_layout_is_the_known_one():
     assert flash is not None and flash.erase_block == 0x10000 and flash.mapped == 0x9F000000
     layout = {p.name: (p.offset, p.size, p.read_only) for p in flash.partitions}
     assert layout == {"u-boot": (0, 0x60000, True), "u-boot-env": (0x60000, 0x10000, True),
-                      "firmware": (0x70000, 0xF20000, False), "bs": (0xF90000, 0x20000, True),
+                      "kernel0": (0x70000, 0x790000, False),
+                      "kernel1": (0x800000, 0x790000, False), "bs": (0xF90000, 0x20000, True),
                       "cfg": (0xFB0000, 0x40000, True), "art": (0xFF0000, 0x10000, True)}
 
 
@@ -84,34 +85,34 @@ def test_unknown_partition_lists_the_known_ones(image: Path, tmp_path: Path):
     r = _flash("qemu-arm-virt", "--partition", "kernel", "--qemu", "--image", str(image),
                tmp_path=tmp_path)
     assert "unknown partition 'kernel' for qemu-arm-virt" in _error_line(r)
-    assert "known partitions: u-boot-env, firmware" in r.err
+    assert "known partitions: u-boot-env, firmware-a, firmware-b" in r.err
     assert not (tmp_path / "bench").exists()  # nothing was powered
 
 
 def test_image_one_byte_too_large_is_refused_before_power(tmp_path: Path):
-    size = load_board("qemu-arm-virt").flash.partition("firmware").size
+    size = load_board("qemu-arm-virt").flash.partition("firmware-a").size
     big = tmp_path / "big.itb"
     with open(big, "wb") as f:
         f.truncate(size + 1)
-    r = _flash("qemu-arm-virt", "--partition", "firmware", "--qemu", "--image", str(big),
+    r = _flash("qemu-arm-virt", "--partition", "firmware-a", "--qemu", "--image", str(big),
                tmp_path=tmp_path)
-    assert f"image is {size + 1:,} bytes, 1 more than partition 'firmware'" in _error_line(r)
+    assert f"image is {size + 1:,} bytes, 1 more than partition 'firmware-a'" in _error_line(r)
     assert not (tmp_path / "bench" / "qemu-arm-virt" / "flash.img").exists()
     with open(big, "wb") as f:
         f.truncate(size)  # exactly the partition: accepted
-    r = _flash("qemu-arm-virt", "--partition", "firmware", "--dry-run", "--image", str(big),
+    r = _flash("qemu-arm-virt", "--partition", "firmware-a", "--dry-run", "--image", str(big),
                tmp_path=tmp_path)
     assert r.code == 0, r.err
 
 
 def test_flash_without_a_bench_says_what_to_give(image: Path, tmp_path: Path):
-    r = _flash("qemu-arm-virt", "--partition", "firmware", "--image", str(image),
+    r = _flash("qemu-arm-virt", "--partition", "firmware-a", "--image", str(image),
                tmp_path=tmp_path, process=True)
     assert "--qemu or --serial" in _error_line(r)
 
 
 def test_set_bootcmd_needs_a_saveenv_partition(image: Path, tmp_path: Path):
-    r = _flash("ap-ac-lite", "--partition", "firmware", "--dry-run", "--set-bootcmd",
+    r = _flash("ap-ac-lite", "--partition", "kernel0", "--dry-run", "--set-bootcmd",
                "--image", str(image), tmp_path=tmp_path)
     assert "declares no U-Boot environment partition that saveenv may write" in _error_line(r)
 
@@ -136,14 +137,14 @@ def _ranges(lines: list[str]) -> list[tuple[str, int, int]]:
 
 
 def test_ap_ac_lite_dry_run_touches_only_the_firmware_partition(image: Path, tmp_path: Path):
-    r = _flash("ap-ac-lite", "--partition", "firmware", "--dry-run", "--image", str(image),
+    r = _flash("ap-ac-lite", "--partition", "kernel0", "--dry-run", "--image", str(image),
                tmp_path=tmp_path)
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     crc = f"{zlib.crc32(image.read_bytes()):08x}"
     flash_ops = [(c, a, b) for c, a, b in _ranges(lines) if a >= 0x9F000000]
-    assert flash_ops and all(0x9F070000 <= a < b <= 0x9FF90000 for _, a, b in flash_ops)
-    assert ("erase", 0x9F070000, 0x9FF90000) in flash_ops  # exactly the partition
+    assert flash_ops and all(0x9F070000 <= a < b <= 0x9F800000 for _, a, b in flash_ops)
+    assert ("erase", 0x9F070000, 0x9F800000) in flash_ops  # exactly the partition
     order = [line.split()[0] for line in lines]
     erase, write = order.index("erase"), order.index("cp.b")
     # The RAM copy's size and crc32 before the erase; the flash's crc32 after the write.
@@ -153,7 +154,7 @@ def test_ap_ac_lite_dry_run_touches_only_the_firmware_partition(image: Path, tmp
     assert any(line.startswith("crc32 0x9f070000 0x300000") and crc in line
                for line in lines[write:])
     # And the rest of the partition must read erased.
-    tail = 0xF20000 - 0x300000
+    tail = 0x790000 - 0x300000
     assert f"crc32 0x9f370000 0x{tail:x}" in r.out
     assert f"{bootcmd.erased_crc(tail):08x}" in r.out
 
@@ -168,9 +169,9 @@ def test_sf_dialect_reads_back_through_ram():
     flash = Flash.model_validate(board.flash.model_dump() | {
         "dialect": "sf", "mapped": None, "readback_addr": 0x82000000, "sf_probe": "0:0"})
     board = board.model_copy(update={"flash": flash})
-    part = flash.partition("firmware")
+    part = flash.partition("kernel0")
     texts = [c.text for c in bootcmd.flash_write(board, part, "uImage", 0x1000, 0x1234)]
-    assert texts[3:8] == ["sf probe 0:0", "sf erase 0x70000 0xf20000",
+    assert texts[3:8] == ["sf probe 0:0", "sf erase 0x70000 0x790000",
                           "sf write 0x81000000 0x70000 0x1000",
                           "sf read 0x82000000 0x70000 0x1000", "crc32 0x82000000 0x1000"]
     assert bootcmd.flash_boot(board, part, 0x1000)[-3:] == [
@@ -179,11 +180,11 @@ def test_sf_dialect_reads_back_through_ram():
 
 def test_boot_from_flash_commands():
     arm = load_board("qemu-arm-virt")
-    assert bootcmd.flash_boot(arm, arm.flash.partition("firmware"), 100) == [
-        "setenv bootargs 'console=ttyAMA0,115200'",
+    assert bootcmd.flash_boot(arm, arm.flash.partition("firmware-a"), 100) == [
+        "setenv bootargs 'console=ttyAMA0,115200 i6300esb.heartbeat=10'",
         "bootm 0x4040000#conf-1 0x4040000#conf-1 0x40000000"]
     ap = load_board("ap-ac-lite")
-    assert bootcmd.flash_boot(ap, ap.flash.partition("firmware"), 100)[-1] == "bootm 0x9f070000"
+    assert bootcmd.flash_boot(ap, ap.flash.partition("kernel0"), 100)[-1] == "bootm 0x9f070000"
 
 
 def _mkfit(tmp_path: Path) -> tuple[Path, fit.FitDescription, dict[str, bytes]]:

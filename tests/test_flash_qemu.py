@@ -57,15 +57,15 @@ def _random_flash(path: Path) -> bytes:
 
 def _flash_served(target: Target, image: Path, served_name: str):
     board = target.board
-    job = rig_flash.FlashJob(board, board.flash.partition("firmware"), image,
+    job = rig_flash.FlashJob(board, board.flash.partition("firmware-a"), image,
                              image.read_bytes(), served_name)
-    rig_flash.flash(target.uboot, job, target.link, rig_flash.FlashReport("firmware"))
+    rig_flash.flash(target.uboot, job, target.link, rig_flash.FlashReport("firmware-a"))
 
 
 def test_flash_boot_from_flash_and_nothing_else_changed(arm_result: Path, session_store: Path,
                                                         tmp_path: Path):
     board = load_board("qemu-arm-virt")
-    part = board.flash.partition("firmware")
+    part = board.flash.partition("firmware-a")
     env = {"EMBEDBUILD_BENCH": str(tmp_path / "bench")}
     flash = tmp_path / "bench" / "qemu-arm-virt" / "flash.img"
     _random_flash(flash)
@@ -75,12 +75,12 @@ def test_flash_boot_from_flash_and_nothing_else_changed(arm_result: Path, sessio
     before = flash.read_bytes()
     assert b"embedbuild_kept=yes" in before[: part.offset]
 
-    r = cli("flash", "qemu-arm-virt", "--partition", "firmware", "--qemu",
+    r = cli("flash", "qemu-arm-virt", "--partition", "firmware-a", "--qemu",
             store=session_store, env=env, timeout=600)
     assert r.code == 0, r.err + r.out
     image = _image(arm_result).read_bytes()
     print(r.out)  # the step times and the write rate, for the record
-    assert re.search(rf"wrote {len(image):,} bytes to firmware \(\d+\.\d+ MiB/s\)", r.out)
+    assert re.search(rf"wrote {len(image):,} bytes to firmware-a \(\d+\.\d+ MiB/s\)", r.out)
     for step in ("load", "check RAM copy", "erase", "write", "read back", "check erased rest"):
         assert re.search(rf"^{step} +\d+\.\d+ s$", r.out, re.M), step
 
@@ -115,7 +115,7 @@ def test_served_bytes_that_differ_abort_before_the_erase(arm_result: Path, tmp_p
             pytest.raises(rig_flash.FlashError) as e:
         _flash_served(target, image, "bad.itb")
     assert "the copy U-Boot loaded has crc32" in str(e.value)
-    assert "aborted before erasing 'firmware', nothing was erased" in str(e.value)
+    assert "aborted before erasing 'firmware-a', nothing was erased" in str(e.value)
     log = (tmp_path / "console.log").read_text()
     assert "Un-Protected" not in log and "Erased " not in log
     assert flash.read_bytes() == before
@@ -150,12 +150,12 @@ def test_write_that_did_not_land_fails_at_read_back(arm_result: Path, session_st
     monkeypatch.setenv("EMBEDBUILD_BENCH", str(tmp_path / "bench"))
     monkeypatch.setattr(rig_target, "UBootDriver", LossyUBoot)
     code = eb_cli.main(["--store", str(session_store), "flash", "qemu-arm-virt",
-                        "--partition", "firmware", "--qemu"])
+                        "--partition", "firmware-a", "--qemu"])
     err = capsys.readouterr().err
     assert code == 1
     image = _image(arm_result).read_bytes()
     first = next(i for i in range(0x1000, len(image)) if image[i] != 0xFF)
-    assert (f"partition 'firmware': read-back differs from the image first at offset "
+    assert (f"partition 'firmware-a': read-back differs from the image first at offset "
             f"0x{first:x} (address 0x{0x4040000 + first:08x})") in err
     assert "the write did not land" in err and "Traceback" not in err
 
@@ -163,7 +163,7 @@ def test_write_that_did_not_land_fails_at_read_back(arm_result: Path, session_st
 def test_set_bootcmd_boots_from_flash_unattended(arm_result: Path, session_store: Path,
                                                  tmp_path: Path):
     env = {"EMBEDBUILD_BENCH": str(tmp_path / "bench")}
-    r = cli("flash", "qemu-arm-virt", "--partition", "firmware", "--qemu", "--set-bootcmd",
+    r = cli("flash", "qemu-arm-virt", "--partition", "firmware-a", "--qemu", "--set-bootcmd",
             store=session_store, env=env, timeout=600)
     assert r.code == 0, r.err + r.out
     assert re.search(r"^set bootcmd +\d+\.\d+ s$", r.out, re.M)

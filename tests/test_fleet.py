@@ -1,6 +1,7 @@
 """A fleet for real: `embedbuild serve` (the command, in a network namespace the test
 makes, with dnsmasq for DHCP) and QEMU guests of qemu-arm-virt with their own MACs on
-that one bridge, each through Debian's U-Boot: `dhcp`, `pxe get`, `pxe boot`.
+that one bridge, each through the board's U-Boot (qemu_arm, built from Debian's source):
+`dhcp`, `pxe get`, `pxe boot`.
 
 Three guests boot at the same time; each reports from its kernel command line its own
 device name and the build its configuration named, and the checksum of the /init it
@@ -35,6 +36,7 @@ from conftest import EMBEDBUILD
 
 from embedbuild.cpio import read_newc
 from embedbuild.load import load_board
+from embedbuild.manifest import Manifest
 from embedbuild.model.system import READY_LINE
 from embedbuild.rig.bench import Bench
 from embedbuild.rig.bootsource import PxeBoot
@@ -100,14 +102,14 @@ class Serve:
         self.out.close()
 
 
-def guest(net: BenchNetwork, n: int, mac: str, workdir: Path) -> Target:
+def guest(net: BenchNetwork, n: int, mac: str, workdir: Path, result: Path) -> Target:
     """A qemu-arm-virt guest with this MAC at tap n of the fleet's LAN; its static
-    address (before DHCP) is its own too."""
+    address (before DHCP) is its own too; its firmware the U-Boot of ``result``."""
     board = load_board("qemu-arm-virt")
     link = LanLink(server=SERVER, device=IPv4Interface(f"10.77.0.{30 + n}/24"))
     machine = QemuMachine(spec=board.qemu, flash_size=board.flash.size, mac=mac)
     return Target(board, Bench(SerialLine(baud=board.serial.baud), link, QemuPower(),
-                               machine), workdir, network=net.port(n))
+                               machine), workdir, result, network=net.port(n))
 
 
 def report(target: Target) -> dict[str, str]:
@@ -122,8 +124,13 @@ def report(target: Target) -> dict[str, str]:
 
 
 def init_sha256(tftp: Path, key: str) -> str:
-    """sha256 of /init in a served build's initramfs (its concatenated gzip segments)."""
-    data = gzip.decompress((tftp / "builds" / key / "initramfs.cpio.gz").read_bytes())
+    """sha256 of /init in a served build's initramfs (the manifest's; concatenated gzip
+    segments, or not compressed: qemu-arm-virt's now)."""
+    folder = tftp / "builds" / key
+    name = Manifest.read(folder).with_role("initramfs")[0]
+    data = (folder / name).read_bytes()
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
     init = next(e for e in read_newc(data) if e.path == "init")
     return hashlib.sha256(init.data).hexdigest()
 
@@ -146,7 +153,7 @@ def test_three_guests_boot_their_own_builds_while_one_is_swapped(
             spare = re.search(r"kernel builds/(\w+)/",
                               (tftp / "pxelinux.cfg" / "default").read_text())[1]
             assert base == arm_result.name.split("-")[0] and spare != base
-            guests = {name: guest(net, i, MACS[name], tmp_path / name)
+            guests = {name: guest(net, i, MACS[name], tmp_path / name, arm_result)
                       for i, name in enumerate(MACS)}
             seen: dict[str, dict[str, str]] = {}
             errors: list[BaseException] = []
@@ -182,13 +189,13 @@ def test_three_guests_boot_their_own_builds_while_one_is_swapped(
             for target in guests.values():
                 target.__exit__(None, None, None)
             # dev01 boots again: the swapped build, whole.
-            with guest(net, 0, MACS["dev01"], tmp_path / "dev01-again") as again:
+            with guest(net, 0, MACS["dev01"], tmp_path / "dev01-again", arm_result) as again:
                 again.boot(PxeBoot(dhcp=True), READY_LINE, timeout=120)
                 s = report(again)
             assert (s["device"], s["build"], s["hostname"]) == ("dev01", spare, "fleet-b")
             assert s["init"] == init_sha256(tftp, spare) != init_sha256(tftp, base)
             # An unknown MAC gets the default (the spare build, no device name).
-            with guest(net, 3, UNKNOWN_MAC, tmp_path / "unknown") as stranger:
+            with guest(net, 3, UNKNOWN_MAC, tmp_path / "unknown", arm_result) as stranger:
                 stranger.boot(PxeBoot(dhcp=True), READY_LINE, timeout=120)
                 s = report(stranger)
             assert (s["device"], s["build"], s["role"]) == ("", spare, "spare")
@@ -200,7 +207,7 @@ def test_three_guests_boot_their_own_builds_while_one_is_swapped(
                            60, mark)
             serve.wait_for(r"woken \(SIGHUP\): re-reading the inventory", 60, mark)
             assert not (tftp / "pxelinux.cfg" / "default").exists()
-            with guest(net, 3, UNKNOWN_MAC, tmp_path / "denied") as stranger, \
+            with guest(net, 3, UNKNOWN_MAC, tmp_path / "denied", arm_result) as stranger, \
                     pytest.raises(BootError, match="`pxe get` found no configuration"):
                 stranger.boot(PxeBoot(dhcp=True), READY_LINE, timeout=120)
             serve.wait_for(r"unknown device 52:54:00:12:34:99 at 10\.77\.0\.1\d\d: refused",

@@ -129,10 +129,11 @@ def twin_lab(tmp_path_factory) -> Iterator[tuple[Lab, Path, object]]:
 
 def test_the_environment_is_labgrids_own(tmp_path):
     """labgrid reads what `labgrid env` writes: the board through its place, the twin
-    through QEMUDriver with the board's machine and firmware."""
+    through QEMUDriver with the board's machine and firmware (qemu-aarch64-virt: Debian's
+    U-Boot binary; qemu-arm-virt's U-Boot is built, in the result, so it gets no twin)."""
     out = tmp_path / "env.yaml"
-    r = run_main("labgrid", "env", "qemu-arm-virt", "--place", "rack3-arm", "-o", str(out),
-                 store=tmp_path / "s")
+    r = run_main("labgrid", "env", "qemu-aarch64-virt", "--place", "rack3-arm", "-o",
+                 str(out), store=tmp_path / "s")
     assert r.code == 0, r.err
     env = labgrid.Environment(str(out))
     config = env.config.get_targets()
@@ -140,11 +141,14 @@ def test_the_environment_is_labgrids_own(tmp_path):
     assert set(config["main"]["drivers"]) == {"SerialDriver", "UBootDriver"}
     twin = env.get_target("qemu")  # labgrid binds the drivers: checks each field
     qemu = twin.get_driver("QEMUDriver", activate=False)
-    board = load_board("qemu-arm-virt")
-    assert (qemu.machine, qemu.cpu, qemu.memory) == ("virt", "cortex-a15", "256M")
+    board = load_board("qemu-aarch64-virt")
+    assert (qemu.machine, qemu.cpu, qemu.memory) == ("virt", "cortex-a53", "256M")
     assert env.config.get_image_path("firmware") == str(board.qemu.firmware)
     assert twin.get_driver("UBootDriver", activate=False).prompt == "=> "
     twin.cleanup()
+    r = run_main("labgrid", "env", "qemu-arm-virt", store=tmp_path / "s")
+    assert r.code == 0 and "name: qemu-arm-virt" in r.out and "QEMUDriver" not in r.out
+    assert "qemu-arm-virt's QEMU firmware is a U-Boot embedbuild builds" in r.err
     r = run_main("labgrid", "env", "ap-ac-lite", store=tmp_path / "s")
     assert r.code == 0 and "name: ap-ac-lite" in r.out and "qemu" not in r.out
     assert "note: ap-ac-lite has no [qemu]: no QEMU twin target" in r.err

@@ -35,8 +35,8 @@ def _busybox_source(boards: Path, _ov: Path) -> Path:
 
 
 def _unknown_package(boards: Path, _ov: Path) -> Path:
-    _replace(boards / "qemu-arm-virt" / "board.toml", 'packages = ["dropbear"]',
-             'packages = ["dropbear", "openssh"]')
+    _replace(boards / "qemu-arm-virt" / "board.toml", 'packages = ["dropbear", "libubootenv"]',
+             'packages = ["dropbear", "libubootenv", "openssh"]')
     return boards / "qemu-arm-virt"
 
 
@@ -82,7 +82,7 @@ def _overlay_vs_overlay(boards: Path, ov: Path) -> Path:
 
 def _no_userland(boards: Path, _ov: Path) -> Path:
     _replace(boards / "qemu-arm-virt" / "board.toml",
-             '[userland]\nbusybox = ["../common/busybox.config"]\n', "")
+             '[userland]\nbusybox = ["../common/busybox.config", "busybox.config"]\n', "")
     return boards / "qemu-arm-virt"
 
 
@@ -91,7 +91,7 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], list[str]]] = {
                                               "board.toml:"]),
     "package without a source": (_package_source, ["no source named 'dropbear'"]),
     "busybox without a source": (_busybox_source, ["no source named 'busybox'"]),
-    "unknown package": (_unknown_package, ["system.packages[1]", "openssh"]),
+    "unknown package": (_unknown_package, ["system.packages[2]", "openssh"]),
     "missing overlay": (_missing_overlay, ["overlay 'nonexistent' not found",
                                            "system.overlays[1]"]),
     "attribute for a missing file": (_attrs_entry_missing, ["'etc/no-such-file'",

@@ -66,7 +66,7 @@ def test_ap_ac_lite_fits_and_size_shows_the_partition_share(ap_result: Path,
     assert (ap_result / "uImage").stat().st_size <= 4 * 2**20
     r = cli("size", "ap-ac-lite", store=session_store)
     assert r.code == 0, r.err
-    assert "share of the firmware partition (15,859,712 bytes)" in r.out
+    assert "share of the kernel0 partition (7,929,856 bytes)" in r.out
 
 
 def _numbers(line: str) -> list[int]:
@@ -127,12 +127,12 @@ def test_ap_ac_lite_flash_dry_run_writes_the_uimage_to_firmware_only(ap_result: 
     from test_flash import _ranges
 
     size = (ap_result / "uImage").stat().st_size
-    r = cli("flash", "ap-ac-lite", "--partition", "firmware", "--dry-run", store=session_store)
+    r = cli("flash", "ap-ac-lite", "--partition", "kernel0", "--dry-run", store=session_store)
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     crc = f"{zlib.crc32((ap_result / 'uImage').read_bytes()):08x}"
     ops = [(c, a, b) for c, a, b in _ranges(lines) if a >= 0x9F000000]
-    assert ops and all(0x9F070000 <= a < b <= 0x9FF90000 for _, a, b in ops)
+    assert ops and all(0x9F070000 <= a < b <= 0x9F800000 for _, a, b in ops)
     erase = next(i for i, line in enumerate(lines) if line.startswith("erase "))
     write = next(i for i, line in enumerate(lines) if line.startswith("cp.b "))
     assert any(f"crc32 0x81000000 0x{size:x}" in line and crc in line for line in lines[:erase])
@@ -185,10 +185,10 @@ def test_image_must_fit_the_firmware_partition(boards: Path, tmp_path: Path,
                                                session_store: Path, ap_result: Path):
     toml = boards / "ap-ac-lite" / "board.toml"
     text = toml.read_text()
-    assert 'name = "firmware"\noffset = 0x070000\nsize = 0xf20000' in text
-    toml.write_text(text.replace('name = "firmware"\noffset = 0x070000\nsize = 0xf20000',
-                                 'name = "firmware"\noffset = 0x070000\nsize = 0x100000'))
+    assert 'name = "kernel0"\noffset = 0x070000\nsize = 0x790000' in text
+    toml.write_text(text.replace('name = "kernel0"\noffset = 0x070000\nsize = 0x790000',
+                                 'name = "kernel0"\noffset = 0x070000\nsize = 0x100000'))
     r = cli("build", str(boards / "ap-ac-lite"), "--out-link", str(tmp_path / "r"),
             store=session_store)
     assert r.code == 1 and "Traceback" not in r.err
-    assert "more than the firmware partition (1,048,576 bytes)" in r.err
+    assert "more than the kernel0 partition (1,048,576 bytes)" in r.err

@@ -130,8 +130,8 @@ def test_kernel_symbols_a_package_needs_are_checked_in_the_final_config(tmp_path
     board = load_board("qemu-arm-virt")
     planner = Planner(board)
     planner.steps["kconfig"] = _config_step("CONFIG_UNIX=y\nCONFIG_INET=y\nCONFIG_NET=y\n"
-                                            "CONFIG_BINFMT_ELF=y\n# CONFIG_UNIX98_PTYS is "
-                                            "not set\n")
+                                            "CONFIG_BINFMT_ELF=y\nCONFIG_MTD=y\n"
+                                            "# CONFIG_UNIX98_PTYS is not set\n")
     with pytest.raises(ConfigError) as e:
         realise(Store(tmp_path / "s"), planner.get("kernel-needs"))
     err = e.value
@@ -141,7 +141,7 @@ def test_kernel_symbols_a_package_needs_are_checked_in_the_final_config(tmp_path
     assert "add CONFIG_UNIX98_PTYS=y to" in err.hint
     good = Planner(board)
     good.steps["kconfig"] = _config_step("CONFIG_UNIX=y\nCONFIG_INET=y\nCONFIG_BINFMT_ELF=y\n"
-                                         "CONFIG_UNIX98_PTYS=y\n")
+                                         "CONFIG_UNIX98_PTYS=y\nCONFIG_MTD=y\n")
     step = good.get("kernel-needs")
     report = (realise(Store(tmp_path / "s"), step)[step.key] / "kernel-needs.txt").read_text()
     assert "dropbear: CONFIG_UNIX98_PTYS=y (final: y)" in report
@@ -181,16 +181,16 @@ def tool_recipe() -> Iterator[str]:
 
 def test_a_new_package_is_planned_without_touching_the_planner(tool_recipe: str, boards: Path):
     toml = boards / "qemu-arm-virt" / "board.toml"
-    toml.write_text(toml.read_text().replace('packages = ["dropbear"]',
-                                             'packages = ["dropbear", "tool"]')
+    toml.write_text(toml.read_text().replace('packages = ["dropbear", "libubootenv"]',
+                                             'packages = ["dropbear", "libubootenv", "tool"]')
                     + '\n[[system.services]]\nuse = "tool"\n')
     board = load_board(str(boards / "qemu-arm-virt"))
     [svc] = [s for s in board.system.services if s.name == "tool"]
     assert (svc.command, svc.output) == ("tool --serve", "syslog")
     plan = plan_board(board)
     segments = [s.inputs["origin"] for role, s in plan.steps.items() if role.startswith("segment")]
-    assert segments[:4] == ["the generated files (init and config)", "busybox",
-                            "package dropbear", "package tool"]
+    assert segments[:5] == ["the generated files (init and config)", "busybox",
+                            "package dropbear", "package libubootenv", "package tool"]
     assert plan.steps["tool"].deps["lib-libnl"] is plan.steps["libnl"]
     assert ["tool", "PACKET", "y"] in plan.steps["kernel-needs"].inputs["needs"]
 

@@ -55,4 +55,4 @@ def test_only_affected_segments_rebuild(boards: Path, tmp_path: Path):
         overlay = changed(text)
     finally:
         del os.environ["EMBEDBUILD_OVERLAYS"]
-    assert overlay == {"segment3", "initramfs", "fit", "fit-fits", "sdimage", "result"}
+    assert overlay == {"segment4", "initramfs", "fit", "fit-fits", "sdimage", "result"}

@@ -273,7 +273,31 @@ def test_the_flash_path_refuses_what_the_keyring_does_not_verify(tmp_path, image
             FlashJob.prepare(board, "firmware", images[name], ring)
     # A board without [signing] flashes what it is given, as before.
     plain = load_board("qemu-arm-virt")
-    assert FlashJob.prepare(plain, "firmware", images["unsigned"]).data
+    assert FlashJob.prepare(plain, plain.flash.firmware, images["unsigned"]).data
+
+
+def test_an_ab_update_refuses_what_the_keyring_does_not_verify(tmp_path, images):
+    """A signed board with A/B slots (the twin's slots on the signed board): `update`
+    checks its image as `flash` does, before power (refuse_unfit) and again for the slot
+    it writes (job), through U-Boot and over SSH alike."""
+    from embedbuild.rig.update import Update, slot_partition
+
+    board = load_board(BOARD)
+    board = board.model_copy(update={"flash": load_board("qemu-arm-virt").flash})
+    ring = result_keyring(_signed_result(tmp_path, images))
+    for slot in ("auto", "A", "B"):
+        Update(board, images["good"], slot, ring).refuse_unfit()
+    assert Update(board, images["good"], "B", ring).job(slot_partition(board, "B")).data == \
+        images["good"].read_bytes()
+    with pytest.raises(FlashError, match="no keyring was given"):
+        Update(board, images["good"], "auto").refuse_unfit()
+    for name in ("unsigned", "other", "legacy", "raw"):
+        for slot in ("auto", "B"):
+            update = Update(board, images[name], slot, ring)
+            with pytest.raises(FitSignatureError, match=REFUSALS[name].split("(")[0]):
+                update.refuse_unfit()
+            with pytest.raises(FitSignatureError, match=REFUSALS[name].split("(")[0]):
+                update.job(slot_partition(board, "A"))
 
 
 def test_image_and_boot_options_go_together(tmp_path, images):
@@ -303,3 +327,21 @@ def test_doctor_says_which_keys_a_signed_board_lacks(tmp_path, session_keys, mon
     assert got["signing keys"].ok and got["private keys"].note
     assert "can verify, not sign" in got["private keys"].detail
     assert "source linux-6.1" in got
+
+
+def test_a_signed_ab_board_boots_its_slots_through_the_configuration_after_the_version():
+    """The A/B script of a signed board: each slot's anti-rollback check is a variable of
+    its own (at the slot's address), run before iminfo; the boot names the configuration;
+    every line stored fits U-Boot's and nests no quotes."""
+    board = load_board(BOARD)
+    board = board.model_copy(update={"flash": load_board("qemu-arm-virt").flash})
+    script = bootcmd.ab_script(board)
+    for slot, at in (("A", 0x4040000), ("B", 0x5000000)):
+        assert script[f"eb_ab_check_{slot}"] == \
+            f"run eb_ab_check_version_{slot} && iminfo 0x{at:x}"
+        assert script[f"eb_ab_check_version_{slot}"].startswith(f"if fdt addr 0x{at:x} && ")
+        assert script[f"eb_ab_boot_{slot}"].endswith(
+            f"bootm 0x{at:x}#conf-1 0x{at:x}#conf-1 0x40000000")
+    assert all("'" not in v for v in script.values())
+    cmds = bootcmd.ab_commands(board, {"BOOT_ORDER": "A B"})
+    assert all(len(c) < bootcmd.LINE_MAX for c in cmds)

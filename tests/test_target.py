@@ -398,3 +398,21 @@ def test_the_rig_has_no_import_circle():
 def test_a_new_way_to_boot_is_one_class():
     """The extension point the next boot sources (PXE, an A/B slot, a signed FIT) use."""
     assert bootsource.BootSource.__abstractmethods__ == frozenset({"commands"})
+
+
+def test_a_qemu_model_whose_uboot_is_built_needs_the_result(tmp_path):
+    """qemu-arm-virt's QEMU firmware is the U-Boot its build makes: a target without the
+    result is refused (QEMU would start with no firmware and print nothing), one with it
+    runs that U-Boot."""
+    board = load_board("qemu-arm-virt")
+    assert board.qemu.firmware is None
+    bench = BenchOptions().bench(board, None)
+    with pytest.raises(EmbedbuildError, match="runs the U-Boot its build makes"):
+        Target(board, bench, tmp_path)._machine(None)
+    result = tmp_path / "result"
+    result.mkdir()
+    Manifest(board=board.name, arch=board.arch.value, description="", outputs=["uboot"],
+             files={"u-boot.bin": FileInfo(size=1, sha256="0" * 64, role="bootloader")}
+             ).write(result)
+    assert Target(board, bench, tmp_path, result)._machine(None).firmware == \
+        result / "u-boot.bin"

@@ -75,7 +75,7 @@ def test_a_key_file_that_is_a_device_is_not_read(tmp_path: Path):
 
 
 def test_a_flash_image_that_is_a_device_is_not_read(tmp_path: Path):
-    r, killed = run_watched("flash", "qemu-arm-virt", "--partition", "firmware", "--dry-run",
+    r, killed = run_watched("flash", "qemu-arm-virt", "--partition", "firmware-a", "--dry-run",
                             "--image", "/dev/zero", store=tmp_path / "s", seconds=30,
                             max_memory=2 << 30)
     assert killed is None, killed

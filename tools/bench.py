@@ -255,10 +255,14 @@ def _uboot_on_bench(board, work: Path):
     """qemu-arm-virt's U-Boot at its prompt on a bench network, its network set up with
     the board's TFTP settings, port 69 left free for the servers compared; yields
     (uboot, target)."""
+    from embedbuild import session
     from embedbuild.rig.bench import BenchOptions
     from embedbuild.rig.target import Target
+    from embedbuild.store import Store, default_root
 
-    with Target(board, BenchOptions().bench(board), work) as target:
+    # The board builds the U-Boot its QEMU model runs.
+    result = session.build(board, Store(default_root())).result
+    with Target(board, BenchOptions().bench(board), work, result) as target:
         uboot = target.prompt()
         target.tftp.stop()
         yield uboot, target

@@ -428,6 +428,78 @@ class Partition(Strict):
         return v
 
 
+class FlashEnv(Strict):
+    """U-Boot's environment in the flash, where and how the board's U-Boot keeps it (its
+    CONFIG_ENV_* options): one copy (not redundant), ``size`` bytes at ``offset`` in its
+    partition: a little-endian or big-endian (the CPU's) crc32 of the rest, then
+    ``name=value`` strings each ended by a NUL, an empty one after the last.
+
+    Args:
+        partition: the partition holding it (declared ``saveenv = true``).
+        offset: where it starts in that partition (CONFIG_ENV_ADDR minus the start).
+        size: its length (CONFIG_ENV_SIZE).
+        sector: what saveenv erases to rewrite it (CONFIG_ENV_SECT_SIZE): a whole number
+            of erase blocks, at least ``size``.
+    """
+
+    partition: str
+    offset: int = Field(default=0, ge=0)
+    size: int = Field(gt=8, le=1 << 24)
+    sector: int = Field(gt=0)
+
+
+# The slot names U-Boot's variables carry (BOOT_A_LEFT, BOOT_ORDER="A B").
+SLOTS = ("A", "B")
+
+
+class FlashAb(Strict):
+    """Two firmware slots and boot counters in U-Boot's environment (A/B updates): U-Boot
+    boots the first slot of BOOT_ORDER with tries left, counting one down each time; the
+    system that comes up healthy counts its slot's back up (marks it good).
+
+    Args:
+        a: the partition of slot A.
+        b: the partition of slot B.
+        tries: boot attempts a slot gets before U-Boot goes on to the other (at most 9: the
+            counter stays one digit, the same in U-Boot's hexadecimal and in decimal).
+        panic: seconds after a kernel panic before the kernel restarts the board (the
+            kernel's panic=), so that a slot whose kernel panics costs one try, not a
+            board that hangs.
+        confirmed: the A/B boot has been run on this board's own U-Boot (saveenv keeps the
+            counters across resets, the commands exist). Until then `embedbuild update`
+            refuses the board.
+        fallback: what U-Boot runs when neither slot holds an intact image (a board fresh
+            from the factory): its standard boot.
+    """
+
+    a: str
+    b: str
+    tries: int = Field(default=3, ge=1, le=9)
+    panic: int = Field(default=1, ge=1, le=300)
+    confirmed: bool = False
+    # Run inside the boot script, itself stored in single quotes: none in here.
+    fallback: str = Field(default="run distro_bootcmd", min_length=1,
+                          pattern=r"^[^'\x00-\x1f\x7f]+$")
+
+    def partition_of(self, slot: str) -> str:
+        """The partition of slot "A" or "B"."""
+        return self.a if slot == "A" else self.b
+
+
+class FlashLinux(Strict):
+    """How Linux finds the flash when the device tree the board boots with does not list
+    its partitions (QEMU's own DTB): the partitions are then given on the kernel's command
+    line (``mtdparts=``, CONFIG_MTD_CMDLINE_PARTS).
+
+    Args:
+        mtd: the name of the MTD device the flash is part of (its driver's name for it).
+        offset: where this flash starts inside that device.
+    """
+
+    mtd: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    offset: int = Field(default=0, ge=0)
+
+
 class Flash(Strict):
     """The board's flash, how it is partitioned, and how its U-Boot writes it.
 
@@ -447,6 +519,9 @@ class Flash(Strict):
         dt_label: label of the flash node in the board's .dts; embedbuild generates
             its partitions from this table (embedbuild-flash.dtsi).
         partitions: in address order, not overlapping.
+        env: where U-Boot keeps its environment (for A/B updates and `embedbuild slots`).
+        ab: two firmware slots with boot counters (A/B updates, `embedbuild update`).
+        linux: how Linux finds the flash's partitions, when not from the device tree.
     """
 
     size: int = Field(gt=0)
@@ -458,6 +533,9 @@ class Flash(Strict):
     firmware: str
     dt_label: str = Field(default="flash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     partitions: list[Partition] = Field(min_length=1)
+    env: FlashEnv | None = None
+    ab: FlashAb | None = None
+    linux: FlashLinux | None = None
 
     @model_validator(mode="after")
     def _layout(self) -> Self:
@@ -499,6 +577,60 @@ class Flash(Strict):
     def partition(self, name: str) -> Partition:
         """The partition called name."""
         return next(p for p in self.partitions if p.name == name)
+
+    def slot_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """What is wrong with the environment and the A/B slots, as (key path, message)."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        names = {p.name: p for p in self.partitions}
+        env = self.env
+        if env is not None:
+            part = names.get(env.partition)
+            if part is None:
+                out.append((("flash", "env", "partition"),
+                            f"no partition {env.partition!r} in the layout (known: "
+                            f"{', '.join(names)})"))
+            else:
+                if env.sector % self.erase_block or env.offset % self.erase_block:
+                    out.append((("flash", "env", "sector"),
+                                f"the environment's offset 0x{env.offset:x} and sector "
+                                f"0x{env.sector:x} must be whole erase blocks "
+                                f"(0x{self.erase_block:x}): saveenv erases them"))
+                if env.size > env.sector:
+                    out.append((("flash", "env", "size"),
+                                f"the environment (0x{env.size:x} bytes) is larger than the "
+                                f"sector saveenv erases for it (0x{env.sector:x})"))
+                if env.offset + env.sector > part.size:
+                    out.append((("flash", "env", "offset"),
+                                f"the environment (0x{env.offset:x} + 0x{env.sector:x}) "
+                                f"reaches past partition {part.name!r} (0x{part.size:x} "
+                                "bytes)"))
+        ab = self.ab
+        if ab is None:
+            return out
+        if env is None:
+            out.append((("flash", "ab"), "A/B slots keep their boot counters in U-Boot's "
+                        "environment: declare where it is ([flash.env])"))
+        elif ab.confirmed and env.partition in names and not names[env.partition].saveenv:
+            out.append((("flash", "ab", "confirmed"),
+                        f"A/B updates rewrite U-Boot's environment: declare partition "
+                        f"{env.partition!r} saveenv = true (its U-Boot's saveenv keeps it)"))
+        for key, name in (("a", ab.a), ("b", ab.b)):
+            part = names.get(name)
+            if part is None:
+                out.append((("flash", "ab", key),
+                            f"no partition {name!r} in the layout (known: "
+                            f"{', '.join(names)})"))
+            elif part.read_only:
+                out.append((("flash", "ab", key),
+                            f"slot partition {name!r} is read_only: an update writes it"))
+            elif part.saveenv or (env is not None and name == env.partition):
+                out.append((("flash", "ab", key),
+                            f"slot partition {name!r} holds U-Boot's environment"))
+        if ab.a == ab.b:
+            out.append((("flash", "ab", "b"),
+                        f"slots A and B are both partition {ab.a!r}: an update would "
+                        "overwrite the running system"))
+        return out
 
     def env_partition(self) -> Partition | None:
         """The partition U-Boot's saveenv may write, if the board declares one."""
@@ -728,6 +860,16 @@ class Board(Strict):
                         f"{endian}-endian toolchain {self.cross_compile!r}"))
         if self.sdcard is not None:
             out += self.sdcard.layout_problems()
+        if self.flash is not None:
+            out += self.flash.slot_problems()
+        ab = self.flash.ab if self.flash else None
+        if self.system is not None and self.system.health is not None and ab is None:
+            out.append((("system", "health"), "a system marks its A/B slot good: the board "
+                        "declares no slots ([flash.ab])"))
+        if ab is not None and (bad := re.search(r'["$\\]', self.kernel.cmdline)):
+            # The A/B boot sets it inside a double-quoted U-Boot string.
+            out.append((("kernel", "cmdline"), f"{bad.group()!r} cannot be in the command "
+                        "line of an A/B board (U-Boot's boot script quotes it)"))
         if self.signing is not None:
             out += self._signing_problems()
         return out

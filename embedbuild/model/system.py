@@ -313,6 +313,28 @@ class Overlay(Strict):
         return data
 
 
+# The package whose fw_setenv a system uses to mark its A/B slot good.
+MARK_GOOD_PACKAGE = "libubootenv"
+
+
+class Health(Strict):
+    """When a system booted from an A/B slot counts as good, and marks its slot so in
+    U-Boot's environment (its tries back to full): every service up, then ``check``.
+
+    Args:
+        check: shell test that must succeed besides every service being up (e.g. the
+            network service answering); tried once a second.
+        within: seconds the check has to succeed; after that, or when a service did not
+            come up, the system restarts: the slot's try is spent.
+        watchdog: arm the hardware watchdog (/dev/watchdog) at /init's start; nothing pets
+            it until the slot is marked good, so a slot that hangs is reset too.
+    """
+
+    check: ShellText | None = Field(default=None, min_length=1)
+    within: int = Field(default=60, ge=1, le=3600)
+    watchdog: bool = True
+
+
 class System(Strict):
     """What the init sets up and runs.
 
@@ -332,6 +354,8 @@ class System(Strict):
             "dropbear"); checked against the recipes at load.
         compression: how each initramfs segment is compressed.
         initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
+        health: booted from an A/B slot, when the system marks the slot good (with
+            fw_setenv: the package libubootenv).
     """
 
     # One DNS label (RFC 1123): what `hostname` and /etc/hostname take.
@@ -346,6 +370,7 @@ class System(Strict):
     packages: list[Package] = []
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
     initramfs: Literal["separate", "builtin"] = "separate"
+    health: Health | None = None
 
     @field_validator("packages")
     @classmethod
@@ -359,6 +384,13 @@ class System(Strict):
         if self.initramfs == "builtin" and self.compression != "none":
             raise ValueError('initramfs = "builtin" needs compression = "none": the kernel '
                              "compresses what it builds in (CONFIG_INITRAMFS_COMPRESSION_*)")
+        return self
+
+    @model_validator(mode="after")
+    def _mark_good_tool(self) -> Self:
+        if self.health is not None and MARK_GOOD_PACKAGE not in self.packages:
+            raise ValueError(f"health marks the A/B slot good with fw_setenv: add "
+                             f"{MARK_GOOD_PACKAGE!r} to packages")
         return self
 
     @field_validator("overlays")

@@ -215,6 +215,21 @@ class SdBoot(AutoBoot):
         return machine.model_copy(update={"disk": copy, "flash": None})
 
 
+@boot_source
+class AbBoot(AutoBoot):
+    """The A/B slot U-Boot's boot script picks (`embedbuild update` stored it): no key
+    pressed; the script counts the slot's try off and boots it (on QEMU: the flash in the
+    bench folder, where `embedbuild update` wrote)."""
+
+    name = "ab"
+
+    def check(self, target: Target) -> None:
+        board = target.require_board()
+        if board.flash is None or board.flash.ab is None:
+            raise EmbedbuildError(f"board {board.name} has no A/B slots ([flash.ab])",
+                                  hint="boot it another way (--boot tftp, flash)")
+
+
 def default_source(board: Board) -> str:
     """The boot source used when none is named: a board that requires signed images
     boots its signed FIT, any other the TFTP one."""

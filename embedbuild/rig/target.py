@@ -189,6 +189,12 @@ class Target:
             names = Manifest.read(self.result).with_role("bootloader")
             if names:
                 machine = machine.model_copy(update={"firmware": self.result / names[0]})
+        if machine.firmware is None:
+            # Else QEMU would start with no firmware at all and print nothing.
+            name = self.board.name if self.board else "the board"
+            raise EmbedbuildError(f"the QEMU model of {name} runs the U-Boot its build makes "
+                                  "([uboot.build]), and this target has no build result",
+                                  hint="build the board and give the target its result")
         if source is not None:
             machine = source.machine(self, machine)
         if machine.flash is None:

@@ -13,6 +13,8 @@ from embedbuild.model.system import READY_LINE, System, service_waves
 
 INIT_TEMPLATE = Path(__file__).parent.parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent.parent / "init" / "udhcpc.script"
+# The A/B mark-good script (rootfs/markgood.py) /init runs when the system has [health].
+MARK_GOOD = "/etc/embedbuild/mark-good"
 
 
 # Tokens after which a command is more than one simple command: the shell's control
@@ -59,7 +61,7 @@ def render_init(system: System, board_name: str) -> str:
     return _init_template().render(
         board=board_name, hostname=system.hostname, network=system.network,
         waves=service_waves(system.services), console_shell=system.console_shell,
-        ready_line=READY_LINE)
+        ready_line=READY_LINE, mark_good=MARK_GOOD if system.health else None)
 
 
 def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ()) -> list[Entry]:

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from embedbuild import bootcmd
 from embedbuild.compiler_cache import as_compiled
 from embedbuild.model.board import Board
 from embedbuild.step import Context, Step
@@ -37,12 +38,19 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
     def env(src: Path) -> dict[str, str]:
         return {**tc.kconfig_env(src), "UBOOTVERSION": uboot_version(src)}
 
+    fragments = read_fragments(spec.fragments)
+    if board.flash is not None and board.flash.ab is not None:
+        # The A/B boot in U-Boot's compiled-in default environment: a damaged saved one
+        # (a power cut during saveenv) still boots a slot.
+        cmd = bootcmd.ab_default_bootcmd(board).replace("\\", "\\\\").replace('"', '\\"')
+        fragments[board.dir / "board.toml"] = (
+            f"# [flash.ab]: the A/B boot script\nCONFIG_BOOTCOMMAND=\"{cmd}\"\n")
     config = checked_config_step(
         kind="uboot-config",
         name=f"{board.name}-uboot-config",
         tree=tree,
         base=spec.defconfig,
-        fragments=read_fragments(spec.fragments),
+        fragments=fragments,
         make=lambda src, b, target, jobs: tc.make(src, b, target, jobs=jobs, kernel=False),
         kconfig_env=env,
         output="u-boot.config",
