@@ -251,7 +251,7 @@ def test_places_are_taken_in_turn(twin_lab):
         first.stdin.close()  # the first lets go
         assert _line(second).startswith("HELD ")
         # At once, not when a reservation expired (a minute).
-        assert time.monotonic() - released < 10
+        assert time.monotonic() - released < 45  # a busy machine is slow, not a minute slow
         second.stdin.close()
         assert first.wait(30) == 0 and second.wait(30) == 0
     finally:
@@ -275,24 +275,31 @@ def test_boot_through_a_labgrid_place_and_take_turns(session_store, arm_result, 
     argv = [EMBEDBUILD, "boot", "qemu-arm-virt", "--qemu", "--place", "twin",
             "--coordinator", the_lab.coordinator, "--no-console"]
     full = {**os.environ, "EMBEDBUILD_STORE": str(session_store), "COLUMNS": "200", **env}
-    first = subprocess.Popen(argv, env={**full, "LG_USERNAME": "alice"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while the_lab.place("twin")["acquired"] == "None":
-        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
-        time.sleep(0.2)
-    second = subprocess.Popen(argv, env={**full, "LG_USERNAME": "bob"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out1, _ = first.communicate(timeout=300)
-    ended = time.monotonic()
-    out2, _ = second.communicate(timeout=300)
-    assert first.returncode == 0, out1
+    # The place is held (by a holder of its own, so that nothing races: a boot holding it
+    # could be done before the second asks); bob's boot waits in the queue, says for
+    # whom, and boots as soon as the holder lets go.
+    holder = _holder(the_lab.coordinator)
+    seen: list[str] = []
+    try:
+        assert _line(holder).startswith("HELD ")
+        second = subprocess.Popen(argv, env={**full, "LG_USERNAME": "bob"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        while not (seen and re.search(r"place twin is held by \S+; waiting", seen[-1])):
+            assert time.monotonic() < deadline and second.poll() is None, "".join(seen)
+            seen.append(_line(second, timeout=max(deadline - time.monotonic(), 1)))
+        ended = time.monotonic()
+        holder.stdin.close()
+        rest, _ = second.communicate(timeout=300)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+    out2 = "\n".join(seen) + "\n" + rest
     assert second.returncode == 0, out2
-    for out in (out1, out2):
-        assert "acquired labgrid place twin" in out and "power on to ready" in out
-    assert re.search(r"place twin is held by \S+/alice; waiting for it", out2), out2
+    assert "acquired labgrid place twin" in out2 and "power on to ready" in out2
     trace = s.trace.read_text(errors="replace")
-    assert trace.count("embedbuild: system ready") == 2  # both boots over the lab's port
+    assert trace.count("embedbuild: system ready") == 1  # the boot was over the lab's port
     # SIGTERM while holding the place: released all the same.
     third = subprocess.Popen(argv, env={**full, "LG_USERNAME": "carol"},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -304,5 +311,5 @@ def test_boot_through_a_labgrid_place_and_take_turns(session_store, arm_result, 
     assert third.returncode == 130, out3
     state = the_lab.place("twin")
     assert state["acquired"] == "None" and "Reservation" not in state["reservations"]
-    print(f"second boot ended {time.monotonic() - ended:.1f} s after the first; all "
-          f"{time.monotonic() - t0:.1f} s")
+    print(f"the waiting boot ended {time.monotonic() - ended:.1f} s after the place was "
+          f"let go; all {time.monotonic() - t0:.1f} s")
