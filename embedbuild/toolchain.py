@@ -55,6 +55,13 @@ def _owners(paths: list[str]) -> dict[str, str]:
 
 
 @functools.cache
+def tool_packages(*tools: str) -> dict[str, str]:
+    """The Debian packages of build-host tools found on PATH, with their versions (e.g.
+    autoconf and automake, whose output a regenerated configure script is)."""
+    return _owners([shutil.which(t) or "" for t in tools])
+
+
+@functools.cache
 def host_packages() -> dict[str, str]:
     """The Debian packages of the build host's compiler and make, with their versions."""
     return _owners([shutil.which(t) or "" for t in ("gcc", "make")])

@@ -124,3 +124,11 @@ def check_binaries(root: Path, want: ElfIdentity, what: str) -> None:
                                 f"builds {want}",
                                 hint="the build used another compiler than the board's: "
                                 "pass the recipe's CC/--host through")
+
+
+def install_stripped(ctx: Context, tc: Toolchain, built: Path, dest: Path) -> None:
+    """A built program into the image tree without symbols or the compiler's .comment
+    notes (the image's bytes are what the device stores and loads)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ctx.run.run([f"{tc.prefix}strip", "-s", "-R", ".comment", "-o", dest, built],
+                what=f"stripping {built.name}")
