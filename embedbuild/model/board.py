@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from embedbuild.model.access_point import Interface, Radio
 from embedbuild.model.base import Strict
 from embedbuild.model.source import Source
 from embedbuild.model.system import System
@@ -572,6 +573,8 @@ class SdCard(Strict):
 
 class Board(Strict):
     """A board folder, validated. ``name`` and ``dir`` come from the folder;
+    ``interfaces`` are its wired network interfaces and ``radios`` its wireless ones
+    (what an access point system may use);
     ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
     loaded by the loader: ``kernel`` then holds that board's kernel build keys and this
     board's own cmdline, DTB and packaging."""
@@ -590,6 +593,8 @@ class Board(Strict):
     system: System | None = None
     flash: Flash | None = None
     sdcard: SdCard | None = None
+    interfaces: list[Interface] = []
+    radios: list[Radio] = []
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
     # What the lock says the board's toolchain (and the build host's) is: Debian package
     # -> version (model/lock.py); injected by the loader.
@@ -662,6 +667,16 @@ class Board(Strict):
                         f"{endian}-endian toolchain {self.cross_compile!r}"))
         if self.sdcard is not None:
             out += self.sdcard.layout_problems()
+        seen: dict[str, str] = {f"interface {i}": "interfaces" for i in self.interfaces}
+        if len(seen) != len(self.interfaces):
+            out.append((("interfaces",), "an interface is listed twice"))
+        for i, r in enumerate(self.radios):
+            for what in (f"radio {r.name}", f"wiphy {r.phy}", f"interface {r.interface}"):
+                if what in seen:
+                    field = what.split()[0].replace("wiphy", "phy").replace("radio", "name")
+                    out.append((("radios", i, field),
+                                f"{what} is declared twice (also in {seen[what]})"))
+                seen.setdefault(what, f"radios[{i}]")
         return out
 
     def firmware_partition(self) -> Partition | None:
