@@ -759,9 +759,21 @@ def _seal(tree: Path, step: str, bits: int = SEALED_BITS) -> None:
                     hint="store items hold only files, folders and symlinks; put device "
                     "nodes and fifos into the image through an overlay's attribute file",
                 )
+            if bits != SEALED_BITS and kind == "file" and st.st_nlink > 1:
+                # A hard link into another item (the result's): its mode is that item's
+                # too, so a secret item takes a copy of its own.
+                _unshare(os.path.join(dirpath, n))
+                st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
             mode = stat.S_IMODE(st.st_mode)
             if mode & ~bits:
                 os.chmod(n, mode & bits, dir_fd=dfd)
+
+
+def _unshare(path: str) -> None:
+    """Replace a hard-linked file by a copy of its own (same bytes and mode)."""
+    tmp = f"{path}.unshare{os.getpid()}"
+    shutil.copy2(path, tmp)
+    os.replace(tmp, path)
 
 
 def _du(p: Path) -> int:
