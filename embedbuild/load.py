@@ -25,8 +25,9 @@ from embedbuild.model.board import Board
 from embedbuild.model.config import UserConfig
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
-from embedbuild.model.system import Overlay, OverlayAttrs, System
+from embedbuild.model.system import Overlay, OverlayAttrs, System, service_order
 from embedbuild.packages import load_context, userland
+from embedbuild.rootfs import access_point as ap_files
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -531,9 +532,6 @@ def apply_system(board: Board, path: Path, text: str, prefix: tuple[str, ...]) -
         board = board.model_copy(update={"kernel": kernel})
     if system.access_point is None:
         return board
-    from embedbuild.model.system import service_order
-    from embedbuild.rootfs import access_point as ap_files
-
     ap = system.access_point
     key = (*prefix, "access_point")
     radios = {r.name: r for r in board.radios}
