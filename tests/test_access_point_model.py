@@ -87,8 +87,11 @@ def test_the_twins_access_point_system(secrets: Path):
 def test_the_access_points_services_run_as_the_init_runs_them(secrets: Path):
     """The init runs a service as `exec COMMAND` in sh: each generated one is a shell of
     its own whose script parses, ending by exec-ing its daemon."""
-    board = load_board("qemu-malta-be", TWIN_AP)
-    for s in board.system.services[1:]:
+    generated = [s for name, path in (("qemu-malta-be", TWIN_AP), ("ap-ac-lite", AC_LITE_AP))
+                 for s in load_board(name, path).system.services
+                 if s.name in ("lan", "dhcpd") or s.name.startswith("hostapd-")]
+    assert len(generated) == 7
+    for s in generated:
         argv = shlex.split(s.command)
         assert argv[:2] == ["sh", "-c"] and len(argv) == 3, s.command
         assert subprocess.run(["sh", "-n", "-c", argv[2]]).returncode == 0, argv[2]
