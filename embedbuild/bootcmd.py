@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from embedbuild.fit import VERSION_PROP
 from embedbuild.model.board import Board, Flash, Partition, UBoot
 
 if TYPE_CHECKING:  # the bench's type; the build never makes one
@@ -20,6 +21,13 @@ BOOT_COMMAND = {"zImage": "bootz", "Image": "booti", "Image.gz": "booti"}
 # The FIT configuration embedbuild writes (steps/fit.py). bootm names it: Debian's
 # qemu_arm U-Boot answers a bare FIT address with "Could not find configuration node".
 FIT_CONFIG = "conf-1"
+# The environment variable holding the lowest anti-rollback version (the configuration's
+# VERSION_PROP) the device still boots.
+MIN_VERSION = "min_version"
+# The environment variable holding the rollback check (a script: `run check_version`).
+CHECK_VERSION = "check_version"
+# What the rollback check prints when it refuses (the bench's U-Boot driver knows it).
+REFUSED = "embedbuild: refused"
 
 
 def network(uboot: UBoot, link: LanLink | None) -> list[str]:
@@ -36,6 +44,25 @@ def network(uboot: UBoot, link: LanLink | None) -> list[str]:
         f"setenv tftpblocksize {uboot.tftp_blocksize}",
         f"setenv tftpwindowsize {uboot.tftp_windowsize}",
     ]
+
+
+# A command line U-Boot takes on every board (CONFIG_SYS_CBSIZE is 256 at the least).
+LINE_LIMIT = 256
+
+
+def batched(cmds: list[str], limit: int = LINE_LIMIT) -> list[str]:
+    """``cmds`` with each run of consecutive ``setenv`` commands joined into one line
+    ("a; b") as long as it fits in ``limit`` bytes: one round trip at the prompt
+    instead of one each. A failed setenv still shows (U-Boot prints "## Error");
+    other commands stay alone, so each keeps its own exit status."""
+    out: list[str] = []
+    for cmd in cmds:
+        if (cmd.startswith("setenv ") and out and out[-1].startswith("setenv ")
+                and len(out[-1]) + 2 + len(cmd) <= limit):
+            out[-1] += "; " + cmd
+        else:
+            out.append(cmd)
+    return out
 
 
 def tftp_patience(timeout_ms: int, retries: int) -> list[str]:
@@ -70,6 +97,44 @@ def tftp_boot(board: Board, kernel_file: str, initrd_file: str | None,
         args.pop()
     boot = "bootm" if board.kernel.uimage else BOOT_COMMAND[board.kernel.image]
     cmds.append(" ".join([boot, *args]))
+    return cmds
+
+
+def fit_bootm(board: Board, address: int) -> str:
+    """bootm of the FIT at ``address``: kernel and initramfs from the configuration it
+    names (never ``bootm ADDR``, which FIT_BEST_MATCH refuses, nor ``ADDR:kernel-1``,
+    an image by name with no configuration and so no signature check), with the DTB the
+    firmware put at fdt_addr."""
+    fit = f"0x{address:x}#{FIT_CONFIG}"
+    fdt = [f"0x{board.uboot.fdt_addr:x}"] if board.uboot.fdt_addr is not None else []
+    return " ".join(["bootm", fit, fit, *fdt])
+
+
+def rollback_check(address: int) -> list[str]:
+    """Commands that fail (printing REFUSED) unless the FIT at ``address`` holds an
+    anti-rollback version in its configuration at least the environment's min_version
+    (no min_version: any): the check is a script kept in the environment (CHECK_VERSION),
+    which a saved bootcmd runs too. The version is covered by the configuration's
+    signature, which bootm checks next: a changed number does not boot."""
+    script = (f"if fdt addr 0x{address:x} && fdt get value fitver /configurations/{FIT_CONFIG}"
+              f" {VERSION_PROP}; then if env exists {MIN_VERSION} && test ${{fitver}} -lt "
+              f"${{{MIN_VERSION}}}; then echo \"{REFUSED}: version ${{fitver}} is below "
+              f"{MIN_VERSION} ${{{MIN_VERSION}}}\"; false; else true; fi; else echo "
+              f"\"{REFUSED}: the image holds no {VERSION_PROP}\"; false; fi")
+    return [f"setenv {CHECK_VERSION} '{script}'", f"run {CHECK_VERSION}"]
+
+
+def signed_fit_boot(board: Board, fit_file: str) -> list[str]:
+    """Commands that TFTP-load a signed FIT to uboot.fit_addr and boot it through its
+    configuration, so U-Boot checks the signature (after the anti-rollback check when the
+    board gives its images a version); the last one boots."""
+    u = board.uboot
+    assert u.fit_addr is not None  # the model requires it of a board with [signing]
+    cmds = [f"setenv bootargs '{board.kernel.cmdline}'"] if board.kernel.cmdline else []
+    cmds.append(tftp_load(u.fit_addr, fit_file))
+    if board.signing is not None and board.signing.version is not None:
+        cmds += rollback_check(u.fit_addr)
+    cmds.append(fit_bootm(board, u.fit_addr))
     return cmds
 
 
@@ -193,22 +258,23 @@ def flash_boot(board: Board, part: Partition, size: int) -> list[str]:
         image = flash.readback_addr
         cmds += [f"sf probe {flash.sf_probe}",
                  f"sf read 0x{image:x} 0x{flash_address(flash, part):x} 0x{size:x}"]
-    args = [f"0x{image:x}"]
     if board.kernel.fit:
         # The FIT's kernel and its own ramdisk, and the DTB the board's firmware put in RAM.
-        fit = f"0x{image:x}#{FIT_CONFIG}"
-        args = [fit, fit]
-        if board.uboot.fdt_addr is not None:
-            args.append(f"0x{board.uboot.fdt_addr:x}")
-    cmds.append(" ".join(["bootm", *args]))
+        if board.signing is not None and board.signing.version is not None:
+            cmds += rollback_check(image)
+        cmds.append(fit_bootm(board, image))
+    else:
+        cmds.append(f"bootm 0x{image:x}")
     return cmds
 
 
 def set_bootcmd(board: Board, part: Partition, size: int) -> list[str]:
-    """Store a bootcmd that boots the flashed partition unattended (with its bootargs)."""
+    """Store a bootcmd that boots the flashed partition unattended, with what it needs
+    set beside it (bootargs, the rollback check); each command runs only if the one
+    before succeeded (a refused rollback check, a failed read stops it)."""
     boot = flash_boot(board, part, size)
-    cmds = [c for c in boot if c.startswith("setenv bootargs")]
-    rest = "; ".join(c for c in boot if not c.startswith("setenv bootargs"))
+    cmds = [c for c in boot if c.startswith("setenv ")]
+    rest = " && ".join(c for c in boot if not c.startswith("setenv "))
     return [*cmds, f"setenv bootcmd '{rest}'", "saveenv"]
 
 

@@ -109,6 +109,30 @@ def _sources(board: Board) -> list[Finding]:
     return out
 
 
+def _signing(board: Board) -> list[Finding]:
+    """A board with [signing]: the public keys planning reads, the private keys the
+    signing step reads (without them a build can still substitute the signed image)."""
+    from embedbuild.vboot.keys import default_keydir, signing_keys
+
+    assert board.signing is not None
+    signing, folder = board.signing, default_keydir()
+
+    def public() -> str:
+        signing_keys(signing.keys, keydir=folder)
+        return f"{', '.join(signing.keys)} in {folder}"
+
+    found = _check("signing keys", public)
+    if not found.ok:
+        return [found]
+    missing = [n for n in signing.signers if not (folder / f"{n}.key").is_file()]
+    if not missing:
+        return [found]
+    return [found, Finding("private keys", True, f"no {', '.join(f'{n}.key' for n in missing)}"
+                           f" in {folder}: this machine can verify, not sign", note=True,
+                           fix="sign where the keys are (EMBEDBUILD_KEYS), or substitute the "
+                           "signed image from a binary cache")]
+
+
 def _toolchain(board: Board) -> Finding:
     """The installed toolchain against the lock's: a drift costs other store keys."""
     from embedbuild.plan import plan_board
@@ -144,8 +168,11 @@ def findings(store: Store, board: Board | None = None, serial: str | None = None
     if board is not None:
         out.append(_check(f"{board.cross_compile}gcc",
                           _tool(f"{board.cross_compile}gcc", f"gcc-{board.cross_compile[:-1]}")))
-        out.append(_toolchain(board))
-        out += _sources(board)
+        signing = _signing(board) if board.signing is not None else []
+        out += signing
+        if all(f.ok for f in signing):  # planning (the sources) reads the public keys
+            out.append(_toolchain(board))
+            out += _sources(board)
         if board.qemu is not None:
             out.append(_check(board.qemu.system, _tool(board.qemu.system, "qemu-system-*")))
             if board.qemu.firmware is not None:

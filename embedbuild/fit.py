@@ -65,9 +65,23 @@ class FitSignature:
     sign_images: tuple[str, ...] = ("kernel", "ramdisk")
 
 
+# The configuration property holding the anti-rollback version (a 32-bit cell): covered
+# by the configuration's signature, read by the boot commands with `fdt get value`.
+VERSION_PROP = "embedbuild,version"
+
+
 @dataclass(frozen=True)
 class FitConfig:
-    """A configuration node (``/configurations/NODE``): the images one boot uses."""
+    """A configuration node (``/configurations/NODE``): the images one boot uses.
+
+    Args:
+        node: its name, e.g. conf-1.
+        description: what it boots.
+        kernel, ramdisk, fdt: the image nodes it names.
+        signatures: its signature-N nodes (signed by mkimage -k).
+        version: the anti-rollback version (``embedbuild,version``), signed with the
+            configuration; None: none.
+    """
 
     node: str
     description: str
@@ -75,6 +89,7 @@ class FitConfig:
     ramdisk: str | None = None
     fdt: str | None = None
     signatures: tuple[FitSignature, ...] = ()
+    version: int | None = None
 
     def images(self) -> dict[str, str]:
         """Property -> image node, for the images it names."""
@@ -111,6 +126,8 @@ class FitDescription:
         for conf in self.configurations:
             props = [("description", _str(conf.description))]
             props += [(k, _str(v)) for k, v in conf.images().items()]
+            if conf.version is not None:
+                props.append((VERSION_PROP, f"<{conf.version}>"))
             subs = [(f"signature-{i}", [("algo", _str(s.algo)),
                                         ("key-name-hint", _str(s.key_name_hint)),
                                         ("sign-images", ", ".join(map(_str, s.sign_images)))])
@@ -125,9 +142,10 @@ class FitDescription:
 
     # -- checking what mkimage wrote -------------------------------------------------
 
-    def check(self, blob: bytes, data: dict[str, bytes]) -> list[str]:
+    def check(self, blob: bytes, data: dict[str, bytes], signed: bool = True) -> list[str]:
         """What in the FIT ``blob`` differs from this description (empty: nothing), with
-        ``data``: each image's file contents by image node."""
+        ``data``: each image's file contents by image node. ``signed`` False: the
+        signature nodes are checked as mkimage -f leaves them before signing (no value)."""
         try:
             nodes = fdt.tree(blob)
         except (ValueError, IndexError, UnicodeDecodeError) as e:
@@ -140,16 +158,19 @@ class FitDescription:
             problems.append(f"the default configuration is {_get_str(confs, 'default')!r}, "
                             f"not {self.default}")
         for conf in self.configurations:
-            problems += self._check_config(nodes, conf)
+            problems += self._check_config(nodes, conf, signed)
         return problems
 
-    def _check_config(self, nodes: dict, conf: FitConfig) -> list[str]:
+    def _check_config(self, nodes: dict, conf: FitConfig, signed: bool) -> list[str]:
         path = f"/configurations/{conf.node}"
         props = nodes.get(path)
         if props is None:
             return [f"no {path}"]
         problems = [f"{path} {k} is {_get_str(props, k)!r}, not {v!r}"
                     for k, v in conf.images().items() if _get_str(props, k) != v]
+        version = props.get(VERSION_PROP)
+        if conf.version != (fdt.cells(version) if version else None):
+            problems.append(f"{path} {VERSION_PROP} is not {conf.version}")
         for i, sig in enumerate(conf.signatures, 1):
             spath = f"{path}/signature-{i}"
             s = nodes.get(spath)
@@ -159,6 +180,8 @@ class FitDescription:
             if _get_str(s, "algo") != sig.algo or _get_str(s, "key-name-hint") != \
                     sig.key_name_hint:
                 problems.append(f"{spath} is not {sig.algo} with key {sig.key_name_hint}")
+            if not signed:
+                continue
             if "value" not in s:
                 problems.append(f"{spath} holds no signature (mkimage ran without -k?)")
                 continue
@@ -194,6 +217,8 @@ class FitDescription:
                 "signatures": [_get_str(nodes[f"/configurations/{conf.node}/signature-{i}"],
                                         "key-name-hint")
                                for i in range(1, len(conf.signatures) + 1)]}
+            if VERSION_PROP in p:
+                confs[conf.node]["version"] = fdt.cells(p[VERSION_PROP])
         return {"default": self.default, "images": images, "configurations": confs}
 
 

@@ -152,7 +152,17 @@ class Planner:
         self.steps["uboot-src"] = unpack_step(f"{spec.source}-src", self.board.sources[spec.source])
         self.steps["uboot-config"], step = uboot_steps(self.board, self.steps["uboot-src"],
                                                        self.tc, cores())
-        return step
+        if spec.control_dts is None and self.board.signing is None:
+            return step
+        # U-Boot's own control DTB (with the [signing] keys) appended to it.
+        from embedbuild.steps.uboot_control import uboot_control_step
+        from embedbuild.vboot.keys import signing_keys
+
+        self.steps["uboot-build"] = step
+        s = self.board.signing
+        keys = signing_keys(s.keys, s.algo, where=f"{self.board.dir}/board.toml: "
+                            "signing.keys") if s else []
+        return uboot_control_step(self.board, step, keys)
 
     def _initramfs(self) -> Step:
         """The generated files, each package that puts files into the image, and the

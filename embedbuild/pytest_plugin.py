@@ -4,9 +4,10 @@ Options: --eb-board NAME (QEMU unless --eb-serial is given), --eb-serial DEV (a 
 path or a serial server's URL), --eb-qemu (the QEMU model, its console through the
 --eb-serial URL), --eb-baud, --eb-server-ip, --eb-device-ip, --eb-netmask,
 --eb-power-timeout, --eb-power-on/--eb-power-off (commands that switch a real board),
---eb-store, --eb-boot NAME (a boot source: tftp, flash, sd, ...; flash boots the image
-in the firmware partition, for a QEMU board the flash in its bench folder where
-`embedbuild flash` wrote it; sd boots the SD-card image with no key pressed), with
+--eb-store, --eb-place NAME with --eb-coordinator (a labgrid place's serial port as the
+console, held for the session), --eb-boot NAME (a boot source: tftp, flash, sd, pxe, ...;
+flash boots the image in the firmware partition, for a QEMU board the flash in its bench
+folder where `embedbuild flash` wrote it; sd boots the SD-card image with no key pressed), with
 --eb-from-flash and --eb-from-sd as short forms. The ``target`` fixture boots the
 board once per session through the one target object (embedbuild.rig.target, as the
 command line does) and gives ``run(cmd) -> (status, output)``, ``succeed(cmd)`` and
@@ -42,11 +43,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--eb-power-on", help="a command that powers the real board on")
     g.addoption("--eb-power-off", help="a command that powers the real board off")
     g.addoption("--eb-store", help="store to build in (default: embedbuild's)")
-    g.addoption("--eb-boot", default="tftp", help="how U-Boot boots it: a boot source's name")
+    g.addoption("--eb-boot", help="how U-Boot boots it: a boot source's name (default tftp, "
+                "signed-fit for a board with [signing])")
     g.addoption("--eb-from-flash", action="store_true",
                 help="boot from the firmware partition (--eb-boot flash)")
     g.addoption("--eb-from-sd", action="store_true",
                 help="QEMU: boot the SD-card image with no key pressed (--eb-boot sd)")
+    g.addoption("--eb-place", help="a labgrid place whose serial port is the console, held "
+                "for the session (needs embedbuild[labgrid])")
+    g.addoption("--eb-coordinator", default="127.0.0.1:20408",
+                help="the labgrid coordinator, HOST[:PORT]")
+    g.addoption("--eb-place-timeout", type=float, default=600.0,
+                help="seconds to wait for the place while someone else holds it")
 
 
 @dataclass
@@ -75,7 +83,7 @@ class BootedTarget:
         return self.target.open_console().expect(regex, timeout, since).match
 
 
-def _boot_name(opt) -> str:
+def _boot_name(opt) -> str | None:
     if opt("--eb-from-flash"):
         return "flash"
     return "sd" if opt("--eb-from-sd") else opt("--eb-boot")
@@ -90,26 +98,29 @@ def boot_target(config: pytest.Config, store_root: Path | None = None) -> Iterat
     from embedbuild.errors import EmbedbuildError
     from embedbuild.load import load_board
     from embedbuild.rig.bench import BenchOptions, flash_file
-    from embedbuild.rig.bootsource import BOOT_SOURCES
+    from embedbuild.rig.sources import BOOT_SOURCES, default_source
     from embedbuild.store import Store, default_root
 
     opt = config.getoption
     name = _boot_name(opt)
     try:
-        if name not in BOOT_SOURCES:
+        if name is not None and name not in BOOT_SOURCES:
             raise EmbedbuildError(f"--eb-boot {name}: no such boot source",
                                   hint=f"one of {', '.join(sorted(BOOT_SOURCES))}")
         options = BenchOptions(serial=opt("--eb-serial"), qemu=opt("--eb-qemu"),
                                baud=opt("--eb-baud"), server_ip=opt("--eb-server-ip"),
                                device_ip=opt("--eb-device-ip"), netmask=opt("--eb-netmask"),
                                power_timeout=opt("--eb-power-timeout"),
-                               power_on=opt("--eb-power-on"), power_off=opt("--eb-power-off"))
+                               power_on=opt("--eb-power-on"), power_off=opt("--eb-power-off"),
+                               place=opt("--eb-place"), coordinator=opt("--eb-coordinator"),
+                               place_timeout=opt("--eb-place-timeout"))
         options.check()
     except EmbedbuildError as e:
         raise pytest.UsageError(f"{e} ({e.hint})") from None
     except ValidationError as e:
         raise pytest.UsageError(str(e)) from None
     board = load_board(opt("--eb-board"))
+    name = name or default_source(board)
     built = session.build(board, Store(store_root or default_root()))
     # The bench folder's flash, where `embedbuild flash` wrote, only when booting from it:
     # otherwise a new erased one, so that test sessions never share a flash file.

@@ -3,6 +3,7 @@ never using more cores than the machine has."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from embedbuild.command import Cancelled, Runner
 from embedbuild.compiler_cache import CompilerCache
+from embedbuild.durations import Duration, Durations
 from embedbuild.errors import StepError
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
@@ -29,8 +31,15 @@ class Events:
     """Receives scheduler events; the CLI shows them as progress."""
 
     def started(self, step: Step) -> None: ...
+    def expected(self, step: Step, last: Duration) -> None:
+        """The step's last build with this store (after started, when there was one)."""
+    def progress(self, step: Step, done: int) -> None:
+        """Units of work done so far, for a step that counts them (Step.count)."""
     def finished(self, step: Step, seconds: float) -> None: ...
     def substituted(self, step: Step, seconds: float, cache: str) -> None: ...
+
+
+COUNT_EVERY = 1.0  # seconds between counts of a running step's work
 
 
 def realise(
@@ -94,6 +103,9 @@ class _Realisation:
         self.substituters = substituters
         self.paths: dict[str, Path] = {}
         self.cancel = threading.Event()
+        self.durations = Durations(store.root)
+        self.ran: set[str] = set()  # steps whose build ran here (not another process's)
+        self.units: dict[str, int] = {}  # step key -> units its build made (Step.count)
 
     def jobs(self, s: Step) -> int:
         return min(s.jobs, self.total)
@@ -141,6 +153,8 @@ class _Realisation:
         if self.cancel.is_set():
             raise Cancelled()
         self.events.started(s)
+        if (last := self.durations.get(s.name)) is not None:
+            self.events.expected(s, last)
         t0 = time.monotonic()
         info = {
             "kind": s.kind,
@@ -154,7 +168,12 @@ class _Realisation:
         path = self.store.realise(s.key, s.name, info,
                                   lambda tmp, log: self._run_step(s, tmp, log),
                                   secret=s.holds_secret)
-        self.events.finished(s, time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        # Only a build that ran here is a measure (the item may have been made by
+        # another process meanwhile: then this took no time of its own).
+        if s.key in self.ran:
+            self.durations.record(s.name, seconds, self.units.get(s.key))
+        self.events.finished(s, seconds)
         return path
 
     def _run_step(self, s: Step, tmp: Path, log: Path) -> dict | None:
@@ -169,11 +188,18 @@ class _Realisation:
                       run=run, jobs=self.jobs(s), step=s, scratch=scratch,
                       substitute_download=(self.substituters.fetch_download
                                            if self.substituters else None))
+        stop = threading.Event()
+        if s.count is not None:
+            threading.Thread(target=self._count, args=(s, scratch, stop), daemon=True).start()
         try:
             s.build(ctx)
+            if s.count is not None:
+                with contextlib.suppress(OSError):
+                    self.units[s.key] = s.count(scratch)
             if cc:
                 cc.report(run, cc_work)
         finally:
+            stop.set()
             self.store.discard(scratch)
             if cc:
                 self.store.discard(cc_work)
@@ -181,4 +207,14 @@ class _Realisation:
         if missing:
             raise StepError(f"step {s.name} did not write its declared output(s) "
                             f"{', '.join(missing)}", log_path=str(log))
+        self.ran.add(s.key)
         return ctx.origin
+
+    def _count(self, s: Step, scratch: Path, stop: threading.Event) -> None:
+        """Report the running step's work done, every COUNT_EVERY seconds."""
+        assert s.count is not None
+        while not stop.wait(COUNT_EVERY):
+            try:
+                self.events.progress(s, s.count(scratch))
+            except OSError:  # the folder changes under the walk: next time
+                continue

@@ -65,6 +65,8 @@ class Step:
             depends on a secret one holds it too (``holds_secret``): such items are
             readable by their owner only, never asked of nor pushed to a binary cache.
             Its inputs must not hold the secret itself, only a digest.
+        count: counts the work done so far in the step's scratch folder (the kernel:
+            object files), for the progress display; not part of the key.
     """
 
     kind: str
@@ -77,6 +79,7 @@ class Step:
     jobs: int = 1
     compilers: tuple[str, ...] = ()
     secret: bool = False
+    count: Callable[[Path], int] | None = None
 
     @cached_property
     def holds_secret(self) -> bool:

@@ -25,6 +25,8 @@ Layout under the store root::
     .temproots/<pid>-<start>  items a running process uses (one name a line); gc keeps them
                               while that process (pid and start time) lives
     .lock                     builds hold it shared, gc and repairs exclusive
+    .durations.json           each step's last build time, for progress estimates
+                              (durations.py; no item depends on it)
 
 An item counts only once its metadata folder is renamed into .meta/, after the
 output folder itself: a build killed at any moment leaves at most a .tmp folder

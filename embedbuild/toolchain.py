@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedbuild.errors import BoardError
+from embedbuild.hostprobe import remembered
 from embedbuild.model.board import Arch
 
 # Fixed build identity, so the same inputs give the same bytes.
@@ -32,8 +33,12 @@ def version_line(tool: str) -> str:
             f"{tool} not found on PATH",
             hint="run tools/setup (it installs the cross toolchains and build tools)",
         )
-    out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0].strip() if out else path
+
+    def probe() -> str:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].strip() if out else path
+
+    return remembered(f"version {path}", [path], probe)
 
 
 def _owners(paths: list[str]) -> dict[str, str]:
@@ -64,7 +69,8 @@ def tool_packages(*tools: str) -> dict[str, str]:
 @functools.cache
 def host_packages() -> dict[str, str]:
     """The Debian packages of the build host's compiler and make, with their versions."""
-    return _owners([shutil.which(t) or "" for t in ("gcc", "make")])
+    tools = [shutil.which(t) or "" for t in ("gcc", "make")]
+    return remembered("host packages", tools, lambda: _owners(tools))
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,14 @@ def cross_packages(prefix: str) -> dict[str, str]:
     cc = shutil.which(f"{prefix}gcc")
     if cc is None:
         return {}
-    files = [cc, shutil.which(f"{prefix}ld") or ""]
+    tools = [cc, shutil.which(f"{prefix}ld") or ""]
+    # The rest are found through the compiler and owned by packages: dpkg's database
+    # (part of every remembered fact's stamp) tells when they change.
+    return remembered(f"cross packages {prefix}", tools, lambda: _cross_owners(prefix, tools))
+
+
+def _cross_owners(prefix: str, tools: list[str]) -> dict[str, str]:
+    cc, files = tools[0], list(tools)
     # The C library and the kernel headers a static userland is built against.
     for name in ("libc.a", "include/linux/version.h"):
         p = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True)

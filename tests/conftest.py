@@ -111,6 +111,28 @@ def session_ccache(tmp_path_factory, pytestconfig) -> Iterator[Path | None]:
     os.environ.update(saved)
 
 
+# The key qemu-arm-vboot's [signing] names, made for each test session (never committed).
+VBOOT_KEY = "embedbuild-dev"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_keys(tmp_path_factory) -> Iterator[Path]:
+    """A key folder of this session's own ($EMBEDBUILD_KEYS) holding a throwaway
+    embedbuild-dev key: every build of a signed board in the tests (qemu-arm-vboot) signs
+    with it, and no one's real keys are ever read or used."""
+    from embedbuild.vboot.keys import new_key
+
+    folder = tmp_path_factory.mktemp("keys") / "keys"
+    new_key(folder, VBOOT_KEY)
+    saved = os.environ.get("EMBEDBUILD_KEYS")
+    os.environ["EMBEDBUILD_KEYS"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("EMBEDBUILD_KEYS", None)
+    else:
+        os.environ["EMBEDBUILD_KEYS"] = saved
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (on 127.0.0.1)."""
     with socket.socket() as s:

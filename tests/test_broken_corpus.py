@@ -197,11 +197,13 @@ def test_init_passes_user_values_through_quoted(tmp_path: Path):
     init = render_init(load_system(sysfile), "b")
     (tmp_path / "init").write_text(init)
     assert subprocess.run(["sh", "-n", str(tmp_path / "init")]).returncode == 0
-    line = next(line for line in init.splitlines() if line.startswith("supervise a "))
+    line = next(line.strip() for line in init.splitlines()
+                if line.strip().startswith("supervise a "))
     # The environment is the service's alone: /init itself never sets it.
-    assert [ln for ln in init.splitlines() if "/opt" in ln or "HOME" in ln] == [line]
-    _, name, respawn, output, command, exports, amp = shlex.split(line)
-    assert (name, respawn, output, command, amp) == ("a", "yes", "console", "printenv V", "&")
+    assert [ln.strip() for ln in init.splitlines() if "/opt" in ln or "HOME" in ln] == [line]
+    _, name, respawn, output, command, exports, ready_fd, close, amp = shlex.split(line)
+    assert (name, respawn, output, command, ready_fd, close, amp) == \
+        ("a", "yes", "console", "printenv V", "", "7>&-", "&")
     # The service's sh, as supervise runs it: the value arrives unchanged.
     got = subprocess.run(["sh", "-c", f"{exports} exec /usr/bin/printenv V"],
                          capture_output=True, text=True)

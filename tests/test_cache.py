@@ -442,13 +442,14 @@ def test_endless_http_archive_stops_at_its_signed_size(keys, store_a, pushed, tm
 
 
 def test_slow_http_description_is_cut_off(keys, store_a, pushed, tmp_path: Path):
-    """A byte a second, with the defaults but a timeout of 1 s: the description must keep
-    up 64 KiB/s after three timeouts, so it is cut off after 3 s, not after the item's
-    whole deadline (600 s) or never."""
+    """Four bytes a second, with the defaults but a timeout of 1 s: no single read waits
+    out the timeout (a byte comes every 0.25 s, so a busy machine does not turn this into
+    a plain timeout), but the description must keep up 64 KiB/s after three timeouts, so
+    it is cut off after 3 s, not after the item's whole deadline (600 s) or never."""
     folder = tmp_path / "www"
     _push_folder(pushed, folder)
     rel = str(_description(folder).relative_to(folder))
-    with HostileServer(folder, {rel: "slow"}, max_seconds=30) as server:
+    with HostileServer(folder, {rel: "slow"}, interval=0.25, max_seconds=30) as server:
         r, killed = build_watched(tmp_path, server.url, keys, "[cache]\ntimeout = 1\n")
     # The server's own watchdog (30 s) never had to stop it; the reason is in the line.
     assert server.overrun == []
@@ -504,5 +505,7 @@ def test_zstd_bomb_honestly_described_is_refused_before_download(keys, store_a, 
            lambda d: with_archive(folder, d, members, files))
     with small_disk(tmp_path / "small", mib=96) as disk:
         r, killed = build_watched(tmp_path, str(folder), keys, store=disk / "store-b")
-        built_locally(r, killed, tmp_path, store_a, f"it would unpack to {size + 901:,} bytes",
+        # The zeros and the item's own paths.json (its size follows the init script's).
+        unpacked = size + (store_a[1] / "paths.json").stat().st_size
+        built_locally(r, killed, tmp_path, store_a, f"it would unpack to {unpacked:,} bytes",
                       store=disk / "store-b")

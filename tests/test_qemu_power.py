@@ -4,6 +4,7 @@ a start that fails, times out or is interrupted leaves no process behind."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 from pathlib import Path
@@ -25,12 +26,34 @@ class NoNetwork:
         return argv
 
 
+# What the stand-in does to look set up as QEMU does: its QMP socket appears (here a
+# plain file at the -qmp path).
+SET_UP = ('prev=; for a in "$@"; do [ "$prev" = -qmp ] && { q=${a#unix:}; : > "${q%%,*}"; }; '
+          'prev=$a; done')
+# The master end of the console's pty, as QEMU gets it (-add-fd fd=N,set=1).
+CONSOLE_FD = 'for a in "$@"; do case $a in fd=*,set=1) fd=${a#fd=}; fd=${fd%%,*};; esac; done'
+
+
 def _board(tmp_path: Path, script: str) -> QemuBoard:
     fake = tmp_path / "qemu-system-fake"
-    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\n{script}\n")
+    # bash: it writes to descriptors above 9 (the pty's, under pytest); reopening
+    # /dev/fd/N of a pty's master would make a new pty.
+    fake.write_text(f"#!/bin/bash\necho $$ > {tmp_path}/pid\n{script}\n")
     fake.chmod(0o755)
     return QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
                      tmp_path)
+
+
+def _read(port: str, n: int) -> bytes:
+    """n bytes from a pty, or what came within 5 s."""
+    fd = os.open(port, os.O_RDONLY | os.O_NOCTTY)
+    try:
+        got = b""
+        while len(got) < n and select.select([fd], [], [], 5)[0]:
+            got += os.read(fd, n - len(got))
+        return got
+    finally:
+        os.close(fd)
 
 
 def _alive(tmp_path: Path) -> bool:
@@ -43,12 +66,18 @@ def _alive(tmp_path: Path) -> bool:
 
 
 def test_start_returns_the_pty_and_stop_ends_it(tmp_path: Path):
-    board = _board(tmp_path, "echo 'char device redirected to /dev/pts/99 (label serial0)'\n"
-                             "exec sleep 60")
-    assert board.start(timeout=10) == "/dev/pts/99"
-    assert _alive(tmp_path)
-    board.stop()  # no QMP socket here: it is killed
+    # The board prints before anyone opened its console: nothing of it is lost.
+    board = _board(tmp_path, f"{SET_UP}\n{CONSOLE_FD}\n"
+                             'printf "U-Boot 2023.01" >&$fd\nexec sleep 60')
+    port = board.start(timeout=10)
+    try:
+        assert port.startswith("/dev/pts/")
+        assert _alive(tmp_path)
+        assert _read(port, 14) == b"U-Boot 2023.01"
+    finally:
+        board.stop()  # no QMP answer here: it is killed
     assert not _alive(tmp_path)
+    assert not Path(port).exists()  # the pty is gone with it
 
 
 def test_exit_at_start_is_reported(tmp_path: Path):
@@ -57,16 +86,16 @@ def test_exit_at_start_is_reported(tmp_path: Path):
         board.start(timeout=10)
 
 
-def test_no_pty_in_time_stops_qemu(tmp_path: Path):
+def test_not_set_up_in_time_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
-    with pytest.raises(EmbedbuildError, match="did not open its serial pty"):
+    with pytest.raises(EmbedbuildError, match="did not set up in time"):
         board.start(timeout=0.5)
     assert not _alive(tmp_path)
 
 
 def test_interrupted_start_stops_qemu(tmp_path: Path):
     board = _board(tmp_path, "exec sleep 60")
-    # Ctrl-C while start waits for the pty line
+    # Ctrl-C while start waits for QEMU to set up
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
@@ -76,21 +105,25 @@ def test_interrupted_start_stops_qemu(tmp_path: Path):
 
 
 def test_console_link_for_a_serial_server(tmp_path: Path):
-    """For a remote console: QEMU links its pty where the serial server's configuration
-    says, replacing a link a killed QEMU left, and starts halted until release()."""
+    """For a remote console: the pty is linked where the serial server's configuration
+    says, replacing a link a killed QEMU's run left, and QEMU starts halted until
+    release()."""
     link = tmp_path / "bench" / "console"
     link.parent.mkdir()
-    link.symlink_to("/dev/pts/98")  # left behind: QEMU would refuse to start
-    board = _board(tmp_path, f'[ -e "{link}" ] || [ -L "{link}" ] && exit 3\n'
+    link.symlink_to("/dev/pts/98")  # left behind
+    board = _board(tmp_path, f"{SET_UP}\n{CONSOLE_FD}\n"
                              "echo \"$@\" > " + str(tmp_path / "argv") + "\n"
-                             "echo 'char device redirected to /dev/pts/99 (label console)'\n"
-                             "exec sleep 60")
+                             'printf "=> " >&$fd\nexec sleep 60')
     board.console_link, board.halted = link, True
     try:
-        assert board.start(timeout=10) == "/dev/pts/99"
+        port = board.start(timeout=10)
+        assert link.resolve() == Path(port)
+        assert _read(str(link), 3) == b"=> "
     finally:
         board.stop()
     argv = (tmp_path / "argv").read_text().split()
-    assert ["-chardev", f"pty,id=console,path={link}", "-serial", "chardev:console"] == \
-        argv[argv.index("-chardev"):argv.index("-chardev") + 4]
+    i = argv.index("-chardev")
+    assert argv[i - 2] == "-add-fd" and argv[i - 1].endswith(",set=1")
+    assert argv[i:i + 4] == ["-chardev", "serial,id=console,path=/dev/fdset/1",
+                             "-serial", "chardev:console"]
     assert "-S" in argv and "pty" not in argv

@@ -37,6 +37,19 @@ def test_network_commands_carry_the_boards_tftp_settings():
     assert "setenv tftpwindowsize 16" in cmds and "setenv ipaddr 10.77.0.2" in cmds
 
 
+def test_network_setenvs_go_as_one_line():
+    b = load_board("odroid-go2")  # brings its USB network up first
+    cmds = bootcmd.network(b.uboot, LanLink.parse("10.77.0.1", "10.77.0.2"))
+    lines = bootcmd.batched(cmds)
+    assert lines[0] == "usb start"  # alone: its own exit status
+    assert lines[1:] == ["; ".join(c for c in cmds if c.startswith("setenv "))]
+    # Never longer than the shortest command line U-Boot takes: a new line then.
+    long = [f"setenv v{i} {'x' * 90}" for i in range(5)]
+    assert [len(x) for x in bootcmd.batched(long)] == [202, 202, 100]
+    assert bootcmd.batched(["setenv a 1", "tftpboot 0x0 f", "setenv b 2"]) == \
+        ["setenv a 1", "tftpboot 0x0 f", "setenv b 2"]
+
+
 def test_outputs_per_board():
     assert [o.name for o in applicable(load_board("qemu-arm-virt"))] == [
         "fit", "initramfs", "kernel", "sdimage", "tftpboot"]

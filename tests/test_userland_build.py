@@ -4,6 +4,7 @@ rebuild alone, compression the kernel must unpack, and a failing service on the 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,8 +95,9 @@ def test_wrong_binary_in_an_overlay_stops_the_build(boards: Path, tmp_path: Path
 def test_compression_the_kernel_cannot_unpack(boards: Path, tmp_path: Path,
                                               session_store: Path, arm_result: Path):
     toml = boards / "qemu-arm-virt" / "board.toml"
-    toml.write_text(toml.read_text().replace('hostname = "arm-virt"',
-                                             'hostname = "arm-virt"\ncompression = "xz"'))
+    text = toml.read_text()
+    assert 'compression = "none"' in text
+    toml.write_text(text.replace('compression = "none"', 'compression = "xz"'))
     r = cli("build", str(boards / "qemu-arm-virt"), "--out-link", str(tmp_path / "r"),
             store=session_store)
     assert r.code == 1 and "Traceback" not in r.err
@@ -114,6 +116,11 @@ command = "sleep 1000"
 name = "broken"
 command = "sh -c 'echo broken is starting; exit 3'"
 respawn = false
+[[services]]
+name = "notifies"
+command = "sh -c 'sleep 0.3; echo ready >&3; exec sleep 1000'"
+ready_fd = 3
+depends_on = ["steady"]
 """
 
 
@@ -130,8 +137,15 @@ def test_failing_non_respawn_service_is_reported(tmp_path: Path, session_store: 
         t.boot(TftpBoot(), ready=r"embedbuild: system (ready|up with failed services)\n")
         log = t.console.text
     assert "embedbuild: service broken exited with status 3 (not restarted)" in log
+    assert "embedbuild: service broken did not come up: exited with status 3" in log
     assert "embedbuild: system up with failed services" in log
     assert "broken is starting" in log
+    # Up once it said so on its descriptor, after what it depends on (the guest's uptime).
+    times = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(
+        r"embedbuild: service (\S+) up: started (\d+\.\d+), ready (\d+\.\d+)", log)}
+    assert set(times) == {"steady", "notifies"}
+    assert times["notifies"][1] - times["notifies"][0] >= 0.3
+    assert times["notifies"][0] >= times["steady"][1]
     assert manifest((tmp_path / "r").resolve()).board == "qemu-arm-virt"
 
 

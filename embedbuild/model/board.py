@@ -24,6 +24,7 @@ from pydantic import (
 
 from embedbuild.model.access_point import Interface, Radio
 from embedbuild.model.base import Strict
+from embedbuild.model.signing import Signing
 from embedbuild.model.source import Source
 from embedbuild.model.system import System
 
@@ -220,12 +221,17 @@ class UBootBuild(Strict):
         defconfig: U-Boot's defconfig target, e.g. malta_defconfig.
         fragments: Kconfig fragments over it, merged in order and verified.
         image: the built file the board's flash or QEMU starts.
+        control_dts: device tree source (in the board folder) that becomes U-Boot's own
+            control DTB, appended to u-boot-nodtb.bin (CONFIG_OF_SEPARATE): for a board
+            whose U-Boot would take its DTB from the stage before it (QEMU, a vendor
+            loader), a DTB that could lack [signing]'s keys. Default: U-Boot's u-boot.dtb.
     """
 
     source: str
     defconfig: ConfigTarget
     fragments: list[BoardFile] = []
     image: TreePath = "u-boot.bin"
+    control_dts: BoardFile | None = None
 
 
 class UBoot(Strict):
@@ -238,6 +244,8 @@ class UBoot(Strict):
         ramdisk_addr: RAM address a separate initramfs is loaded to.
         fdt_addr: address of the device tree the bootloader passes; None when
             the image carries its own.
+        fit_addr: RAM address a whole FIT image is loaded to over TFTP (a board with
+            [signing] boots one); bootm copies its kernel and initramfs out from there.
         tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
         net_start: commands that bring up the network device before the first TFTP
@@ -250,6 +258,7 @@ class UBoot(Strict):
     kernel_addr: Address
     ramdisk_addr: Address | None = None
     fdt_addr: Address | None = None
+    fit_addr: Address | None = None
     tftp_blocksize: int = Field(default=1468, ge=512, le=65464)
     tftp_windowsize: int = Field(default=1, ge=1, le=64)
     net_start: list[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]] = []
@@ -275,7 +284,7 @@ class UBoot(Strict):
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         seen: dict[int, str] = {}
-        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr", "fit_addr"):
             addr = getattr(self, key)
             if addr is None:
                 continue
@@ -595,6 +604,7 @@ class Board(Strict):
     sdcard: SdCard | None = None
     interfaces: list[Interface] = []
     radios: list[Radio] = []
+    signing: Signing | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
     # What the lock says the board's toolchain (and the build host's) is: Debian package
     # -> version (model/lock.py); injected by the loader.
@@ -649,7 +659,7 @@ class Board(Strict):
                         f"{self.kernel.image!r} is not a kernel image of arch "
                         f"{self.arch.value!r}: use one of {', '.join(ARCH_IMAGES[self.arch])}"))
         limit = (1 << self.word_bits) - 1
-        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr"):
+        for key in ("kernel_addr", "ramdisk_addr", "fdt_addr", "fit_addr"):
             addr = getattr(self.uboot, key)
             if addr is not None and addr > limit:
                 out.append((("uboot", key),
@@ -677,6 +687,24 @@ class Board(Strict):
                     out.append((("radios", i, field),
                                 f"{what} is declared twice (also in {seen[what]})"))
                 seen.setdefault(what, f"radios[{i}]")
+        if self.signing is not None:
+            out += self._signing_problems()
+        return out
+
+    def _signing_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        # Verified boot boots signed FITs only: what would boot anything else is refused.
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        if self.kernel.fit is None:
+            out.append((("signing",), "[signing] signs the FIT image: add [kernel.fit]"))
+        if self.kernel.uimage is not None:
+            out.append((("kernel", "uimage"), "a legacy uImage carries no signature, and "
+                        "[signing] boots signed FITs only: remove [kernel.uimage]"))
+        if self.uboot.fit_addr is None:
+            out.append((("uboot",), "[signing] boots the FIT over TFTP: give uboot.fit_addr "
+                        "(a RAM address clear of kernel_addr and ramdisk_addr)"))
+        if self.system is not None and self.system.initramfs == "builtin":
+            out.append((("system", "initramfs"), "[signing] signs the initramfs inside the "
+                        "FIT: use initramfs = \"separate\""))
         return out
 
     def firmware_partition(self) -> Partition | None:

@@ -137,7 +137,13 @@ class Service(Strict):
         respawn: restart it when it exits (with back-off), or report and leave it.
         environment: variables set for it.
         output: where its stdout/stderr go: the console or syslog.
-        ready: shell test that says it is up (default: still running after a moment).
+        ready: shell test that says it is up, tried while the service runs, at once,
+            then at growing intervals from 5 ms up to 80 ms.
+        ready_fd: the service tells the init it is ready by writing a line to this
+            descriptor (3-9), as s6's notification-fd: the init gets it at once.
+            Without ``ready`` or ``ready_fd``, the service is up once it is idle (blocked
+            in the kernel, waiting for work) at two looks in a row, or has computed for
+            0.2 s of CPU time; one that exits first did not come up.
     """
 
     use: Name | None = None
@@ -148,6 +154,8 @@ class Service(Strict):
     environment: dict[str, ShellText] = {}
     output: Literal["console", "syslog"] = "console"
     ready: ShellText | None = Field(default=None, min_length=1)
+    # busybox sh redirects descriptors 0-9; 0-2 are the service's stdio.
+    ready_fd: int | None = Field(default=None, ge=3, le=9)
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +177,13 @@ class Service(Strict):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise ValueError(f"{k!r} is not a valid environment variable name")
         return v
+
+    @model_validator(mode="after")
+    def _one_readiness(self) -> Self:
+        if self.ready is not None and self.ready_fd is not None:
+            raise ValueError("give ready (a test the init tries) or ready_fd (the service "
+                             "says it is ready), not both")
+        return self
 
 
 class Network(Strict):

@@ -1,6 +1,7 @@
 """The TFTP boot bundle: what U-Boot loads over the network beside the kernel (a
 separate initramfs), the bootloader embedbuild built, and the commands that boot it,
-with where U-Boot loads things (the manifest's ``uboot`` section)."""
+with where U-Boot loads things (the manifest's ``uboot`` section). A board with
+[signing] boots its signed FIT instead (outputs/fit.py), through its configuration."""
 
 from __future__ import annotations
 
@@ -49,8 +50,16 @@ def plan(p: PlanContext) -> Published:
     if p.has_dtb and not (board.kernel.uimage and board.kernel.uimage.append_dtb):
         dtb = Path(p.get("dtb").output_path("dtb")).name
     u = board.uboot
+    if board.signing is not None:
+        # Verified boot: the signed FIT alone, booted through its configuration.
+        from embedbuild.outputs.fit import fit_image
+
+        fit = Path(fit_image(p).output_path("image")).name
+        commands = bootcmd.signed_fit_boot(board, fit)
+    else:
+        commands = bootcmd.tftp_boot(board, kernel_file, initrd, dtb)
     pub.manifest["uboot"] = {
         "prompt": u.prompt, "kernel_addr": _addr(u.kernel_addr) or "",
         "ramdisk_addr": _addr(u.ramdisk_addr), "fdt_addr": _addr(u.fdt_addr),
-        "tftpboot": bootcmd.tftp_boot(board, kernel_file, initrd, dtb)}
+        "tftpboot": commands}
     return pub

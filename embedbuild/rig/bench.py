@@ -21,6 +21,7 @@ from embedbuild.model.board import Board
 from embedbuild.rig.resource import (
     DEFAULT_LINK,
     CommandPower,
+    LabgridPlace,
     LanLink,
     ManualPower,
     PowerSwitch,
@@ -47,6 +48,10 @@ class BenchOptions(BaseModel):
         server_ip, device_ip, netmask: this machine's and the board's addresses.
         power_timeout: seconds a person has to power a real board on.
         power_on, power_off: commands that switch a real board (a relay) instead of a person.
+        place: --place: a labgrid place whose serial port is the console (instead of
+            --serial), held while the command runs.
+        coordinator: the labgrid coordinator, HOST[:PORT].
+        place_timeout: seconds to wait for the place while another holds it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,19 +65,43 @@ class BenchOptions(BaseModel):
     power_timeout: float = Field(default=300.0, gt=0)
     power_on: str | None = None
     power_off: str | None = None
+    place: str | None = None
+    coordinator: str = "127.0.0.1:20408"
+    place_timeout: float = Field(default=600.0, gt=0)
 
     @property
     def real(self) -> bool:
         """A real board (not a QEMU model)."""
-        return self.serial is not None and not self.qemu
+        return (self.serial is not None or self.place is not None) and not self.qemu
+
+    def lab_place(self) -> LabgridPlace | None:
+        """The labgrid place asked for (None: none)."""
+        if self.place is None:
+            return None
+        if self.serial is not None:
+            raise EmbedbuildError("one console at a time: --serial or --place",
+                                  hint="drop --serial: the place's serial port is the console")
+        from embedbuild.rig.lab import require_labgrid
+
+        require_labgrid()  # one line saying how to get it, before anything is built
+        return LabgridPlace(name=self.place, coordinator=self.coordinator,
+                            timeout=self.place_timeout)
 
     def check(self, board: Board | None = None, files: Sequence[Path] = ()) -> None:
         """Refuse what cannot work, before anything is built or anyone is asked to power a
         board on: for a real board, the serial device, the addresses, the TFTP port and
         ``files`` (rig/preflight.py)."""
         from embedbuild.rig.netns import require_root
-        from embedbuild.rig.preflight import check_serial, is_url, preflight
+        from embedbuild.rig.preflight import (
+            check_addresses,
+            check_files,
+            check_port,
+            check_serial,
+            is_url,
+            preflight,
+        )
 
+        self.lab_place()
         if not self.real:
             require_root(f"booting {board.name if board else 'a board'} in QEMU")
             if board is not None and board.qemu is None:
@@ -96,8 +125,12 @@ class BenchOptions(BaseModel):
                 hint="give --server-ip (this machine on the board's network) and --device-ip "
                 "(the address the board gets)",
             )
-        assert self.serial is not None
-        preflight(self.serial, self.server_ip, self.device_ip, list(files))
+        if self.serial is None:  # a lab's place: its serial port is known once acquired
+            check_addresses(self.server_ip, self.device_ip)
+            check_port(self.server_ip)
+            check_files(list(files))
+        else:
+            preflight(self.serial, self.server_ip, self.device_ip, list(files))
         self.link()
 
     def link(self) -> LanLink | None:
@@ -119,9 +152,10 @@ class BenchOptions(BaseModel):
         """The board's resources on this bench. A QEMU board's flash is backed by
         ``flash`` (None: a new erased file in the target's folder)."""
         pacing = dict(chunk=board.serial.write_chunk, delay=board.serial.write_delay)
+        place = self.lab_place()
         if self.real:
             return Bench(SerialLine(port=self.serial, baud=self.baud or board.serial.baud,
-                                    **pacing), self.link(), self.power())
+                                    **pacing), self.link(), self.power(), place=place)
         if board.qemu is None:
             raise EmbedbuildError(f"board {board.name} has no [qemu] section",
                                   hint="boot it on real hardware with --serial")
@@ -129,9 +163,10 @@ class BenchOptions(BaseModel):
         # QEMU links at a fixed path in the bench folder.
         machine = QemuMachine(spec=board.qemu, flash=flash,
                               flash_size=board.flash.size if board.flash else 0,
-                              console_link=console_link(board) if self.serial else None)
+                              console_link=console_link(board)
+                              if self.serial or place else None)
         return Bench(SerialLine(port=self.serial, baud=board.serial.baud, **pacing),
-                     qemu_link(board), QemuPower(), machine)
+                     qemu_link(board), QemuPower(), machine, place=place)
 
 
 def qemu_link(board: Board) -> LanLink:
@@ -155,6 +190,8 @@ class Bench:
         qemu: its QEMU model (None: a real board).
         tftp_port: where the TFTP server listens on the link's server address (69, the
             port U-Boot asks; 0 takes any free one, for a board that fetches nothing).
+        place: a labgrid place whose serial port is the console (serial.port is then
+            its URL, known once the place is acquired).
     """
 
     serial: SerialLine
@@ -162,6 +199,7 @@ class Bench:
     power: PowerSwitch
     qemu: QemuMachine | None = None
     tftp_port: int = 69
+    place: LabgridPlace | None = None
 
     @property
     def real(self) -> bool:

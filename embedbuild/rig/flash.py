@@ -20,6 +20,8 @@ from embedbuild.manifest import Manifest
 from embedbuild.model.board import Board, Partition
 from embedbuild.rig.resource import LanLink
 from embedbuild.rig.uboot import BootError, UBootDriver
+from embedbuild.vboot.gate import require_signed
+from embedbuild.vboot.verify import Keyring
 
 _CRC = re.compile(r"==>\s*([0-9a-fA-F]{8})")
 _FILESIZE = re.compile(r"filesize=([0-9a-fA-F]+)")
@@ -97,11 +99,22 @@ class FlashJob:
     filename: str
 
     @classmethod
-    def prepare(cls, board: Board, partition: str, image: Path) -> FlashJob:
+    def prepare(cls, board: Board, partition: str, image: Path,
+                keyring: Keyring | None = None) -> FlashJob:
         """The job of writing ``image`` to ``partition``, refused unless that partition
-        may be written and the image fits it."""
+        may be written and the image fits it; for a board that requires signed images
+        ([signing]), also unless it is a FIT that verifies against ``keyring`` (what the
+        board's U-Boot trusts: the result's keyring)."""
         part = writable_partition(board, partition)
-        return cls(board, part, image, check_image(part, image), image.name)
+        data = check_image(part, image)
+        if board.signing is not None:
+            if keyring is None:
+                raise FlashError(f"board {board.name} requires signed images, and no "
+                                 "keyring was given to check this one against",
+                                 where=str(image), hint="flash through `embedbuild flash`, "
+                                 "which builds the board's keyring")
+            require_signed(image, keyring, bootcmd.FIT_CONFIG, board.name)
+        return cls(board, part, image, data, image.name)
 
     def sequence(self, link: LanLink | None) -> list[bootcmd.FlashCommand]:
         """Every command a flash sends, in order, with the checks made on their output

@@ -97,16 +97,26 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class BenchNetwork:
-    """Namespace ``name`` with bridge br0 at the link's server address and tap0 enslaved
-    to it.
+    """Namespace ``name`` with bridge br0 at the link's server address and tap0 (up to
+    tap<taps-1>) enslaved to it: one LAN, for one board or several.
 
     Args:
         link: this machine's (the bridge's) and the board's address on the network.
+        taps: how many boards the LAN takes (each QEMU model joins at a tap of its own:
+            ``port(n)``).
     """
 
     link: LanLink = DEFAULT_LINK
     name: str = ""
     tap: str = "tap0"
+    taps: int = 1
+
+    def port(self, n: int) -> BenchNetwork:
+        """The same LAN as seen by the board at tap ``n``: its QEMU joins there. The view
+        owns nothing (only the network that was entered removes the namespace)."""
+        if not 0 <= n < self.taps:
+            raise EmbedbuildError(f"the bench LAN has {self.taps} tap(s), not a tap{n}")
+        return BenchNetwork(self.link, self.name, f"tap{n}", self.taps)
 
     @property
     def path(self) -> str:
@@ -125,11 +135,12 @@ class BenchNetwork:
             n = ["-n", self.name]
             _ip(*n, "link", "set", "lo", "up")
             _ip(*n, "link", "add", "br0", "type", "bridge")
-            _ip(*n, "tuntap", "add", "dev", self.tap, "mode", "tap")
-            _ip(*n, "link", "set", self.tap, "master", "br0")
+            for tap in [f"tap{i}" for i in range(self.taps)] if self.taps > 1 else [self.tap]:
+                _ip(*n, "tuntap", "add", "dev", tap, "mode", "tap")
+                _ip(*n, "link", "set", tap, "master", "br0")
+                _ip(*n, "link", "set", tap, "up")
             _ip(*n, "addr", "add", str(self.link.server), "dev", "br0")
             _ip(*n, "link", "set", "br0", "up")
-            _ip(*n, "link", "set", self.tap, "up")
         except BaseException:
             # Also when interrupted half-way: `netns add` may have run already.
             self.__exit__()

@@ -4,6 +4,7 @@
 - LanLink: this machine's address and the board's on one network, as one value.
 - A power switch: ManualPower (a person), QemuPower (QMP), CommandPower (a relay's CLI).
 - QemuMachine: the QEMU model of a board and what is attached to it.
+- LabgridPlace: a place of a shared lab whose serial port the board's console is.
 
 Nothing here opens, starts or sends anything; values that come from a person (the
 command line, the pytest plugin) are validated here, with errors naming the option.
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.board import Qemu
+from embedbuild.pxe import MacAddress
 
 
 class _Resource(BaseModel):
@@ -156,6 +158,21 @@ class CommandPower(_Resource):
 PowerSwitch = ManualPower | QemuPower | CommandPower
 
 
+class LabgridPlace(_Resource):
+    """A place of a labgrid lab: the board's serial port (and whatever else the lab
+    gives it) held through the lab's coordinator while embedbuild uses it.
+
+    Args:
+        name: the place's name.
+        coordinator: the coordinator, HOST[:PORT] (labgrid's default port 20408).
+        timeout: seconds to wait for the place while someone else holds it.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    coordinator: str = Field(default="127.0.0.1:20408", min_length=1)
+    timeout: float = Field(default=600.0, gt=0)
+
+
 class QemuMachine(_Resource):
     """A board's QEMU model and what is attached to it.
 
@@ -168,6 +185,8 @@ class QemuMachine(_Resource):
         disk: an SD-card image attached as spec.sd_device.
         console_link: where QEMU links its serial pty for a serial server (ser2net)
             configured with a fixed path; the console is then that server's URL.
+        mac: the NIC's MAC address (None: QEMU's default, 52:54:00:12:34:56); boards
+            sharing one bench LAN need their own, and a PXE boot is looked up by it.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -178,3 +197,4 @@ class QemuMachine(_Resource):
     flash_size: int = 0
     disk: Path | None = None
     console_link: Path | None = None
+    mac: MacAddress | None = None

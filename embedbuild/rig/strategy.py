@@ -71,7 +71,7 @@ class UBootStrategy:
                 what = f"tftp {words[-1]}" if words[0] == "tftpboot" else \
                     f"U-Boot {' '.join(words[:2])}"
                 with t.steps(what, stage=True, command=cmd):
-                    t.uboot.check(cmd, LOAD_TIMEOUT)
+                    source.run(t.uboot, cmd, LOAD_TIMEOUT)
             with t.steps("boot command", stage=True, command=cmds[-1]):
                 t.uboot.boot(cmds[-1], timeout)
         self._follow_kernel(ready, timeout)
@@ -99,7 +99,7 @@ class UBootStrategy:
         t = self.target
         assert t.uboot is not None
         with t.steps("U-Boot network setup", stage=True):
-            for cmd in bootcmd.network(t.require_board().uboot, t.link):
+            for cmd in bootcmd.batched(bootcmd.network(t.require_board().uboot, t.link)):
                 t.uboot.check(cmd)
 
     def _follow_kernel(self, ready: str, timeout: float) -> None:

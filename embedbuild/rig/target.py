@@ -25,6 +25,7 @@ from embedbuild.model.system import READY_LINE
 from embedbuild.rig.bench import FLASH_FILE, Bench
 from embedbuild.rig.bootsource import BootSource, stage_files
 from embedbuild.rig.console import Console
+from embedbuild.rig.lab import PlaceDriver
 from embedbuild.rig.netns import BenchNetwork
 from embedbuild.rig.power import power_driver
 from embedbuild.rig.protocol import PowerProtocol
@@ -48,10 +49,13 @@ class Target:
         workdir: this session's folder: console.log, QEMU's output, the files served
             (tftp/), the boot report (boot.json).
         result: the build result it boots and serves (None: nothing built).
+        network: a bench LAN someone else made and serves (a fleet's, with its own
+            TFTP server): the QEMU model joins it at ``network.tap`` and the target
+            starts no network and no TFTP server of its own (None: it makes both).
     """
 
     def __init__(self, board: Board | None, bench: Bench, workdir: Path,
-                 result: Path | None = None) -> None:
+                 result: Path | None = None, network: BenchNetwork | None = None) -> None:
         self.board = board
         self.bench = bench
         self.workdir = workdir
@@ -59,13 +63,15 @@ class Target:
         self.console_log: Path | None = workdir / "console.log"
         self.steps = Steps()
         self.report = BootReport(self.steps)
-        self.network: BenchNetwork | None = None
+        self.network = network
+        self.joined = network is not None
         self.tftp: TftpServer | None = None
         self.qemu: QemuBoard | None = None
         self.power: PowerProtocol | None = None
         self.console: Console | None = None
         self.uboot: UBootDriver | None = None
         self._shell: ShellDriver | None = None
+        self.lab: PlaceDriver | None = None
         self._stack = contextlib.ExitStack()
 
     # -- what callers use --------------------------------------------------------------
@@ -91,12 +97,34 @@ class Target:
         """The console, opened on first use (a real board's line; a QEMU model's once
         started)."""
         if self.console is None:
-            port = self.bench.serial.port
+            port = self.serial_port()
             if port is None:
                 raise EmbedbuildError("the QEMU model's console exists once it is started",
                                       hint="boot the target first")
             self.console = self._open(port)
         return self.console
+
+    def serial_port(self) -> str | None:
+        """Where the console is: the bench's line, or the serial port of the lab's place,
+        which is acquired here (once) and held until the target is left; None: the QEMU
+        model's pty, known once it runs."""
+        if self.bench.place is None:
+            return self.bench.serial.port
+        return self.hold_place(self._stack).url
+
+    def hold_place(self, stack: contextlib.ExitStack) -> PlaceDriver:
+        """Acquire the lab's place (waiting while another holds it) unless held already,
+        released when ``stack`` closes: the target's own, or a caller's that must hold
+        the place around more than the target (the command's bench folder lock)."""
+        place = self.bench.place
+        if place is None:
+            raise EmbedbuildError("this bench has no labgrid place")
+        if self.lab is None:
+            with self.steps("acquire place", place=place.name,
+                            coordinator=place.coordinator):
+                self.lab = stack.enter_context(PlaceDriver(
+                    place, lambda text: self.steps.mark("waiting for place", message=text)))
+        return self.lab
 
     @property
     def link(self) -> LanLink:
@@ -128,13 +156,14 @@ class Target:
                 source.stage(self, folder)
             else:
                 stage_files(self.result, folder, extra)
-            port = self.bench.serial.port
-            if self.bench.qemu is not None:
+            port = self.serial_port()
+            if self.bench.qemu is not None and not self.joined:
                 self.network = self._stack.enter_context(BenchNetwork(self.link))
-            self.tftp = self._stack.enter_context(TftpServer(
-                folder, self.link.server_ip, self.bench.tftp_port,
-                on_transfer=self.report.transfers.append,
-                netns=self.network.path if self.network else None))
+            if not self.joined:
+                self.tftp = self._stack.enter_context(TftpServer(
+                    folder, self.link.server_ip, self.bench.tftp_port,
+                    on_transfer=self.report.transfers.append,
+                    netns=self.network.path if self.network else None))
             if self.bench.qemu is not None:
                 assert self.network is not None
                 self.qemu = QemuBoard(self._machine(source), self.network, self.workdir)

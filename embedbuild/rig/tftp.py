@@ -71,11 +71,14 @@ class Limits:
         per_client: transfers at once from one client address.
         idle: seconds a transfer may live without progress, whatever timeout the
             client asked for.
+        window: the largest window (RFC 7440 windowsize) granted, whatever the client
+            asks: a server may offer less.
     """
 
     sessions: int = 64
     per_client: int = 16
     idle: float = 30.0
+    window: int = MAX_WINDOW
 
 
 @dataclass
@@ -294,7 +297,8 @@ class _Session:
         if (v := _int_option(opts, "blksize", MIN_BLKSIZE, MAX_BLKSIZE)) is not None:
             self.blksize = oack["blksize"] = v
         if (v := _int_option(opts, "windowsize", 1, 65535)) is not None:
-            self.window = oack["windowsize"] = min(v, MAX_WINDOW)
+            self.window = oack["windowsize"] = max(1, min(v, MAX_WINDOW,
+                                                          server.limits.window))
         timeout = 1.0
         if (v := _int_option(opts, "timeout", 1, 255)) is not None:
             timeout = float(v)

@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from embedbuild.bootcmd import REFUSED
 from embedbuild.rig.console import ConsoleError
 from embedbuild.rig.protocol import BootloaderProtocol, ConsoleProtocol
 from embedbuild.rig.step import Steps, step
@@ -29,6 +30,15 @@ UBOOT_ERRORS = [
     r"Unknown command '[^'\n]*' - try 'help'",
     r"## Error: [^\n]*",
     r"Must RESET board to recover",
+    # Verified boot (boot/image-fit.c, image-fit-sig.c): an image that fails its check.
+    r"Bad hash value for '[^'\n]*' hash node in '[^'\n]*' image node",
+    r"Failed to verify required signature '[^'\n]*'",
+    r"Failed to verify 'any' of the required signature\(s\)",
+    r"Bad Data Hash",
+    r"Wrong Image Format for bootm command",
+    r"Could not find configuration node",
+    # The anti-rollback check embedbuild types (bootcmd.rollback_check).
+    re.escape(REFUSED) + r": [^\n]*",
 ]
 # What a kernel prints when it will not reach the init's ready line. Services may
 # write to the console too, so the oops and BUG patterns match only lines shaped

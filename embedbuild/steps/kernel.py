@@ -4,6 +4,7 @@ that share one kernel share this step's store item."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,23 @@ def kernel_step(board: Board, tree: Step, config: Step, tc: Toolchain, jobs: int
         outputs=outputs,
         jobs=jobs,
         compilers=tc.compilers,
+        count=object_files,
     )
+
+
+def object_files(build: Path) -> int:
+    """Object files in a kernel build folder so far: the compile's progress, against
+    the count of the board's last build."""
+    n = 0
+    stack = [build]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.name.endswith(".o"):
+                    n += 1
+    return n
 
 
 def path_independent(src: Path, build: Path) -> str:

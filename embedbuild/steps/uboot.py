@@ -24,9 +24,15 @@ def uboot_version(src: Path) -> str:
 
 def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Step, Step]:
     """(config step, build step) of the board's U-Boot; the build's outputs: ``image``
-    (the file QEMU or the flash starts) and ``config``."""
+    (the file QEMU or the flash starts) and ``config``; for a board that gives U-Boot its
+    own control DTB (``control_dts`` or [signing], see uboot_control.py) also ``nodtb``
+    (u-boot-nodtb.bin) and ``dtb`` (the u-boot.dtb U-Boot built, if any)."""
     spec = board.uboot.build
     assert spec is not None
+    separate = spec.control_dts is not None or board.signing is not None
+    outputs = {"image": spec.image, "config": "u-boot.config"}
+    if separate:
+        outputs |= {"nodtb": "u-boot-nodtb.bin", "dtb": "u-boot.dtb"}
 
     def env(src: Path) -> dict[str, str]:
         return {**tc.kconfig_env(src), "UBOOTVERSION": uboot_version(src)}
@@ -47,10 +53,22 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         src = ctx.input("tree", "tree")
         b = ctx.scratch
         shutil.copyfile(ctx.input("config", "config"), b / ".config")
-        ctx.run.run(tc.make(src, b, cache_friendly(src, b), jobs=ctx.jobs, kernel=False),
+        # With a control DTB of ours, only the files used are made: `all` also runs
+        # U-Boot's check that a board with a prior stage (QEMU) takes that stage's DTB
+        # (scripts/check-of.sh), which is the very DTB verified boot must not trust.
+        targets = [spec.image, "u-boot-nodtb.bin", "u-boot.dtb"] if separate else []
+        ctx.run.run(tc.make(src, b, cache_friendly(src, b), *targets, jobs=ctx.jobs,
+                            kernel=False),
                     env=REPRODUCIBLE_ENV, what="building U-Boot")
         shutil.copyfile(b / spec.image, ctx.output("image"))
         shutil.copyfile(b / ".config", ctx.output("config"))
+        if separate:
+            shutil.copyfile(b / "u-boot-nodtb.bin", ctx.output("nodtb"))
+            # OF_OMIT_DTB or OF_BOARD builds none; uboot_control.py says what to set.
+            if (b / "u-boot.dtb").exists():
+                shutil.copyfile(b / "u-boot.dtb", ctx.output("dtb"))
+            else:
+                ctx.output("dtb").write_bytes(b"")
 
     return config, Step(
         kind="uboot",
@@ -59,7 +77,7 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         inputs={"image": spec.image, "toolchain": tc.identity()},
         deps={"tree": tree, "config": config},
         build=build,
-        outputs={"image": spec.image, "config": "u-boot.config"},
+        outputs=outputs,
         jobs=jobs,
         compilers=tc.compilers,
     )
