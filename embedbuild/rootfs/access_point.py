@@ -24,6 +24,8 @@ LEASES = "/run/udhcpd.leases"
 # What the init names the syslog service (busybox's recipe offers it): the access
 # point's services log there when the system runs it, else to the console.
 SYSLOG = "syslogd"
+# The descriptor the LAN service writes its ready line to (the init's ready_fd).
+READY_FD = 3
 
 # hostapd's lines per mode: WPA2-PSK; SAE with management frame protection required and
 # both of SAE's password derivations (hash-to-element and hunting-and-pecking); both,
@@ -125,13 +127,14 @@ def services(ap: AccessPoint, radios: dict[str, Radio], syslog: bool) -> list[Se
     members = "".join(f"ip link set {m} up && {{ brctl addif {lan.bridge} {m} 2>/dev/null "
                       f"|| [ -e /sys/class/net/{m}/brport ]; }} && " for m in lan.members)
     # The init has no one-shot services: this one sets the LAN up (again, when
-    # restarted) and then stays, so that "up" means the bridge has its address.
+    # restarted), says so on its ready descriptor (the init's ready_fd: no polling) and
+    # stays, so that "up" means the bridge has its address.
     bridge = (f"{{ [ -e /sys/class/net/{lan.bridge} ] || brctl addbr {lan.bridge}; }} && "
               f"{members}ip addr flush dev {lan.bridge} && "
               f"ip addr add {lan.address} dev {lan.bridge} && ip link set {lan.bridge} up && "
-              "exec sleep 2147483647")
+              f"echo up >&{READY_FD} && exec sleep 2147483647 {READY_FD}>&-")
     out = [Service(name="lan", command=_script(bridge), depends_on=after, output=output,
-                   ready=f"ip -4 addr show dev {lan.bridge} | grep -q 'inet {lan.address} '")]
+                   ready_fd=READY_FD)]
     for u in ap.radios:
         iface = radios[u.radio].interface
         run = f"/run/hostapd-{u.radio}.conf"
@@ -140,13 +143,15 @@ def services(ap: AccessPoint, radios: dict[str, Radio], syslog: bool) -> list[Se
             command=_script(f"umask 077 && cat /etc/hostapd/{u.radio}.conf /{SECRET_FILE} "
                             f"> {run} && exec hostapd {run}"),
             depends_on=["lan", *after], output=output,
-            # An AP interface gets its carrier when it beacons (mac80211's start_ap):
-            # the network is up and hostapd has put it into the bridge.
-            ready=(f"grep -qx 1 /sys/class/net/{iface}/carrier 2>/dev/null && "
+            # hostapd cannot say when it is up, so the init tries this test: an AP
+            # interface gets its carrier when it beacons (mac80211's start_ap), and
+            # hostapd has put it into the bridge. Shell builtins only: no program is
+            # started per look.
+            ready=(f"read -r c < /sys/class/net/{iface}/carrier && [ \"$c\" = 1 ] && "
                    f"[ -e /sys/class/net/{iface}/brport ]")))
     if lan.dhcp is not None:
+        # Up once idle (the init's default): udhcpd waits on its socket, bound at start.
         out.append(Service(
             name="dhcpd", command=_script(f"touch {LEASES} && exec udhcpd -f /{UDHCPD_CONF}"),
-            depends_on=["lan", *after], output=output,
-            ready="netstat -lun | grep -q ':67 '"))
+            depends_on=["lan", *after], output=output))
     return out
