@@ -172,3 +172,56 @@ respawn = false
 ready_fd = 3
 """)
     assert up == {} and dict(DOWN.findall(text)) == {"quits": "exited with status 5"}
+
+
+def test_shell_text_runs_whole_and_a_simple_command_is_the_service(tmp_path: Path):
+    """A command with `;`, `&&` or a pipe runs as written (exec would have run its first
+    command only); a simple command is exec'd, so its pid file names it."""
+    pids: dict[str, str] = {}
+    text, _ = _run_services(tmp_path, f"""
+[[services]]
+name = "list"
+command = "touch {tmp_path}/one; touch {tmp_path}/two; exec sleep 1001"
+[[services]]
+name = "and"
+command = "true && touch {tmp_path}/three && exec sleep 1002"
+[[services]]
+name = "pipe"
+command = "echo piped | cat > {tmp_path}/four; exec sleep 1003"
+[[services]]
+name = "assigns"
+command = "WHAT=five; touch {tmp_path}/$WHAT; exec sleep 1004"
+[[services]]
+name = "simple"
+command = "sleep 1005"
+""", pids=pids)
+    assert "all_up=yes" in text, text
+    for name in ("one", "two", "three", "five"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "four").read_text() == "piped\n"
+    assert pids["simple"] == "sleep 1005"
+
+
+@pytest.mark.parametrize(("command", "form"), [
+    ("dropbear -F -E -p 22", "exec dropbear -F -E -p 22"),
+    ("syslogd -n -O /var/log/messages > /dev/null 2>&1",
+     "exec syslogd -n -O /var/log/messages > /dev/null 2>&1"),
+    ("sh -c 'a; b'", "exec sh -c 'a; b'"),
+    ("a; b", "a; b"),
+    ("a && b", "a && b"),
+    ("a || b", "a || b"),
+    ("a | b", "a | b"),
+    ("a & b", "a & b"),
+    ("(a)", "(a)"),
+    ("{ a; }", "{ a; }"),
+    ("while :; do a; done", "while :; do a; done"),
+    ("if a; then b; fi", "if a; then b; fi"),
+    ("VAR=1 a", "VAR=1 a"),
+    ("exec a", "exec a"),
+    ("a\nb", "a\nb"),
+    ("a 'unclosed", "a 'unclosed"),
+])
+def test_exec_form(command: str, form: str):
+    from embedbuild.rootfs.generated import exec_form
+
+    assert exec_form(command) == form

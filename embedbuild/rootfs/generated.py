@@ -15,6 +15,31 @@ INIT_TEMPLATE = Path(__file__).parent.parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent.parent / "init" / "udhcpc.script"
 
 
+# Tokens after which a command is more than one simple command: the shell's control
+# operators and the words that open a compound command.
+_CONTROL = {";", ";;", "&", "&&", "|", "||", "(", ")", "|&"}
+_COMPOUND = {"if", "while", "until", "for", "case", "{", "!", "exec"}
+
+
+def exec_form(command: str) -> str:
+    """What the service's sh runs: ``exec COMMAND`` for one simple command, so that the
+    supervisor's pid is the service itself (for stopping it and telling when it is
+    idle); any other shell text (``a; b``, ``a && b``, a pipe, a loop, a leading
+    ``VAR=value``) as written, since ``exec`` would run its first command only."""
+    if "\n" in command:
+        return command
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell says what is wrong
+        return command
+    if (not tokens or tokens[0] in _COMPOUND or "=" in tokens[0].split("/")[0]
+            or any(t in _CONTROL for t in tokens)):
+        return command
+    return f"exec {command}"
+
+
 @functools.cache  # compiled once per process: every board load renders it (40 ms a time)
 def _init_template():
     import jinja2
@@ -22,6 +47,7 @@ def _init_template():
     env = jinja2.Environment(keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
     env.filters["shquote"] = shlex.quote
+    env.filters["exec_form"] = exec_form
     # A service's environment as sh statements: names are validated, values quoted.
     env.filters["shexports"] = lambda variables: "".join(
         f"export {k}={shlex.quote(v)};" for k, v in variables.items())
