@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import shlex
 
 from embedbuild.cpio import Entry
 from embedbuild.model.access_point import HW_MODE, AccessPoint, Radio, RadioUse
@@ -113,14 +112,10 @@ def secret_digest(entries: list[Entry]) -> str:
                           p=1, dklen=32).hex()
 
 
-def _script(text: str) -> str:
-    # The init runs a service as `exec COMMAND`: a script of several commands runs in
-    # a shell of its own, which ends by exec-ing the daemon (same process, supervised).
-    return f"sh -c {shlex.quote(text)}"
-
-
 def services(ap: AccessPoint, radios: dict[str, Radio], syslog: bool) -> list[Service]:
-    """The bridge, hostapd per radio and udhcpd as services (``syslog``: log there)."""
+    """The bridge, hostapd per radio and udhcpd as services (``syslog``: log there).
+    Each is a short script the init's sh runs as written, ending by exec-ing its
+    daemon, so that the supervised pid is the daemon's."""
     lan = ap.lan
     after = [SYSLOG] if syslog else []
     output = "syslog" if syslog else "console"
@@ -133,15 +128,15 @@ def services(ap: AccessPoint, radios: dict[str, Radio], syslog: bool) -> list[Se
               f"{members}ip addr flush dev {lan.bridge} && "
               f"ip addr add {lan.address} dev {lan.bridge} && ip link set {lan.bridge} up && "
               f"echo up >&{READY_FD} && exec sleep 2147483647 {READY_FD}>&-")
-    out = [Service(name="lan", command=_script(bridge), depends_on=after, output=output,
+    out = [Service(name="lan", command=bridge, depends_on=after, output=output,
                    ready_fd=READY_FD)]
     for u in ap.radios:
         iface = radios[u.radio].interface
         run = f"/run/hostapd-{u.radio}.conf"
         out.append(Service(
             name=f"hostapd-{u.radio}",
-            command=_script(f"umask 077 && cat /etc/hostapd/{u.radio}.conf /{SECRET_FILE} "
-                            f"> {run} && exec hostapd {run}"),
+            command=(f"umask 077 && cat /etc/hostapd/{u.radio}.conf /{SECRET_FILE} "
+                     f"> {run} && exec hostapd {run}"),
             depends_on=["lan", *after], output=output,
             # hostapd cannot say when it is up, so the init tries this test: an AP
             # interface gets its carrier when it beacons (mac80211's start_ap), and
@@ -152,6 +147,6 @@ def services(ap: AccessPoint, radios: dict[str, Radio], syslog: bool) -> list[Se
     if lan.dhcp is not None:
         # Up once idle (the init's default): udhcpd waits on its socket, bound at start.
         out.append(Service(
-            name="dhcpd", command=_script(f"touch {LEASES} && exec udhcpd -f /{UDHCPD_CONF}"),
+            name="dhcpd", command=f"touch {LEASES} && exec udhcpd -f /{UDHCPD_CONF}",
             depends_on=["lan", *after], output=output))
     return out
