@@ -203,7 +203,7 @@ def test_init_passes_user_values_through_quoted(tmp_path: Path):
     assert [ln.strip() for ln in init.splitlines() if "/opt" in ln or "HOME" in ln] == [line]
     _, name, respawn, output, command, exports, ready_fd, close, amp = shlex.split(line)
     assert (name, respawn, output, command, ready_fd, close, amp) == \
-        ("a", "yes", "console", "printenv V", "", "7>&-", "&")
+        ("a", "yes", "console", "exec printenv V", "", "7>&-", "&")
     # The service's sh, as supervise runs it: the value arrives unchanged.
     got = subprocess.run(["sh", "-c", f"{exports} exec /usr/bin/printenv V"],
                          capture_output=True, text=True)
