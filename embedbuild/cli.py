@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedbuild.errors import EmbedbuildError
-from embedbuild.model.system import READY_LINE
 
 if TYPE_CHECKING:
     from embedbuild.durations import Duration
@@ -160,31 +159,66 @@ def _seconds(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def build_board(args, store, console, role: str = "result"):
-    """Build args.board (with args.system) up to the step of ``role``, showing progress."""
-    from embedbuild import session
+def build_board(args, store, console, role: str = "result", memo=None):
+    """Build args.board (with args.system) up to the step of ``role``, showing progress.
+    With ``memo`` (a noop.Memo), what loading and planning read is recorded in it once
+    the build is done, for the next no-op build."""
+    import contextlib
+
+    from embedbuild import noop, session
+    from embedbuild.store import cache_root
 
     system = Path(args.system) if getattr(args, "system", None) else None
     def repairing(problem: str) -> None:
         console.print(f"repairing {problem}", markup=False, soft_wrap=True)
 
     with _Progress(console) as progress:
+        warned: list[str] = []
+
+        def warn(line: str) -> None:
+            warned.append(line)
+            progress.warn(line)
+
+        # The store's items and the caches are checked by key and hash, not as inputs.
+        recorder = noop.Recorder([store.root, cache_root()])
+        with recorder if memo is not None else contextlib.nullcontext():
+            planned = session.plan(args.board, system=system, role=role, warn=warn)
         caches = None
         if not getattr(args, "offline", False):
             from embedbuild.cache.config import substituters
 
             caches = substituters(progress.warn, progress.fetching_bytes)
-        return session.build(args.board, store, system=system, role=role, events=progress,
-                             repair=repairing if getattr(args, "repair", False) else None,
-                             substituters=caches,
-                             ccache=not getattr(args, "no_ccache", False), warn=progress.warn)
+        built = session.build(planned, store, role=role, events=progress,
+                              repair=repairing if getattr(args, "repair", False) else None,
+                              substituters=caches,
+                              ccache=not getattr(args, "no_ccache", False), warn=progress.warn)
+        if memo is not None:
+            graph = [store.item_path(s.key, s.name) for s in planned.steps[role].walk()]
+            memo.save(recorder, [i for i in graph if store.complete(i)], built.path(role),
+                      warned)
+        return built
 
 
 def cmd_build(args) -> int:
+    from embedbuild.noop import Memo
+
     store = _store(args)
-    console = _console()
-    out = build_board(args, store, console, role=args.step).path(args.step)
-    store.link_result(out, Path(args.out_link))
+    link = Path(args.out_link)
+    memo = None if args.repair else Memo(
+        store.root, {"command": "build", "board": args.board, "system": args.system,
+                     "step": args.step})
+    if memo is not None and store.root.is_dir():
+        with store.session():  # gc waits: the item stays until the link roots it
+            hit = memo.answer()
+            if hit is not None:
+                store.link_result(hit[0], link)
+        if hit is not None:
+            for line in hit[1]:
+                print(f"warning: {line}", file=sys.stderr)
+            print(hit[0])
+            return 0
+    out = build_board(args, store, _console(), role=args.step, memo=memo).path(args.step)
+    store.link_result(out, link)
     print(out)
     return 0
 
@@ -314,6 +348,7 @@ def cmd_boot(args) -> int:
     import contextlib
 
     from embedbuild.load import load_board
+    from embedbuild.model.system import READY_LINE
     from embedbuild.rig.bench import bench_dir
 
     if not (args.qemu or args.serial or args.place):
@@ -338,7 +373,7 @@ def cmd_boot(args) -> int:
         workdir = stack.enter_context(bench_dir(board))
         stack.enter_context(target)
         try:
-            report = target.boot(source, args.ready, args.timeout)
+            report = target.boot(source, args.ready or READY_LINE, args.timeout)
         except EmbedbuildError as e:
             e.log_path = e.log_path or str(workdir / "console.log")
             raise
@@ -919,8 +954,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--initrd", help="an extra initramfs file to load and boot")
     s.add_argument("--image", help="a signed FIT to boot instead of the built one "
                    "(--boot signed-fit); refused unless it verifies against the board's keys")
-    s.add_argument("--ready", default=READY_LINE,
-                   help="regex of the line that means the system is up")
+    s.add_argument("--ready", metavar="REGEX",
+                   help="the line that means the system is up (default: the init's "
+                   "ready line, 'embedbuild: system ready')")
     s.add_argument("--timeout", type=float, default=60, help="seconds per boot stage")
     s.add_argument("--no-console", action="store_true", help="exit 0 once ready")
     s.add_argument("--from-flash", action="store_true",

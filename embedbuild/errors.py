@@ -52,3 +52,7 @@ class ConfigError(EmbedbuildError):
 
 class StepError(EmbedbuildError):
     """An external command of a build step failed."""
+
+
+class RecordError(EmbedbuildError):
+    """A record of the store that cannot be read or is not what it must be."""

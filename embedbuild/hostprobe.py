@@ -19,6 +19,9 @@ DPKG_STATUS = Path("/var/lib/dpkg/status")
 # A memo larger than this is not ours to read: probe instead.
 MAX_BYTES = 1 << 20
 Fact = str | dict[str, str]
+# Every file a fact of this process was stamped with: a no-op build (noop.py) checks
+# them too.
+consulted: set[str] = set()
 
 
 def _stamp(path: Path) -> list[object]:
@@ -54,7 +57,9 @@ def _valid(value: object) -> bool:
 def remembered(name: str, files: list[str], probe: Callable[[], Fact]) -> Fact:
     """``probe()``, or what it returned last time while dpkg's database and ``files``
     (resolved) are as they were then."""
-    stamp = [_stamp(DPKG_STATUS), *(_stamp(Path(f).resolve()) for f in files if f)]
+    paths = [DPKG_STATUS, *(Path(f).resolve() for f in files if f)]
+    consulted.update(str(p) for p in paths)
+    stamp = [_stamp(p) for p in paths]
     entry = _read().get(name)
     if (isinstance(entry, dict) and entry.get("stamp") == stamp
             and _valid(entry.get("value"))):

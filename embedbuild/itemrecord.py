@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from embedbuild.bounded import FetchError, parse_json, read_file
-from embedbuild.errors import EmbedbuildError
+from embedbuild.errors import RecordError
 
 # An info.json is a few KiB, but a step may put whatever data it depends on into its
 # inputs; a description (which carries it) may hold 64 MiB. A files.json lists every
@@ -96,10 +96,6 @@ class ItemInfo(Record):
     outputs: dict[str, str]
     deps: list[ItemName]
     store_format: int = 0  # absent: made before the store recorded its format
-
-
-class RecordError(EmbedbuildError):
-    """A record of the store that cannot be read or is not what it must be."""
 
 
 def why_invalid(e: ValidationError) -> str:

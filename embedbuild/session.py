@@ -42,17 +42,10 @@ class Built:
         return self.paths[self.plan.steps[role].key]
 
 
-def build(board: str | Board, store: Store, *, system: Path | None = None,
-          role: str = "result", events: Events | None = None,
-          repair: Callable[[str], None] | None = None,
-          substituters: Substituters | None = None, ccache: bool = True,
-          warn: Callable[[str], None] | None = None) -> Built:
-    """Load (unless given a Board) and plan a board, and realise the step of ``role``.
-    With ``repair``, the graph's damaged items are first removed (each problem is passed
-    to it), and rebuilt wherever the target needs them. ``substituters`` are asked for
-    missing items before any is built. Compiles go through the compiler cache unless
-    ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line saying
-    that ccache is missing, and the one saying the toolchain differs from the lock."""
+def plan(board: str | Board, *, system: Path | None = None, role: str = "result",
+         warn: Callable[[str], None] | None = None) -> Plan:
+    """Load (unless given a Board) and plan a board that has a step of ``role``; ``warn``
+    gets the line saying that the toolchain differs from the lock."""
     if isinstance(board, str):
         board = load_board(board, system)
     if warn is not None and board.locked_toolchain:
@@ -62,16 +55,36 @@ def build(board: str | Board, store: Store, *, system: Path | None = None,
         if drift:
             warn(f"the installed toolchain differs from the lock ({'; '.join(drift)}): store "
                  f"keys differ from machines on the lock; `embedbuild doctor {board.name}`")
-    plan = plan_board(board)
-    if role not in plan.steps:
+    planned = plan_board(board)
+    if role not in planned.steps:
         raise EmbedbuildError(f"board {board.name} has no step {role!r}",
-                              hint=f"its steps: {', '.join(plan.steps)}")
+                              hint=f"its steps: {', '.join(planned.steps)}")
+    return planned
+
+
+def build(board: str | Board | Plan, store: Store, *, system: Path | None = None,
+          role: str = "result", events: Events | None = None,
+          repair: Callable[[str], None] | None = None,
+          substituters: Substituters | None = None, ccache: bool = True,
+          warn: Callable[[str], None] | None = None) -> Built:
+    """Plan a board (see plan(); a Plan is taken as it is) and realise the step of
+    ``role``. With ``repair``, the graph's damaged items are first removed (each problem
+    is passed to it), and rebuilt wherever the target needs them. ``substituters`` are
+    asked for missing items before any is built. Compiles go through the compiler cache
+    unless ``ccache`` is False (or EMBEDBUILD_NO_CCACHE is set); ``warn`` gets the line
+    saying that ccache is missing, and the one saying the toolchain differs from the
+    lock."""
+    planned = board if isinstance(board, Plan) else plan(board, system=system, role=role,
+                                                           warn=warn)
+    if role not in planned.steps:
+        raise EmbedbuildError(f"board {planned.board.name} has no step {role!r}",
+                              hint=f"its steps: {', '.join(planned.steps)}")
     if repair is not None:
         from embedbuild.steps.source import archive_manifest
 
-        graph = [store.item_path(s.key, s.name) for s in plan.steps[role].walk()]
+        graph = [store.item_path(s.key, s.name) for s in planned.steps[role].walk()]
         for problem in store.repair(graph, archive_manifest):
             repair(problem)
     cache = compiler_cache.configured(ccache, warn)
-    return Built(plan, realise(store, plan.steps[role], events, substituters=substituters,
-                               ccache=cache))
+    return Built(planned, realise(store, planned.steps[role], events,
+                                  substituters=substituters, ccache=cache))

@@ -27,6 +27,9 @@ Layout under the store root::
     .lock                     builds hold it shared, gc and repairs exclusive
     .durations.json           each step's last build time, for progress estimates
                               (durations.py; no item depends on it)
+    .noop/<hash>.json         what a build command's load and plan read, so that the same
+                              command with nothing changed is answered without them
+                              (noop.py; no item depends on it)
 
 An item counts only once its metadata folder is renamed into .meta/, after the
 output folder itself: a build killed at any moment leaves at most a .tmp folder
@@ -52,12 +55,34 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedbuild.bounded import FetchError, parse_json, read_file
-from embedbuild.errors import EmbedbuildError
-from embedbuild.itemrecord import MAX_INFO, ItemInfo, RecordError, read_files, read_info
+from embedbuild.errors import EmbedbuildError, RecordError
+
+if TYPE_CHECKING:
+    from embedbuild.itemrecord import ItemInfo
 
 META = ".meta"
+
+
+# The records' models are built on first use: a no-op build (noop.py) needs none.
+def read_info(path: Path) -> ItemInfo:
+    from embedbuild.itemrecord import read_info
+
+    return read_info(path)
+
+
+def read_files(path: Path) -> dict[str, dict]:
+    from embedbuild.itemrecord import read_files
+
+    return read_files(path)
+
+
+def _read_small_json(path: Path):
+    from embedbuild.itemrecord import MAX_INFO
+
+    return parse_json(read_file(path, limit=MAX_INFO))
 # Recorded in info.json; bumped when what the store guarantees about an item changes.
 STORE_FORMAT = 2
 # What sealing leaves of a mode: no write bits, no setuid, setgid or sticky bit (as Nix).
@@ -85,8 +110,13 @@ def cache_dir(variable: str, name: str) -> Path:
     env = os.environ.get(variable)
     if env:
         return Path(env)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "embedbuild" / name
+    return cache_root() / name
+
+
+def cache_root() -> Path:
+    """~/.cache/embedbuild (or under $XDG_CACHE_HOME): the default home of the store and
+    of every cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedbuild"
 
 
 def default_root() -> Path:
@@ -307,7 +337,7 @@ class Store:
         if not os.path.lexists(record):
             return None
         try:
-            data = parse_json(read_file(record, limit=MAX_INFO))
+            data = _read_small_json(record)
         except EmbedbuildError as e:
             raise RecordError(f"{record} is unreadable: {e.message}") from None
         if not isinstance(data, dict):
@@ -652,7 +682,7 @@ class Store:
                 return [f"{name}: {META}/{name}/files.json is {e.message}"], True
         elif os.path.lexists(meta / "origin.json") and derive is not None:
             try:
-                origin = parse_json(read_file(meta / "origin.json", limit=MAX_INFO))
+                origin = _read_small_json(meta / "origin.json")
             except FetchError as e:
                 return [f"{name}: {META}/{name}/origin.json is unreadable: {e.message}"], True
             try:

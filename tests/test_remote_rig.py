@@ -168,7 +168,8 @@ def test_server_that_never_answers_times_out(tmp_path):
         subprocess.run(["ip", "netns", "del", ns], check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "serial server 10.89.0.2:3001 did not answer within 3 s" in p.stderr
-    assert URL_TIMEOUT <= seconds < URL_TIMEOUT + 10
+    # Not the subprocess's 60 s: the timeout, plus a busy machine's start-up.
+    assert URL_TIMEOUT <= seconds < URL_TIMEOUT + 40
 
 
 @needs_root

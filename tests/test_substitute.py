@@ -160,22 +160,24 @@ def test_hostile_http_cache_is_bounded(signed: _Signed, tmp_path: Path, attack):
     rel = (str(signed.desc().relative_to(signed.folder)) if what == "description"
            else signed.archive())
     size = (signed.folder / signed.archive()).stat().st_size
+    # The size bounds must trip on their own, however slowly a busy machine reads: their
+    # attacks get a deadline the server's watchdog (15 s) would see overrun first.
+    deadline = 0.5 if "slow" in how else 14
     with HostileServer(signed.folder, {rel: how}, max_seconds=15) as server:
-        warnings, _, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=0.5)
+        warnings, _, _ = _build_b(tmp_path / "b", signed, server.url, deadline=deadline)
     assert server.overrun == [], "the client did not stop: the server's watchdog did"
     [line] = warnings
     assert line.startswith(f"cache {server.url}: top refused: ")
     assert HTTP_ATTACKS[attack].format(size=size) in line, line
     assert line.endswith("; building it locally")
-    assert seconds < 10
     _clean(tmp_path / "b")
 
 
 def test_the_build_deadline_bounds_all_fetches(signed: _Signed, tmp_path: Path):
     with HostileServer(signed.folder, {signed.archive(): "slow"}, max_seconds=15) as server:
-        warnings, calls, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=60,
-                                            build_deadline=0.5)
-    assert server.overrun == [] and seconds < 10
+        warnings, calls, _ = _build_b(tmp_path / "b", signed, server.url, deadline=60,
+                                      build_deadline=0.5)
+    assert server.overrun == []
     [line] = warnings
     assert ("its archive is too slow: not complete within the time for all cache fetches of "
             "this build (0.5 s)") in line
@@ -190,9 +192,10 @@ def test_a_trickle_is_cut_off_by_the_rate_it_keeps(signed: _Signed, tmp_path: Pa
     rel = (str(signed.desc().relative_to(signed.folder)) if what == "description"
            else signed.archive())
     with HostileServer(signed.folder, {rel: "slow"}, interval=0.1, max_seconds=15) as server:
-        warnings, _, seconds = _build_b(tmp_path / "b", signed, server.url, deadline=60,
-                                        timeout=0.5)
-    assert server.overrun == [] and seconds < 10
+        warnings, _, _ = _build_b(tmp_path / "b", signed, server.url, deadline=60,
+                                  timeout=0.5)
+    # Cut off by the rate, not by the far deadline: the server's watchdog (15 s) says.
+    assert server.overrun == []
     [line] = warnings
     assert (f"its {what} is too slow: slower than 64 KiB/s after the first 1.5 s: ") in line, line
     _clean(tmp_path / "b")
@@ -262,10 +265,9 @@ def test_ill_typed_description_is_refused_before_its_archive(signed: _Signed, tm
 
 def test_deeply_nested_description_is_refused_unparsed(signed: _Signed, tmp_path: Path):
     signed.desc().write_text("[" * 100_000 + "]" * 100_000)
-    warnings, _, seconds = _build_b(tmp_path / "b", signed, str(signed.folder))
+    warnings, _, _ = _build_b(tmp_path / "b", signed, str(signed.folder))
     assert warnings == [f"cache {signed.folder}: top refused: unreadable description (JSON "
                         "nested deeper than 64 levels); building it locally"]
-    assert seconds < 10
     _clean(tmp_path / "b")
 
 

@@ -178,7 +178,7 @@ def test_flash_boot_needs_a_flash_image(tmp_path):
     (["--from-flash", "--boot", "sd"], "one way to boot at a time, not flash and sd"),
     (["--from-flash", "--initrd", "x.cpio"], "--initrd goes with a TFTP boot, not --boot flash"),
     (["--power-on", "relay on"], "--power-on/--power-off switch a real board"),
-    (["--boot", "floppy"], "--boot floppy: no such boot source"),
+    (["--boot", "floppy"], "--boot floppy: no such boot source; choose one of "),
 ])
 def test_the_command_line_refuses_a_boot_it_cannot_make(tmp_path, capsys, args, needle):
     from embedbuild.cli import main
