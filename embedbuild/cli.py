@@ -1103,7 +1103,8 @@ def parser() -> argparse.ArgumentParser:
                    help="ask no binary cache (substituter); build what the store lacks")
     s.set_defaults(fn=cmd_build)
     s = sub.add_parser(
-        "config", help="print the merged Kconfig request and what the final config added"
+        "config", help="print the merged Kconfig request and what the final config added",
+        parents=[system],
     )
     s.add_argument("board")
     s.set_defaults(fn=cmd_config)

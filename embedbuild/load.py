@@ -20,12 +20,14 @@ from pydantic import BaseModel, ValidationError
 from embedbuild.bounded import FetchError, read_file
 from embedbuild.elf import TOOLCHAIN_ELF
 from embedbuild.errors import BoardError
+from embedbuild.model.access_point import CHANNELS, check_passphrase
 from embedbuild.model.board import Board
 from embedbuild.model.config import UserConfig
 from embedbuild.model.lock import HOST, Lock
 from embedbuild.model.source import Source
-from embedbuild.model.system import Overlay, OverlayAttrs, System
+from embedbuild.model.system import Overlay, OverlayAttrs, System, service_order
 from embedbuild.packages import load_context, registry, userland
+from embedbuild.rootfs import access_point as ap_files
 
 PROJECT_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 PROJECT_OVERLAYS = Path(__file__).resolve().parent.parent / "overlays"
@@ -290,7 +292,11 @@ def load_board(name_or_path: str, system: Path | None = None,
     if problems := board.mismatches():
         raise _problems([(path, text, loc, msg) for loc, msg in problems])
     if system is not None:
-        board = board.model_copy(update={"system": load_system(system)})
+        loaded, sys_text = _load_system(system)
+        board = board.model_copy(update={"system": loaded})
+        board = apply_system(board, system, sys_text, ())
+    elif board.system is not None:
+        board = apply_system(board, path, text, ("system",))
     if board.kernel_owner is not None:
         check_shared_kernel(board, path, text)
     check_references(board, path, text, common)
@@ -490,18 +496,151 @@ def check_references(board: Board, path: Path, text: str, common: Path) -> None:
             raise BoardError(why.message, where=_where(path, text, *why.key), hint=why.hint)
     libc = registry().get(board.userland.libc)  # None: the toolchain's own
     for r in [*recipes, *([libc] if libc else [])]:
-        if r.source not in board.sources:
-            raise BoardError(f"no source named {r.source!r} for package {r.name}",
-                             where=_where(path, text, "system", "packages"), hint=hint)
+        for name in r.sources:
+            if name not in board.sources:
+                raise BoardError(f"no source named {name!r} for package {r.name}",
+                                 where=_where(path, text, "system", "packages"), hint=hint)
     check_overlays(board.system, board.name, [d for r in recipes for d in r.dirs])
 
 
 def load_system(path: Path) -> System:
     """A system file (the same keys as a board's [system] table), overlays resolved."""
+    return _load_system(path)[0]
+
+
+def _load_system(path: Path) -> tuple[System, str]:
     data, text = read_toml(path)
     return _validate(System, data, path, text,
                      {"find_overlay": lambda name: find_overlay(name, str(path)),
-                      **load_context()})
+                      "dir": path.resolve().parent, **load_context()}), text
+
+
+def apply_system(board: Board, path: Path, text: str, prefix: tuple[str, ...]) -> Board:
+    """What a system asks of its board, checked against it (errors at the system's file
+    and line: ``path``, ``text``, its keys under ``prefix``): the kernel fragments and
+    command line it adds (merged into the board's kernel), the radios and wired
+    interfaces its access point uses, the passphrase file (read and checked), and the
+    access point's services added to the system's."""
+    system = board.system
+    assert system is not None
+    if system.kernel is not None and (system.kernel.fragments or system.kernel.cmdline):
+        if board.kernel_owner is not None:
+            raise BoardError(f"the system adds to the kernel, but {board.name} boots the "
+                             f"kernel of {board.kernel_owner.name} (kernel.from)",
+                             where=_where(path, text, *prefix, "kernel"),
+                             hint="build this board's own kernel, or drop the system's [kernel]")
+        cmdline = " ".join(c for c in (board.kernel.cmdline, system.kernel.cmdline) if c)
+        kernel = board.kernel.model_copy(update={
+            "fragments": [*board.kernel.fragments, *system.kernel.fragments],
+            "cmdline": cmdline})
+        board = board.model_copy(update={"kernel": kernel})
+    if system.access_point is None:
+        return board
+    ap = system.access_point
+    key = (*prefix, "access_point")
+    radios = {r.name: r for r in board.radios}
+    problems: list[tuple[Path, str, tuple[str | int, ...], str]] = []
+    for i, use in enumerate(ap.radios):
+        radio = radios.get(use.radio)
+        if radio is None:
+            problems.append((path, text, (*key, "radios", i, "radio"),
+                             f"board {board.name} has no radio {use.radio!r} (its radios: "
+                             f"{', '.join(radios) or 'none'}; board.toml [[radios]])"))
+        elif use.channel not in CHANNELS[radio.band]:
+            problems.append((path, text, (*key, "radios", i, "channel"),
+                             f"channel {use.channel} is not a {radio.band} channel "
+                             f"({use.radio} is a {radio.band} radio: channels "
+                             f"{_ranges(CHANNELS[radio.band])})"))
+    for i, member in enumerate(ap.lan.members):
+        if member not in board.interfaces:
+            problems.append((path, text, (*key, "lan", "members", i),
+                             f"board {board.name} has no wired interface {member!r} (its "
+                             f"interfaces: {', '.join(board.interfaces) or 'none'}; "
+                             "board.toml interfaces)"))
+        elif system.network is not None and system.network.interface == member:
+            problems.append((path, text, (*key, "lan", "members", i),
+                             f"{member} is the system's network interface ([network]) and "
+                             "cannot also be a bridge member: the LAN address goes on the "
+                             "bridge (access_point.lan.address); drop [network]"))
+    if problems:
+        raise _problems(problems)
+    passphrase = read_passphrase(ap.passphrase_file, board, path,
+                                 _where(path, text, *key, "passphrase_file"))
+    syslog = any(s.name == ap_files.SYSLOG for s in system.services)
+    services = [*system.services, *ap_files.services(ap, radios, syslog)]
+    try:
+        service_order(services)
+    except ValueError as e:
+        raise BoardError(f"services: {e}", where=_where(path, text, *key)) from None
+    system = system.model_copy(update={"access_point": ap.with_passphrase(passphrase),
+                                       "services": services})
+    return board.model_copy(update={"system": system})
+
+
+def _ranges(values: tuple[int, ...]) -> str:
+    """1-13, or 36, 40, ... for a list of channels."""
+    if list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+# At most this many bytes are read of a passphrase file (a passphrase is 63 at most).
+MAX_SECRET = 4096
+
+
+def secrets_dir() -> Path:
+    """Where passphrase files named without a path are: $EMBEDBUILD_SECRETS, else
+    ~/.config/embedbuild/secrets (or under $XDG_CONFIG_HOME)."""
+    if env := os.environ.get("EMBEDBUILD_SECRETS"):
+        return Path(env)
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "embedbuild" / "secrets"
+
+
+def read_passphrase(name: str, board: Board, system_file: Path, where: str) -> str:
+    """The passphrase of ``passphrase_file``: a name in the secrets folder, or a path
+    (absolute or ~). The file must be outside every shared place (the project, the
+    board's and the system's folders, overlays, any git work tree), a regular file only
+    its owner can read, holding one line of 8..63 printable ASCII characters."""
+    hint = (f"keep it in {secrets_dir()} (or $EMBEDBUILD_SECRETS), readable by you only: "
+            "chmod 600 FILE")
+    if name.startswith(("/", "~")):
+        file = Path(name).expanduser()
+    elif "/" in name or name in (".", ".."):
+        raise BoardError(f"passphrase_file {name!r}: give a file name (in the secrets "
+                         "folder) or an absolute path", where=where, hint=hint)
+    else:
+        file = secrets_dir() / name
+    try:
+        real = file.resolve(strict=True)
+    except OSError:
+        raise BoardError(f"passphrase_file: {file} does not exist", where=where,
+                         hint=hint) from None
+    shared = [("the project", PROJECT_BOARDS.parent), (f"board {board.name}'s folder",
+                                                       board.dir.resolve()),
+              ("the system file's folder", system_file.resolve().parent),
+              *(("an overlay folder", d.resolve()) for d in overlays_dirs())]
+    shared += [("a git work tree", p) for p in real.parents if (p / ".git").exists()]
+    for what, folder in shared:
+        if real.is_relative_to(folder):
+            raise BoardError(f"passphrase_file: {file} is inside {what} ({folder}), where it "
+                             "could be committed or shared", where=where, hint=hint)
+    try:
+        data = read_file(real, limit=MAX_SECRET)
+    except FetchError as e:
+        raise BoardError(f"passphrase_file: {e.message}", where=where, hint=hint) from None
+    if real.stat().st_mode & 0o077:
+        raise BoardError(f"passphrase_file: {file} can be read by others (mode "
+                         f"{real.stat().st_mode & 0o777:04o})", where=where,
+                         hint=f"chmod 600 {file}")
+    try:
+        return check_passphrase(data.decode())
+    except UnicodeDecodeError:
+        raise BoardError(f"passphrase_file: {file} is not text", where=where,
+                         hint=hint) from None
+    except ValueError as e:
+        raise BoardError(f"passphrase_file: {file}: {e}", where=where,
+                         hint="write the passphrase alone on the file's one line") from None
 
 
 def overlays_dirs() -> list[Path]:

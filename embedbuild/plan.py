@@ -17,6 +17,7 @@ from embedbuild.model.board import Board
 from embedbuild.outputs import applicable
 from embedbuild.packages import registry, userland
 from embedbuild.recipe import Target
+from embedbuild.rootfs import access_point as ap_files
 from embedbuild.rootfs.generated import generated_entries
 from embedbuild.rootfs.libraries import elf_identity
 from embedbuild.rootfs.markgood import mark_good_entries
@@ -203,14 +204,31 @@ class Planner:
                 f"{board.name}-seg-overlay-{o.name}", f"overlay {o.name!r}",
                 lambda _ctx, es=entries: es, inputs={"entries": ir.digest_entries(entries)},
                 deps={}, compression=comp, elf=elf))
+        if (ap := system.access_point) is not None:
+            radios = {r.name: r for r in board.radios}
+            public = ap_files.public_entries(ap, radios)
+            segments.append(ir.segment_step(
+                f"{board.name}-seg-access-point", "the access point's configuration",
+                lambda _ctx, es=public: es, inputs={"entries": ir.digest_entries(public)},
+                deps={}, compression=comp, elf=elf))
+            # Its own segment, so that the secret reaches only the items made from it:
+            # the rest of the image stays shareable.
+            secret = ap_files.secret_entries(ap)
+            segments.append(ir.segment_step(
+                f"{board.name}-seg-secrets", "the secrets (never shared)",
+                lambda _ctx, es=secret: es, inputs={"secret": ap_files.secret_digest(secret)},
+                deps={}, compression=comp, elf=elf, secret=True))
         for i, seg in enumerate(segments):
             self.steps[f"segment{i}"] = seg
         return ir.concat_step(f"{board.name}-initramfs", segments, comp)
 
     def _kernel_needs(self) -> Step:
         """The kernel symbols the system's packages need, checked in the final config."""
-        needs = [(r.name, symbol, value) for r in userland(self._system.packages)
+        needs = [(f"package {r.name}", symbol, value) for r in userland(self._system.packages)
                  for symbol, value in r.kernel.items()]
+        if self._system.access_point is not None:
+            # The LAN bridge the radios and wired ports join.
+            needs.append(("the access point", "BRIDGE", "y"))
         return kernel_needs_step(f"{self.board.name}-kernel-needs", self.get("kconfig"), needs,
                                  self.kb)
 

@@ -4,7 +4,8 @@ A recipe is one module under embedbuild/packages/: a class that subclasses the
 shared build infrastructure of its build system (embedbuild/buildsys/: kbuild,
 plain make, autotools) and sets only data, registered with ``@recipe``:
 
-- ``source``: the name of its input in the lock (boards/common/lock.toml);
+- ``source``: the name of its input in the lock (boards/common/lock.toml), and
+  ``extra_sources`` any more (a patch series, a signature file);
 - ``depends``: library recipes it links against, by name (their staged headers and
   static libraries form a per-toolchain sysroot for its build);
 - how it is configured and built: the infrastructure's settings and hooks;
@@ -81,6 +82,9 @@ class Recipe:
     Class attributes:
         name: the package's name (set by ``@recipe``); systems list it in ``packages``.
         source: its input's name in the lock.
+        extra_sources: more locked inputs, role -> name in the lock (wpa's Debian patch
+            series); each is a dependency ``src-ROLE`` of the build, unpacked like
+            ``source`` (a locked file that is no archive is kept as it is).
         version: this recipe's code version: bump it when the build changes its output.
         library: a library: its ``stage`` output is linked by others; ``installs`` may
             stay empty (static linking puts nothing of it into the image).
@@ -99,6 +103,7 @@ class Recipe:
 
     name: ClassVar[str] = ""
     source: ClassVar[str]
+    extra_sources: ClassVar[Mapping[str, str]] = {}
     version: ClassVar[int] = 1
     library: ClassVar[bool] = False
     depends: ClassVar[tuple[str, ...]] = ()
@@ -117,6 +122,17 @@ class Recipe:
     def label(self) -> str:
         """What the image's component list and `embedbuild size` call it."""
         return self.name if self.base else f"package {self.name}"
+
+    @property
+    def sources(self) -> list[str]:
+        """Every lock name the recipe builds from: its source, then the extra ones."""
+        return [self.source, *self.extra_sources.values()]
+
+    def source_deps(self, target: Target) -> dict[str, Step]:
+        """The unpacked inputs of its build by role: ``tree`` and ``src-ROLE``."""
+        return {"tree": target.source(self.source),
+                **{f"src-{role}": target.source(name)
+                   for role, name in sorted(self.extra_sources.items())}}
 
     @property
     def step_version(self) -> int:

@@ -69,7 +69,9 @@ def realise(
             return
         seen.add(s.key)
         item = present.get(s.key)
-        if item is None and substituters is not None:
+        # A secret item is never in a cache, and asking for its key would tell the
+        # cache a digest of the secret.
+        if item is None and substituters is not None and not s.holds_secret:
             got = substituters.substitute(store, s)
             if got is not None:
                 item, cache, seconds = got
@@ -164,7 +166,8 @@ class _Realisation:
             "deps": [self.paths[d.key].name for d in s.deps.values()],
         }
         path = self.store.realise(s.key, s.name, info,
-                                  lambda tmp, log: self._run_step(s, tmp, log))
+                                  lambda tmp, log: self._run_step(s, tmp, log),
+                                  secret=s.holds_secret)
         seconds = time.monotonic() - t0
         # Only a build that ran here is a measure (the item may have been made by
         # another process meanwhile: then this took no time of its own).

@@ -61,6 +61,10 @@ class Step:
         compilers: the compilers (names on PATH) the step runs, which go through the
             compiler cache (compiler_cache.py). Not part of the key: the cache must
             never change an output.
+        secret: its output holds a secret (an access point's passphrase). A step that
+            depends on a secret one holds it too (``holds_secret``): such items are
+            readable by their owner only, never asked of nor pushed to a binary cache.
+            Its inputs must not hold the secret itself, only a digest.
         count: counts the work done so far in the step's scratch folder (the kernel:
             object files), for the progress display; not part of the key.
     """
@@ -74,7 +78,15 @@ class Step:
     outputs: dict[str, str] = field(default_factory=dict)
     jobs: int = 1
     compilers: tuple[str, ...] = ()
+    secret: bool = False
     count: Callable[[Path], int] | None = None
+
+    @cached_property
+    def holds_secret(self) -> bool:
+        """Whether the output may hold a secret: the step is secret, or reads the output
+        of one that may (a concatenation, a kernel with the initramfs built in, the
+        result)."""
+        return self.secret or any(d.holds_secret for d in self.deps.values())
 
     @cached_property
     def key(self) -> str:

@@ -12,6 +12,9 @@ Layout under the store root::
         origin.json             instead of files.json, for an unpacked archive: which
                                 pinned archive it is; `verify` derives the files from it
         build.log               the step's log
+        secret                  present for an item that holds a secret (an access
+                                point's passphrase): the item and its record are then
+                                readable by their owner only, and `cache push` skips it
         damage                  written by `verify` when it found damage: the problems.
                                 Builds refuse a damaged item until `--repair` rebuilds it
     .tmp/<key>-<name>.<pid>/  work in progress; never trusted, removed by the next builder
@@ -84,6 +87,9 @@ def _read_small_json(path: Path):
 STORE_FORMAT = 2
 # What sealing leaves of a mode: no write bits, no setuid, setgid or sticky bit (as Nix).
 SEALED_BITS = 0o555
+# An item holding a secret keeps only its owner's bits: no one else reads it.
+SECRET_BITS = 0o500
+SECRET_MARK = "secret"
 
 _KINDS = {
     stat.S_IFREG: "file",
@@ -338,6 +344,11 @@ class Store:
             raise RecordError(f"{record} is not a JSON object")
         return data
 
+    def secret(self, item: Path) -> bool:
+        """Whether the item holds a secret (made by a step marked secret, or by one that
+        depends on such a step): it is never pushed to a binary cache."""
+        return os.path.lexists(self.meta_path(item) / SECRET_MARK)
+
     def damage(self, item: Path) -> list[str] | None:
         """The problems `verify` found in the item (it is refused until repaired); None
         when it found none."""
@@ -437,6 +448,7 @@ class Store:
         name: str,
         info: dict,
         build: Callable[[Path, Path], dict | None],
+        secret: bool = False,
     ) -> Path:
         """Return the item for key, building it with ``build(tmp_dir, log_path)`` if missing.
 
@@ -448,12 +460,17 @@ class Store:
         into place only when complete. Concurrent builders of the same key wait on a
         lock and then reuse the winner's output. Either way the item is rooted until
         this process exits.
+
+        A ``secret`` item (it holds a passphrase) is built in a folder only its owner
+        can enter, sealed without group and other bits, its record too, and marked so
+        that `cache push` skips it.
         """
         with self.session():
-            return self.add_temp_root(self._realise(key, name, info, build))
+            return self.add_temp_root(self._realise(key, name, info, build, secret))
 
     def _realise(
-        self, key: str, name: str, info: dict, build: Callable[[Path, Path], dict | None]
+        self, key: str, name: str, info: dict, build: Callable[[Path, Path], dict | None],
+        secret: bool = False,
     ) -> Path:
         final = self.item_path(key, name)
         if self._usable(final):
@@ -470,19 +487,28 @@ class Store:
                     self.discard(half)
             work = self.root / ".tmp" / f"{key[:32]}-{name}.{os.getpid()}"
             tmp, meta = work / "out", work / "meta"
-            tmp.mkdir(parents=True)
+            bits = SECRET_BITS if secret else SEALED_BITS
+            work.mkdir(parents=True)
+            if secret:  # the scratch space and the record are in here too
+                os.chmod(work, 0o700)
+            tmp.mkdir()
             meta.mkdir()
             log = self.log_path(key, name)
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")
+            if secret:
+                os.chmod(log, 0o600)
             try:
                 origin = build(tmp, log)
-                _seal(tmp, name)
+                _seal(tmp, name, bits)
+                if secret:
+                    (meta / SECRET_MARK).write_text("")
+                    os.chmod(meta, 0o700)
                 if origin is not None:
                     (meta / "origin.json").write_text(json.dumps(origin, sort_keys=True))
                 else:
                     files = tree_manifest(tmp)
-                    files["."]["mode"] &= SEALED_BITS  # sealed once moved, below
+                    files["."]["mode"] &= bits  # sealed once moved, below
                     (meta / "files.json").write_text(json.dumps(files, indent=1, sort_keys=True))
                 shutil.copyfile(log, meta / "build.log")
                 (meta / "info.json").write_text(
@@ -492,7 +518,7 @@ class Store:
                 # item complete. A folder without its write bit cannot move to another
                 # parent (its ".." changes), so the top is sealed after the move.
                 os.rename(tmp, final)
-                os.chmod(final, stat.S_IMODE(final.stat().st_mode) & SEALED_BITS)
+                os.chmod(final, stat.S_IMODE(final.stat().st_mode) & bits)
                 os.rename(meta, self.meta_path(final))
             except BaseException:
                 self.discard(work)
@@ -741,10 +767,11 @@ class Store:
         return problems
 
 
-def _seal(tree: Path, step: str) -> None:
+def _seal(tree: Path, step: str, bits: int = SEALED_BITS) -> None:
     """Make a finished output read-only below its top folder (the caller seals that
     after moving it) and refuse what the store cannot keep (as Nix does): special
-    files; setuid, setgid and sticky bits are dropped with the write bits.
+    files; setuid, setgid and sticky bits are dropped with the write bits (and a
+    secret item's group and other bits: ``bits``).
 
     Files that are hard links into other items are already sealed and left alone.
     Folder descriptors (fwalk) spare the kernel resolving every path anew: sealing an
@@ -764,9 +791,21 @@ def _seal(tree: Path, step: str) -> None:
                     hint="store items hold only files, folders and symlinks; put device "
                     "nodes and fifos into the image through an overlay's attribute file",
                 )
+            if bits != SEALED_BITS and kind == "file" and st.st_nlink > 1:
+                # A hard link into another item (the result's): its mode is that item's
+                # too, so a secret item takes a copy of its own.
+                _unshare(os.path.join(dirpath, n))
+                st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
             mode = stat.S_IMODE(st.st_mode)
-            if mode & ~SEALED_BITS:
-                os.chmod(n, mode & SEALED_BITS, dir_fd=dfd)
+            if mode & ~bits:
+                os.chmod(n, mode & bits, dir_fd=dfd)
+
+
+def _unshare(path: str) -> None:
+    """Replace a hard-linked file by a copy of its own (same bytes and mode)."""
+    tmp = f"{path}.unshare{os.getpid()}"
+    shutil.copy2(path, tmp)
+    os.replace(tmp, path)
 
 
 def _du(p: Path) -> int:

@@ -60,6 +60,15 @@ def _owners(paths: list[str]) -> dict[str, str]:
 
 
 @functools.cache
+def tool_packages(*tools: str) -> dict[str, str]:
+    """The Debian packages of build-host tools found on PATH, with their versions (e.g.
+    autoconf and automake, whose output a regenerated configure script is); remembered
+    as the host's other facts are (hostprobe.py), so a no-op build runs no dpkg-query."""
+    paths = [shutil.which(t) or "" for t in tools]
+    return remembered(f"tool packages {' '.join(tools)}", paths, lambda: _owners(paths))
+
+
+@functools.cache
 def host_packages() -> dict[str, str]:
     """The Debian packages of the build host's compiler and make, with their versions."""
     tools = [shutil.which(t) or "" for t in ("gcc", "make")]

@@ -21,13 +21,15 @@ A case folder holds ``case.toml``::
     [[write]]                          # a new file: text, written in encoding (default UTF-8)
     file = "systems/s.toml"
     text = "..."
+    mode = 0o600                       # optional: its mode (a passphrase file's)
     [[remove]]                         # a file or a folder
     file = "..."
     [[folder]]                         # an (empty) folder
     path = "..."
 
 All paths are relative to a scratch folder holding ``boards/`` (a copy of the project's),
-``overlays/`` (a copy of the project's, searched first) and ``systems/``.
+``overlays/`` (a copy of the project's, searched first), ``systems/`` and ``secrets/``
+(the secrets folder, $EMBEDBUILD_SECRETS: passphrase files by name).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def _prepare(case: dict, work: Path) -> None:
     shutil.copytree(ROOT / "boards", work / "boards")
     shutil.copytree(ROOT / "overlays", work / "overlays")
     (work / "systems").mkdir()
+    (work / "secrets").mkdir(mode=0o700)
     for r in case.get("replace", []):
         path = work / r["file"]
         text = path.read_text()
@@ -75,6 +78,8 @@ def _prepare(case: dict, work: Path) -> None:
         path = work / w["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(w["text"].encode(w.get("encoding", "utf-8")))
+        if "mode" in w:
+            path.chmod(w["mode"])
     for r in case.get("remove", []):
         path = work / r["file"]
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -84,7 +89,8 @@ def _prepare(case: dict, work: Path) -> None:
 
 def _env(work: Path) -> dict[str, str]:
     return {"EMBEDBUILD_OVERLAYS": str(work / "overlays"),
-            "EMBEDBUILD_BOARDS": str(work / "boards")}
+            "EMBEDBUILD_BOARDS": str(work / "boards"),
+            "EMBEDBUILD_SECRETS": str(work / "secrets")}
 
 
 def _board(case: dict, work: Path) -> str:

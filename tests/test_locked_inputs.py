@@ -185,17 +185,17 @@ def test_sources_update_moves_the_lock_and_check_reports_it(lab, repo):
 def test_a_new_entry_is_locked_by_sources_update(lab, repo):
     repo.add_source("ebiw", "5.19-1", tarball({"iw/version": b"iw 5.19"}))
     with open(lab["lock"], "a") as f:
-        f.write('\n# iw, for moving a radio into a namespace\n[sources.iw]\ndebian = "ebiw"\n'
+        f.write('\n# iw, for moving a radio into a namespace\n[sources.ebiw]\ndebian = "ebiw"\n'
                 'filename = "ebiw_5.19.orig.tar.gz"\n')
     r = cli("show", lab["board"], store=lab["store"], env=lab["env"])
-    assert r.code == 1 and "sources.iw: not locked yet" in r.err and "sources update" in r.err
-    r = cli("sources", "update", "iw", "--check", "--lock", str(lab["lock"]),
+    assert r.code == 1 and "sources.ebiw: not locked yet" in r.err and "sources update" in r.err
+    r = cli("sources", "update", "ebiw", "--check", "--lock", str(lab["lock"]),
             store=lab["store"], env=lab["env"])
-    assert r.code == 1 and "iw: ebiw (not locked) -> 5.19-1" in r.out, r.out + r.err
-    r = cli("sources", "update", "iw", "--lock", str(lab["lock"]), store=lab["store"],
+    assert r.code == 1 and "ebiw: ebiw (not locked) -> 5.19-1" in r.out, r.out + r.err
+    r = cli("sources", "update", "ebiw", "--lock", str(lab["lock"]), store=lab["store"],
             env=lab["env"])
     assert r.code == 0, r.err
-    entry = tomllib.loads(lab["lock"].read_text())["sources"]["iw"]
+    entry = tomllib.loads(lab["lock"].read_text())["sources"]["ebiw"]
     orig = (repo.root / "ebiw_5.19.orig.tar.gz").read_bytes()
     assert (entry["version"], entry["sha256"], entry["size"]) == ("5.19-1", sha256(orig),
                                                                   len(orig))

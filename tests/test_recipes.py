@@ -192,7 +192,7 @@ def test_a_new_package_is_planned_without_touching_the_planner(tool_recipe: str,
     assert segments[:5] == ["the generated files (init and config)", "busybox",
                             "package dropbear", "package libubootenv", "package tool"]
     assert plan.steps["tool"].deps["lib-libnl"] is plan.steps["libnl"]
-    assert ["tool", "PACKET", "y"] in plan.steps["kernel-needs"].inputs["needs"]
+    assert ["package tool", "PACKET", "y"] in plan.steps["kernel-needs"].inputs["needs"]
 
 
 def test_a_service_of_a_package_the_system_does_not_list(tool_recipe: str, boards: Path):

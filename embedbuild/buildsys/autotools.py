@@ -29,6 +29,7 @@ from embedbuild.buildsys.common import (
 from embedbuild.errors import StepError
 from embedbuild.recipe import PackageSteps, Recipe, Target
 from embedbuild.step import Context, Step
+from embedbuild.toolchain import tool_packages
 
 
 class AutotoolsRecipe(Recipe):
@@ -42,7 +43,8 @@ class AutotoolsRecipe(Recipe):
         make_args: what ``make`` builds (targets, variables); empty: everything.
         install_args: what ``make install`` runs (targets, variables overriding the
             Makefile's lists, e.g. only some of its libraries).
-        autoreconf: regenerate configure first (a release whose scripts are too old).
+        autoreconf: regenerate configure first (a git archive without one, such as
+            wolfSSL's; the host's autoconf, automake and libtool go into the key).
     """
 
     configure_args: ClassVar[tuple[str, ...]] = ()
@@ -50,6 +52,12 @@ class AutotoolsRecipe(Recipe):
     make_args: ClassVar[tuple[str, ...]] = ()
     install_args: ClassVar[tuple[str, ...]] = ("install",)
     autoreconf: ClassVar[bool] = False
+
+    def key_inputs(self, target: Target) -> dict:
+        # A regenerated configure script is the output of the host's autotools.
+        if not self.autoreconf:
+            return {}
+        return {"autotools": tool_packages("autoconf", "automake", "libtoolize")}
 
     def installed(self, ctx: Context, dest: Path, target: Target) -> None:
         """Add to what ``make install`` wrote in ``dest``, before the declared files are
@@ -85,7 +93,7 @@ class AutotoolsRecipe(Recipe):
             name=f"{self.name}-{tc.triplet}",
             version=self.step_version,
             inputs={"toolchain": tc.identity(), **self.key_inputs(target)},
-            deps={"tree": target.source(self.source), **libs},
+            deps={**self.source_deps(target), **libs},
             build=build,
             outputs=outputs,
             jobs=target.jobs,

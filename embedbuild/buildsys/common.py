@@ -137,3 +137,23 @@ def check_binaries(root: Path, want: ElfIdentity, what: str) -> None:
                                 f"builds {want}",
                                 hint="the build used another compiler than the board's: "
                                 "pass the recipe's CC/--host through")
+
+
+def install_stripped(ctx: Context, tc: Toolchain, built: Path, dest: Path) -> None:
+    """A built program into the image tree without symbols or the compiler's .comment
+    notes (the image's bytes are what the device stores and loads)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ctx.run.run([f"{tc.prefix}strip", "-s", "-R", ".comment", "-o", dest, built],
+                what=f"stripping {built.name}")
+
+
+def static_program_env(env: dict[str, str]) -> dict[str, str]:
+    """A cross environment for a program linked statically against its libraries:
+    optimised for size, no debug information (it would record the build folder),
+    sections per function and datum so that --gc-sections drops what is never called,
+    the staging sysroot's headers in CFLAGS (Makefiles that read no CPPFLAGS). For
+    Makefiles that take CFLAGS and LDFLAGS from the environment and add their own."""
+    cflags = " ".join(f for f in ("-Os -ffunction-sections -fdata-sections",
+                                  env.get("CFLAGS", ""), env.get("CPPFLAGS", "")) if f)
+    ldflags = " ".join(f for f in ("-static -Wl,--gc-sections", env.get("LDFLAGS", "")) if f)
+    return {**env, "CFLAGS": cflags, "LDFLAGS": ldflags}

@@ -61,12 +61,20 @@ class MakeRecipe(Recipe):
             package has no configure script.
         make_args: arguments to make (targets, variables); None: nothing to compile (a
             data package, such as a regulatory database: ``install`` takes its files).
-    Hooks: ``prepare`` (write option headers or a .config into the copy) and ``install``
+        subdir: the folder of the tree configure and make run in (hostapd/).
+    Hooks: ``prepare`` (write option headers or a .config into the copy, apply patches),
+    ``environment`` (flags the Makefile takes from the environment) and ``install``
     (put the files into the image tree; default: ``make install DESTDIR=``).
     """
 
     configure_args: ClassVar[tuple[str, ...] | None] = None
     make_args: ClassVar[tuple[str, ...] | None] = ()
+    subdir: ClassVar[str] = ""
+
+    def environment(self, env: dict[str, str], target: Target) -> dict[str, str]:
+        """The environment of configure and make: the cross environment (``CC``, the
+        staging sysroot's flags) with whatever the package's Makefile wants besides."""
+        return env
 
     @property
     def compiles(self) -> bool:
@@ -89,12 +97,14 @@ class MakeRecipe(Recipe):
             b = ctx.scratch / "build"
             copy_tree(ctx, ctx.input("tree", "tree"), b, self.name)
             self.prepare(ctx, b, target)
-            env = cross_env(tc, stage_sysroot(ctx), links_libc(self, target))
+            env = self.environment(cross_env(tc, stage_sysroot(ctx), links_libc(self, target)),
+                                   target)
+            where = b / self.subdir
             if self.configure_args is not None:
                 ctx.run.run(["./configure", f"--host={tc.triplet}", *self.configure_args],
-                            cwd=b, env=env, what=f"configuring {self.name}")
+                            cwd=where, env=env, what=f"configuring {self.name}")
             if self.make_args is not None:
-                ctx.run.run(["make", f"-j{ctx.jobs}", *self.make_args], cwd=b, env=env,
+                ctx.run.run(["make", f"-j{ctx.jobs}", *self.make_args], cwd=where, env=env,
                             what=f"building {self.name}")
             root = ctx.output("root")
             root.mkdir(exist_ok=True)
@@ -107,7 +117,7 @@ class MakeRecipe(Recipe):
             name=f"{self.name}-{tc.triplet}",
             version=self.step_version,
             inputs={"toolchain": tc.identity(), **self.key_inputs(target)},
-            deps={"tree": target.source(self.source), **libs},
+            deps={**self.source_deps(target), **libs},
             build=build,
             outputs={"root": "root"},
             jobs=target.jobs,

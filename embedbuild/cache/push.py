@@ -106,7 +106,9 @@ def push(store: Store, dest: Remote, results: list[Path], key: SecretKey,
          say: Callable[[str], None]) -> tuple[int, int]:
     """Upload the closure of results to dest, signed with key: archive first, then its
     description (whose arrival makes the item available), and the locked source files
-    items were unpacked from. Returns (pushed, skipped) items."""
+    items were unpacked from. An item that holds a secret (an access point's passphrase,
+    and what was made from it) is never uploaded: skipped, and said so. Returns
+    (pushed, already there) items."""
     for r in results:
         if r.parent != store.root:
             raise EmbedbuildError("not a store item", where=str(r),
@@ -120,6 +122,10 @@ def push(store: Store, dest: Remote, results: list[Path], key: SecretKey,
     pushed = skipped = 0
     with tempfile.TemporaryDirectory(prefix="embedbuild-push-") as tmp:
         for item in items:
+            if store.secret(item):
+                say(f"not pushed: {item.name} holds a secret (each machine builds it from "
+                    "its own secret file)")
+                continue
             push_source(store, dest, item, say)
             rel = description_path(store.record(item).key)
             if dest.exists(rel):

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from embedbuild.model.access_point import Interface, Radio
 from embedbuild.model.base import Strict
 from embedbuild.model.signing import Signing
 from embedbuild.model.source import Source
@@ -768,6 +769,8 @@ class SizeBudget(Strict):
 
 class Board(Strict):
     """A board folder, validated. ``name`` and ``dir`` come from the folder;
+    ``interfaces`` are its wired network interfaces and ``radios`` its wireless ones
+    (what an access point system may use);
     ``kernel_owner`` is the board whose kernel this one boots (its kernel.from),
     loaded by the loader: ``kernel`` then holds that board's kernel build keys and this
     board's own cmdline, DTB and packaging."""
@@ -787,6 +790,8 @@ class Board(Strict):
     flash: Flash | None = None
     sdcard: SdCard | None = None
     size: SizeBudget | None = None
+    interfaces: list[Interface] = []
+    radios: list[Radio] = []
     signing: Signing | None = None
     kernel_owner: Board | None = Field(default=None, exclude=True, repr=False)
     # What the lock says the board's toolchain (and the build host's) is: Debian package
@@ -870,6 +875,16 @@ class Board(Strict):
             # The A/B boot sets it inside a double-quoted U-Boot string.
             out.append((("kernel", "cmdline"), f"{bad.group()!r} cannot be in the command "
                         "line of an A/B board (U-Boot's boot script quotes it)"))
+        seen: dict[str, str] = {f"interface {i}": "interfaces" for i in self.interfaces}
+        if len(seen) != len(self.interfaces):
+            out.append((("interfaces",), "an interface is listed twice"))
+        for i, r in enumerate(self.radios):
+            for what in (f"radio {r.name}", f"wiphy {r.phy}", f"interface {r.interface}"):
+                if what in seen:
+                    field = what.split()[0].replace("wiphy", "phy").replace("radio", "name")
+                    out.append((("radios", i, field),
+                                f"{what} is declared twice (also in {seen[what]})"))
+                seen.setdefault(what, f"radios[{i}]")
         if self.signing is not None:
             out += self._signing_problems()
         return out

@@ -12,11 +12,13 @@ import binascii
 import ipaddress
 import re
 import struct
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
+from embedbuild.model.access_point import AccessPoint
 from embedbuild.model.base import Strict
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=32)]
@@ -335,6 +337,29 @@ class Health(Strict):
     watchdog: bool = True
 
 
+def _system_file(value: Path, info: ValidationInfo) -> Path:
+    # Relative to the system file's folder (a board's [system]: the board folder).
+    base = (info.context or {}).get("dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path.resolve()
+
+
+class SystemKernel(Strict):
+    """What a system needs of the kernel beyond the board's own: the access point's
+    wireless stack and radio drivers, which the board's base image does without.
+
+    Args:
+        fragments: Kconfig fragments merged after the board's (relative to the system
+            file), checked like them.
+        cmdline: appended to the board's kernel command line.
+    """
+
+    fragments: list[Annotated[Path, AfterValidator(_system_file)]] = []
+    cmdline: str = Field(default="", pattern=r"^[^'\x00-\x1f\x7f]*$")
+
+
 class System(Strict):
     """What the init sets up and runs.
 
@@ -356,6 +381,9 @@ class System(Strict):
         initramfs: "separate" (loaded by U-Boot) or "builtin" (inside the kernel image).
         health: booted from an A/B slot, when the system marks the slot good (with
             fw_setenv: the package libubootenv).
+        kernel: kernel fragments and command line the system adds to the board's.
+        access_point: the access point it runs (hostapd, the LAN bridge, DHCP); its
+            services are added by the loader.
     """
 
     # One DNS label (RFC 1123): what `hostname` and /etc/hostname take.
@@ -371,6 +399,8 @@ class System(Strict):
     compression: Literal["gzip", "xz", "lzma", "zstd", "lz4", "none"] = "gzip"
     initramfs: Literal["separate", "builtin"] = "separate"
     health: Health | None = None
+    kernel: SystemKernel | None = None
+    access_point: AccessPoint | None = None
 
     @field_validator("packages")
     @classmethod
@@ -407,12 +437,29 @@ class System(Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"service names must be unique: {', '.join(sorted(dup))}")
+        # The access point's services, which the loader adds: others may depend on them.
+        generated = self.access_point.service_names() if self.access_point else []
+        if taken := sorted(set(names) & set(generated)):
+            raise ValueError(f"service {taken[0]!r} is one the access point adds: name "
+                             "yours otherwise")
+        names += generated
         for s in self.services:
             for d in s.depends_on:
                 if d not in names:
                     raise ValueError(f"service {s.name!r} depends on unknown service {d!r} "
                                      f"(known: {', '.join(names)})")
-        service_order(self.services)  # refuses cycles
+        service_order(self.services, set(generated))  # refuses cycles
+        return self
+
+    @model_validator(mode="after")
+    def _access_point_packages(self) -> Self:
+        if self.access_point is not None:
+            for pkg, why in (("hostapd", "runs the access point"),
+                             ("wireless-regdb", "tells the kernel the country's channels and "
+                              "power limits")):
+                if pkg not in self.packages:
+                    raise ValueError(f"access_point needs package {pkg} ({why}): add it to "
+                                     "packages")
         return self
 
     @model_validator(mode="after")
@@ -427,8 +474,9 @@ class System(Strict):
         return self
 
 
-def service_order(services: list[Service]) -> list[Service]:
-    """Services sorted so each comes after what it depends on; a cycle is an error naming it."""
+def service_order(services: list[Service], later: Collection[str] = ()) -> list[Service]:
+    """Services sorted so each comes after what it depends on; a cycle is an error naming it.
+    ``later``: names of services added afterwards (the access point's), not followed."""
     by_name = {s.name: s for s in services}
     done: list[Service] = []
     state: dict[str, int] = {}  # 1: visiting, 2: done
@@ -441,7 +489,8 @@ def service_order(services: list[Service]) -> list[Service]:
             raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
         state[name] = 1
         for d in by_name[name].depends_on:
-            visit(d, [*path, name])
+            if d not in later:
+                visit(d, [*path, name])
         state[name] = 2
         done.append(by_name[name])
 

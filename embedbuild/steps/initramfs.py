@@ -42,12 +42,14 @@ def segment_step(
     deps: dict[str, Step],
     compression: str,
     elf: dict,
+    secret: bool = False,
 ) -> Step:
     """A compressed cpio segment of the entries ``entries(ctx)`` returns; outputs
     ``segment`` and ``paths`` (what it holds, for the collision check and sizes).
 
     ``elf`` holds the board's ELF identity and sysroot: every ELF file is
-    checked and dynamic ones get their libraries.
+    checked and dynamic ones get their libraries. A ``secret`` segment's item (and every
+    item made from it) stays private to this machine (Step.secret).
     """
 
     def build(ctx: Context) -> None:
@@ -76,6 +78,7 @@ def segment_step(
         deps=deps,
         build=build,
         outputs={"segment": "segment.cpio.z", "paths": "paths.json"},
+        secret=secret,
     )
 
 

@@ -22,9 +22,10 @@ def fragment_to_edit(kernel_board: Board) -> Path:
 
 def kernel_needs_step(name: str, kconfig: Step, needs: list[tuple[str, str, str]],
                       kernel_board: Board) -> Step:
-    """Every (package, symbol, value) of ``needs`` must hold in the final .config; one
-    error lists each that does not, naming the package, the symbol and the fragment
-    to edit. Output ``report``: what was checked."""
+    """Every (who, symbol, value) of ``needs`` must hold in the final .config (who: "package
+    NAME", or a part of the system such as "the access point"); one error lists each that
+    does not, naming who, the symbol and the fragment to edit. Output ``report``: what
+    was checked."""
     fragment = fragment_to_edit(kernel_board)
 
     def build(ctx: Context) -> None:
@@ -35,7 +36,7 @@ def kernel_needs_step(name: str, kconfig: Step, needs: list[tuple[str, str, str]
             lines.append(f"{package}: CONFIG_{symbol}={value} (final: {got})\n")
             if got != value:
                 shown = "not set" if got == "n" else f"={got}"
-                missing.append((f"package {package} needs CONFIG_{symbol}={value}, but the "
+                missing.append((f"{package} needs CONFIG_{symbol}={value}, but the "
                                 f"kernel of {kernel_board.name} has it {shown}",
                                 f"CONFIG_{symbol}={value}"))
         if missing:
@@ -43,10 +44,10 @@ def kernel_needs_step(name: str, kconfig: Step, needs: list[tuple[str, str, str]
                 "; ".join(m for m, _ in missing),
                 where=str(fragment),
                 hint=f"add {', '.join(line for _, line in missing)} to {fragment} (the "
-                "kernel fragment of the board that builds this kernel), or drop the package")
+                "kernel fragment of the board that builds this kernel), or drop what needs it")
         ctx.output("report").write_text("".join(lines))
 
-    return Step(kind="kernel-needs", name=name, version=1,
+    return Step(kind="kernel-needs", name=name, version=2,
                 # The fragment named in an error is no input: nothing is written from it.
                 inputs={"needs": [list(n) for n in needs]},
                 deps={"kconfig": kconfig}, build=build, outputs={"report": "kernel-needs.txt"})

@@ -127,11 +127,25 @@ def _download(url: str, dest: Path, limit: int) -> None:
         raise SourceError(f"cannot download {url}: {e}") from None
 
 
+# What tar unpacks; any other locked file (a regulatory database) is kept as it is.
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+def is_archive(src: Source) -> bool:
+    """Whether the locked file is a tarball to unpack (by its name)."""
+    return src.basename.endswith(ARCHIVE_SUFFIXES)
+
+
 def unpack_step(name: str, src: Source) -> Step:
-    """A step whose output is the unpacked source tree."""
+    """A step whose output is the unpacked source tree: the archive's files, or for a
+    locked file that is no archive, that file under its name."""
 
     def build(ctx: Context) -> None:
         archive = fetch(src, ctx.run, ctx.substitute_download)
+        if not is_archive(src):
+            shutil.copyfile(archive, ctx.output("tree") / src.basename)
+            ctx.origin = {"source": src.model_dump(mode="json")}
+            return
         ctx.run.run(
             [
                 "tar",
@@ -148,11 +162,15 @@ def unpack_step(name: str, src: Source) -> Step:
         # files from it, so the build does not read 1.5 GB back to hash it.
         ctx.origin = {"source": src.model_dump(mode="json")}
 
+    # A plain file is not unpacked: strip does not apply to it.
+    inputs = ({"sha256": src.sha256, "basename": src.basename, "strip": src.strip}
+              if is_archive(src) else {"sha256": src.sha256, "basename": src.basename,
+                                       "as_file": True})
     return Step(
         kind="source",
         name=name,
         version=1,
-        inputs={"sha256": src.sha256, "basename": src.basename, "strip": src.strip},
+        inputs=inputs,
         build=build,
         outputs={"tree": "."},
     )
@@ -162,6 +180,10 @@ def archive_manifest(origin: dict) -> dict[str, dict]:
     """What tar unpacks from an origin's archive, in the store's files.json form."""
     src = Source.model_validate(origin["source"])
     out: dict[str, dict] = {}
+    if not is_archive(src):
+        path = fetch(src)
+        return {src.basename: {"sha256": hash_file(path), "size": path.stat().st_size,
+                               "exec": False}}
 
     def unpacked(name: str) -> str | None:
         # tar --strip-components: members with nothing left are not unpacked.
