@@ -183,10 +183,11 @@ def test_the_access_point_recipes_plan_for_every_toolchain(triplet: str):
     for name, step in steps.items():
         assert step.name == f"{name}-{triplet}"
     hostapd = steps["hostapd"]
-    assert set(hostapd.deps) == {"tree", "src-debian", "lib-libnl", "lib-wolfssl"}
+    # Every compiling recipe gets the board's C library (musl) in its staging sysroot.
+    assert set(hostapd.deps) == {"tree", "src-debian", "lib-libnl", "lib-wolfssl", "lib-musl"}
     assert hostapd.deps["lib-wolfssl"] is steps["wolfssl"]
     assert hostapd.deps["src-debian"].inputs["basename"] == "wpa_2.10-12+deb12u3.debian.tar.xz"
-    assert set(steps["iw"].deps) == {"tree", "lib-libnl"}
+    assert set(steps["iw"].deps) == {"tree", "lib-libnl", "lib-musl"}
     regdb = steps["wireless-regdb"]
     assert regdb.deps["tree"].inputs == {"sha256": regdb.deps["tree"].inputs["sha256"],
                                          "basename": "regulatory.db-upstream", "as_file": True}
