@@ -416,3 +416,12 @@ def test_a_qemu_model_whose_uboot_is_built_needs_the_result(tmp_path):
              ).write(result)
     assert Target(board, bench, tmp_path, result)._machine(None).firmware == \
         result / "u-boot.bin"
+
+
+def test_a_qemu_model_with_its_own_firmware_runs_it_without_a_result(tmp_path):
+    """qemu-aarch64-virt's QEMU firmware is Debian's U-Boot, named in its [qemu]: a target
+    made before its build (the pytest plugin's and boot's order) is not refused."""
+    board = load_board("qemu-aarch64-virt")
+    assert board.qemu.firmware is not None
+    machine = Target(board, BenchOptions().bench(board, None), tmp_path)._machine(None)
+    assert machine.firmware is None and machine.spec.firmware == board.qemu.firmware

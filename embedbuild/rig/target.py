@@ -189,7 +189,7 @@ class Target:
             names = Manifest.read(self.result).with_role("bootloader")
             if names:
                 machine = machine.model_copy(update={"firmware": self.result / names[0]})
-        if machine.firmware is None:
+        if machine.firmware is None and machine.spec.firmware is None:
             # Else QEMU would start with no firmware at all and print nothing.
             name = self.board.name if self.board else "the board"
             raise EmbedbuildError(f"the QEMU model of {name} runs the U-Boot its build makes "
