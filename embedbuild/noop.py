@@ -92,7 +92,6 @@ class Recorder:
                 sys.addaudithook(Recorder._hook)
                 Recorder._installed = True
             Recorder._active = self
-        hostprobe.consulted.clear()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,6 +100,8 @@ class Recorder:
     def inputs(self) -> dict[str, list[object] | None]:
         """Every recorded path (and the folder of each file) with its stamp now."""
         files = {f for f in self.files if os.path.isfile(f)}
+        # Every file a host fact of this process was stamped with (a fact is computed
+        # once per process, maybe before this recording began).
         files |= set(hostprobe.consulted) | set(_package_files())
         dirs = self.dirs | {os.path.dirname(f) for f in files}
         dirs |= {d for d in os.environ.get("PATH", "").split(os.pathsep) if d}
