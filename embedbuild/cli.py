@@ -182,9 +182,9 @@ def build_board(args, store, console, role: str = "result", memo=None, budget: b
             progress.warn(line)
 
         # The store's items and the caches are checked by key and hash, not as inputs.
-        recorder = noop.Recorder([store.root, cache_root()])
-        with recorder if memo is not None else contextlib.nullcontext():
-            planned = session.plan(args.board, system=system, role=role, warn=warn)
+        recorder = noop.Recorder([store.root, cache_root()]) if memo is not None else None
+        with recorder or contextlib.nullcontext():
+            planned = session.plan(args.board, system=system, warn=warn)
         caches = None
         if not getattr(args, "offline", False):
             from embedbuild.cache.config import substituters
@@ -195,7 +195,7 @@ def build_board(args, store, console, role: str = "result", memo=None, budget: b
                               substituters=caches,
                               ccache=not getattr(args, "no_ccache", False), warn=progress.warn,
                               budget=budget)
-        if memo is not None:
+        if recorder is not None:  # made only with a memo
             graph = [store.item_path(s.key, s.name) for s in planned.steps[role].walk()]
             memo.save(recorder, [i for i in graph if store.complete(i)], built.path(role),
                       warned)

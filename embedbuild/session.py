@@ -44,10 +44,10 @@ class Built:
         return self.paths[self.plan.steps[role].key]
 
 
-def plan(board: str | Board, *, system: Path | None = None, role: str = "result",
+def plan(board: str | Board, *, system: Path | None = None,
          warn: Callable[[str], None] | None = None) -> Plan:
-    """Load (unless given a Board) and plan a board that has a step of ``role``; ``warn``
-    gets the line saying that the toolchain differs from the lock."""
+    """Load (unless given a Board) and plan a board; ``warn`` gets the line saying that
+    the toolchain differs from the lock."""
     if isinstance(board, str):
         board = load_board(board, system)
     if warn is not None and board.locked_toolchain:
@@ -57,11 +57,7 @@ def plan(board: str | Board, *, system: Path | None = None, role: str = "result"
         if drift:
             warn(f"the installed toolchain differs from the lock ({'; '.join(drift)}): store "
                  f"keys differ from machines on the lock; `embedbuild doctor {board.name}`")
-    planned = plan_board(board)
-    if role not in planned.steps:
-        raise EmbedbuildError(f"board {board.name} has no step {role!r}",
-                              hint=f"its steps: {', '.join(planned.steps)}")
-    return planned
+    return plan_board(board)
 
 
 def build(board: str | Board | Plan, store: Store, *, system: Path | None = None,
@@ -77,8 +73,7 @@ def build(board: str | Board | Plan, store: Store, *, system: Path | None = None
     saying that ccache is missing, and the one saying the toolchain differs from the
     lock. A result over the board's size budget is a BudgetError unless ``budget`` is
     False (`embedbuild size` reports it instead)."""
-    planned = board if isinstance(board, Plan) else plan(board, system=system, role=role,
-                                                           warn=warn)
+    planned = board if isinstance(board, Plan) else plan(board, system=system, warn=warn)
     if role not in planned.steps:
         raise EmbedbuildError(f"board {planned.board.name} has no step {role!r}",
                               hint=f"its steps: {', '.join(planned.steps)}")
