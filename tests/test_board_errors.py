@@ -87,7 +87,7 @@ def test_sha256_mismatch(boards: Path, tmp_path: Path, monkeypatch):
                            f'file = "{fake}"', lock.read_text()))
     downloads = tmp_path / "downloads"
     before = snapshot(downloads)
-    r = run_main(
+    r = cli(
         "build",
         str(boards / "qemu-arm-virt"),
         "--out-link",
