@@ -149,15 +149,18 @@ def _abi(machine: str, bits: int, flags: int, e) -> str:
 
 @dataclass(frozen=True)
 class ElfInfo:
-    """An ELF file's identity and its dynamic linking needs."""
+    """An ELF file's identity, its dynamic linking needs and whether it carries glibc's
+    start files (their ``.note.ABI-tag``: "for GNU/Linux 3.2.0"; musl's have none)."""
 
     identity: ElfIdentity
     interpreter: str | None
     needed: tuple[str, ...]
+    glibc_start: bool = False
 
 
 def read_elf(data: bytes, name: str) -> ElfInfo | None:
-    """Identity, PT_INTERP and DT_NEEDED of an ELF image; None if it is not ELF."""
+    """Identity, PT_INTERP, DT_NEEDED and glibc's ABI note of an ELF image; None if it is
+    not ELF."""
     import io
 
     from elftools.common.exceptions import ELFError
@@ -181,7 +184,8 @@ def read_elf(data: bytes, name: str) -> ElfInfo | None:
             for sec in e.iter_sections():
                 if isinstance(sec, DynamicSection):
                     needed += [t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
-            return ElfInfo(ident, interp, tuple(needed))
+            glibc = e["e_type"] == "ET_EXEC" and e.get_section_by_name(".note.ABI-tag") is not None
+            return ElfInfo(ident, interp, tuple(needed), glibc)
         except ELFError as err:
             raise StepError(f"{name}: broken ELF file: {err}") from None
 

@@ -121,6 +121,24 @@ def test_a_library_of_another_abi_is_refused(objects: Path, tmp_path: Path):
         check_binaries(tmp_path, TOOLCHAIN_ELF["arm-linux-gnueabihf-"], "libx")
 
 
+def test_a_program_linked_against_glibc_is_refused_in_a_build_against_the_libc_recipe(
+        tmp_path: Path):
+    """The class of libubootenv's CMake build that took the cross gcc as installed: its
+    fw_printenv, compiled against musl's headers, linked glibc's start files and libc."""
+    (tmp_path / "main.c").write_text("int main(void) { return 0; }\n")
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    subprocess.run(["arm-linux-gnueabihf-gcc", "-static", "-Os", "-o",
+                    tmp_path / "usr" / "bin" / "prog", tmp_path / "main.c"], check=True)
+    (tmp_path / "main.c").unlink()
+    info = read_elf((tmp_path / "usr" / "bin" / "prog").read_bytes(), "prog")
+    assert info is not None and info.glibc_start
+    want = TOOLCHAIN_ELF["arm-linux-gnueabihf-"]
+    check_binaries(tmp_path, want, "libx")  # a package built against the toolchain's own
+    with pytest.raises(StepError, match=r"libx: /usr/bin/prog was linked against the "
+                       "toolchain's glibc, not the board's userland C library"):
+        check_binaries(tmp_path, want, "libx", libc=True)
+
+
 def _config_step(text: str) -> Step:
     return Step("kconfig", "test-kconfig", 1, {"text": text},
                 lambda ctx: ctx.output("config").write_text(text), outputs={"config": ".config"})

@@ -86,7 +86,8 @@ class AutotoolsRecipe(Recipe):
             for out, patterns in (("root", self.installs), ("stage", self.stages)):
                 if out in outputs:
                     take(dest, ctx.output(out), patterns, f"{self.name} ({out})")
-                    check_binaries(ctx.output(out), identity_of(tc), self.name)
+                    check_binaries(ctx.output(out), identity_of(tc), self.name,
+                                   libc=links_libc(self, target))
 
         return PackageSteps(Step(
             kind=self.name,

@@ -22,8 +22,10 @@ from embedbuild.buildsys.common import (
     cross_env,
     identity_of,
     library_deps,
+    links_libc,
     stage_sysroot,
 )
+from embedbuild.buildsys.libc import libc_flags
 from embedbuild.recipe import PackageSteps, Recipe, Target
 from embedbuild.step import Context, Step
 from embedbuild.toolchain import Toolchain
@@ -32,10 +34,15 @@ from embedbuild.toolchain import Toolchain
 SYSTEM_PROCESSOR = {"arm": "arm", "arm64": "aarch64", "mips": "mips"}
 
 
-def toolchain_file(tc: Toolchain, sysroot: Path | None) -> str:
+def toolchain_file(tc: Toolchain, sysroot: Path | None, libc: bool = False) -> str:
     """A CMake toolchain file for the cross compiler: programs run on the host, headers
-    and libraries come only from the toolchain's and the staging sysroot."""
+    and libraries come only from the toolchain's and the staging sysroot. With ``libc``
+    every compile and link (CMake's own compiler checks too) goes against the libc
+    staged in the sysroot, as ``libc_cc`` does for the other build systems: CMake takes
+    the compiler as one program, so its arguments go into the initial C flags, which
+    CMake passes to links as well."""
     roots = " ".join(str(p) for p in ([sysroot] if sysroot else []))
+    flags = [f'set(CMAKE_C_FLAGS_INIT "{libc_flags(sysroot)}")'] if libc and sysroot else []
     return "\n".join([
         "set(CMAKE_SYSTEM_NAME Linux)",
         f"set(CMAKE_SYSTEM_PROCESSOR {SYSTEM_PROCESSOR[tc.arch.value]})",
@@ -43,6 +50,7 @@ def toolchain_file(tc: Toolchain, sysroot: Path | None) -> str:
         f"set(CMAKE_AR {tc.prefix}ar)",
         f"set(CMAKE_RANLIB {tc.prefix}ranlib)",
         f"set(CMAKE_STRIP {tc.prefix}strip)",
+        *flags,
         f"set(CMAKE_FIND_ROOT_PATH {roots})",
         "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)",
         "set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)",
@@ -76,7 +84,8 @@ class CmakeRecipe(Recipe):
     targets: ClassVar[tuple[str, ...]] = ()
     cmake_install: ClassVar[bool] = True
     # This infrastructure's code version (part of every key, with the recipe's).
-    revision: ClassVar[int] = 1
+    # 2: built against the board's libc recipe (1 linked the toolchain's glibc).
+    revision: ClassVar[int] = 2
 
     def prepare(self, ctx: Context, src: Path, target: Target) -> None:
         """Adjust the writable source copy before CMake reads it."""
@@ -97,8 +106,9 @@ class CmakeRecipe(Recipe):
             self.prepare(ctx, src, target)
             sysroot = stage_sysroot(ctx)
             tcfile = ctx.scratch / "toolchain.cmake"
-            tcfile.write_text(toolchain_file(tc, sysroot))
-            env = cross_env(tc, sysroot)
+            libc = links_libc(self, target)
+            tcfile.write_text(toolchain_file(tc, sysroot, libc))
+            env = cross_env(tc, sysroot, libc)
             # CMake gives the compiler absolute paths: the scratch folder is mapped out
             # of __FILE__ (assert messages), so the bytes are the same in any store. The
             # staging sysroot's headers and libraries are named here, not left to CMake's
@@ -131,7 +141,8 @@ class CmakeRecipe(Recipe):
             for out, patterns in (("root", self.installs), ("stage", self.stages)):
                 if out in outputs:
                     take(dest, ctx.output(out), patterns, f"{self.name} ({out})")
-                    check_binaries(ctx.output(out), identity_of(tc), self.name)
+                    check_binaries(ctx.output(out), identity_of(tc), self.name,
+                                   libc=links_libc(self, target))
 
         return PackageSteps(Step(
             kind=self.name,

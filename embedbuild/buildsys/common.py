@@ -120,9 +120,12 @@ def identity_of(tc: Toolchain) -> ElfIdentity:
     return TOOLCHAIN_ELF[tc.prefix]
 
 
-def check_binaries(root: Path, want: ElfIdentity, what: str) -> None:
+def check_binaries(root: Path, want: ElfIdentity, what: str, libc: bool = False) -> None:
     """Every ELF file under root, and every object in its static libraries, is of the
-    toolchain's identity (machine, class, endianness, ABI)."""
+    toolchain's identity (machine, class, endianness, ABI). With ``libc`` (a build
+    against the board's libc recipe) no program carries the toolchain's C library's
+    start files: a build that took the cross gcc as installed linked glibc, whose
+    headers and types differ from the libc it was compiled against."""
     for rel in files_of(root):
         path = root / rel
         if path.is_symlink():
@@ -131,12 +134,19 @@ def check_binaries(root: Path, want: ElfIdentity, what: str) -> None:
         members = ar_members(data, rel) if data.startswith(AR_MAGIC) else [("", data)]
         for member, blob in members:
             info = read_elf(blob, f"{rel}({member})" if member else rel)
-            if info is not None and not info.identity.fits(want):
-                where = f"/{rel}" + (f"({member})" if member else "")
+            if info is None:
+                continue
+            where = f"/{rel}" + (f"({member})" if member else "")
+            if not info.identity.fits(want):
                 raise StepError(f"{what}: {where} is {info.identity}, but the toolchain "
                                 f"builds {want}",
                                 hint="the build used another compiler than the board's: "
                                 "pass the recipe's CC/--host through")
+            if libc and info.glibc_start:
+                raise StepError(f"{what}: {where} was linked against the toolchain's glibc, "
+                                "not the board's userland C library",
+                                hint="the build used the cross gcc as installed: give it "
+                                "the libc's compiler command (buildsys/libc.py libc_cc)")
 
 
 def install_stripped(ctx: Context, tc: Toolchain, built: Path, dest: Path) -> None:

@@ -86,7 +86,8 @@ class KbuildRecipe(Recipe):
             ctx.run.run(tc.make(src, b, *cc, f"CONFIG_PREFIX={root}", "install", kernel=False),
                         env=env, what=f"installing {self.name}")
             check_declared(root, self.installs, self.name)
-            check_binaries(root, identity_of(tc), self.name)
+            check_binaries(root, identity_of(tc), self.name,
+                           libc=links_libc(self, target))
             shutil.copyfile(b / ".config", ctx.output("config"))
 
         return PackageSteps(Step(

@@ -78,6 +78,11 @@ crtend.o%s %R/lib/crtn.o
 """
 
 
+def libc_flags(sysroot: Path) -> str:
+    """The compiler arguments of a build against the libc staged in ``sysroot``."""
+    return f"--sysroot={sysroot} -specs={sysroot / SPECS}"
+
+
 def libc_cc(tc: Toolchain, sysroot: Path) -> str:
     """The C compiler command of a build against the libc staged in ``sysroot``."""
-    return f"{tc.cc} --sysroot={sysroot} -specs={sysroot / SPECS}"
+    return f"{tc.cc} {libc_flags(sysroot)}"

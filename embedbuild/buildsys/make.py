@@ -110,7 +110,8 @@ class MakeRecipe(Recipe):
             root.mkdir(exist_ok=True)
             self.install(ctx, b, root, target, env)
             check_declared(root, self.installs, self.name)
-            check_binaries(root, identity_of(tc), self.name)
+            check_binaries(root, identity_of(tc), self.name,
+                           libc=links_libc(self, target))
 
         return PackageSteps(Step(
             kind=self.name,

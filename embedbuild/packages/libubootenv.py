@@ -21,6 +21,46 @@ from embedbuild.step import Context
 
 LINK = "target_link_libraries(fw_printenv ubootenv)"
 STATIC_LINK = "target_link_libraries(fw_printenv ubootenv_static z yaml)"
+# musl has no <sys/queue.h> (a BSD header glibc carries): the list macros libubootenv
+# uses come from a header of ours beside its sources.
+QUEUE_INCLUDE = "#include <sys/queue.h>"
+QUEUE_H = r"""/* The BSD list macros libubootenv uses: a list of elements that each point to
+   the next and to the pointer that points to them (musl has no sys/queue.h). */
+#ifndef EMBEDBUILD_SYS_QUEUE_H
+#define EMBEDBUILD_SYS_QUEUE_H
+#define LIST_HEAD(name, type) struct name { struct type *lh_first; }
+#define LIST_ENTRY(type) struct { struct type *le_next; struct type **le_prev; }
+#define LIST_INIT(head) ((head)->lh_first = NULL)
+#define LIST_EMPTY(head) ((head)->lh_first == NULL)
+#define LIST_FIRST(head) ((head)->lh_first)
+#define LIST_NEXT(elm, field) ((elm)->field.le_next)
+#define LIST_FOREACH(var, head, field) \
+	for ((var) = LIST_FIRST(head); (var); (var) = LIST_NEXT(var, field))
+#define LIST_INSERT_HEAD(head, elm, field) do { \
+	if (((elm)->field.le_next = (head)->lh_first) != NULL) \
+		(head)->lh_first->field.le_prev = &(elm)->field.le_next; \
+	(head)->lh_first = (elm); \
+	(elm)->field.le_prev = &(head)->lh_first; \
+} while (0)
+#define LIST_INSERT_AFTER(listelm, elm, field) do { \
+	if (((elm)->field.le_next = (listelm)->field.le_next) != NULL) \
+		(listelm)->field.le_next->field.le_prev = &(elm)->field.le_next; \
+	(listelm)->field.le_next = (elm); \
+	(elm)->field.le_prev = &(listelm)->field.le_next; \
+} while (0)
+#define LIST_INSERT_BEFORE(listelm, elm, field) do { \
+	(elm)->field.le_prev = (listelm)->field.le_prev; \
+	(elm)->field.le_next = (listelm); \
+	*(listelm)->field.le_prev = (elm); \
+	(listelm)->field.le_prev = &(elm)->field.le_next; \
+} while (0)
+#define LIST_REMOVE(elm, field) do { \
+	if ((elm)->field.le_next != NULL) \
+		(elm)->field.le_next->field.le_prev = (elm)->field.le_prev; \
+	*(elm)->field.le_prev = (elm)->field.le_next; \
+} while (0)
+#endif
+"""
 
 
 @recipe("libubootenv")
@@ -44,6 +84,14 @@ class Libubootenv(CmakeRecipe):
             raise StepError(f"{self.name}: src/CMakeLists.txt no longer says {LINK!r}",
                             hint="a new upstream version: check how fw_printenv is linked")
         cmake.write_text(text.replace(LINK, STATIC_LINK))
+        private = src / "src" / "uboot_private.h"
+        text = private.read_text()
+        if QUEUE_INCLUDE not in text:
+            raise StepError(f"{self.name}: src/uboot_private.h no longer says {QUEUE_INCLUDE!r}",
+                            hint="a new upstream version: check which list macros it needs")
+        (src / "src" / "sys").mkdir()
+        (src / "src" / "sys" / "queue.h").write_text(QUEUE_H)
+        private.write_text(text.replace(QUEUE_INCLUDE, '#include "sys/queue.h"'))
 
     def install(self, ctx: Context, build: Path, dest: Path, target: Target) -> None:
         bindir = dest / "usr" / "bin"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from embedbuild.buildsys.cmake import CmakeRecipe
@@ -22,8 +23,11 @@ class Zlib(CmakeRecipe):
 
     source = "zlib"
     library = True
-    # Its CMake build always makes the shared library and two example programs beside the
-    # static one; only the static library and the headers are staged.
+    # Its CMake build always declares the shared library and two example programs beside
+    # the static one: only the static one is built (a static-only libc links no shared
+    # library), and it and the headers are staged.
+    targets = ("zlibstatic",)
+    cmake_install = False
     stages = ("include/zlib.h", "include/zconf.h", "lib/libz.a")
 
     def prepare(self, ctx: Context, src: Path, target: Target) -> None:
@@ -35,3 +39,11 @@ class Zlib(CmakeRecipe):
             raise StepError(f"{self.name}: CMakeLists.txt no longer names win32/zlib1.rc as "
                             "expected", hint="a new upstream version: check its sources")
         cmake.write_text(text.replace(WIN32_RC, ""))
+
+    def install(self, ctx: Context, build: Path, dest: Path, target: Target) -> None:
+        (dest / "include").mkdir(parents=True)
+        (dest / "lib").mkdir()
+        # zconf.h is generated into the build folder (CMake moves the source's aside).
+        for header in (ctx.scratch / "src" / "zlib.h", build / "zconf.h"):
+            shutil.copyfile(header, dest / "include" / header.name)
+        shutil.copyfile(build / "libz.a", dest / "lib" / "libz.a")
