@@ -266,6 +266,24 @@ def test_the_strategy_boots_through_a_source_and_reports_each_stage(tmp_path):
     assert '"name": "tftp zImage"' in data
 
 
+def test_a_kernel_that_shows_only_warnings_ends_at_the_inits_first_line(tmp_path):
+    """loglevel=5 (or quiet) hides the kernel's "Run /init": /init's own first line ends
+    the kernel's stage, and a panic on such a console still fails at once."""
+    quiet = [(0.2, "embedbuild: init at 0.41\n"),
+             (0.3, "embedbuild: system ready\n")]
+    with FakeUBoot(kernel=quiet, files={"zImage": 100, "rd": 100}) as dev, \
+            _fake_target(tmp_path / "a", dev) as target:
+        stages = {e.name: e for e in target.boot(FakeLoads(), READY_LINE, timeout=10).timeline}
+    kernel, init = stages["kernel to /init"], stages["init to ready"]
+    assert kernel.end - kernel.start == pytest.approx(0.2, abs=0.1)
+    assert init.end - init.start == pytest.approx(0.3, abs=0.1)
+    panic = [(0.05, "Kernel panic - not syncing: Attempted to kill init!\n")]
+    with FakeUBoot(kernel=panic, files={"zImage": 100, "rd": 100}) as dev, \
+            _fake_target(tmp_path / "b", dev) as target, \
+            pytest.raises(BootError, match="Kernel panic"):
+        target.boot(FakeLoads(), READY_LINE, timeout=30)
+
+
 def test_a_source_that_presses_no_key_lets_u_boot_boot(tmp_path):
     with FakeUBoot(autoboot=1, tick=0.2, kernel=KERNEL) as dev, \
             _fake_target(tmp_path, dev) as target:

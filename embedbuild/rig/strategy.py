@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 COMMON_BAUDS = (115200, 57600, 38400, 19200, 9600)
 LOAD_TIMEOUT = 120.0  # seconds a command before the boot command may take (a big load)
 REPORT_FILE = "boot.json"  # the boot report's timeline, in the target's folder
+# The kernel's line at /init's start (an info line: not on a console with loglevel=5 or
+# quiet), or /init's own first line, whichever comes first.
+INIT_STARTED = r"Run /init as init process|^embedbuild: init at "
 
 
 class UBootStrategy:
@@ -103,11 +106,13 @@ class UBootStrategy:
                 t.uboot.check(cmd)
 
     def _follow_kernel(self, ready: str, timeout: float) -> None:
-        """From the kernel's start: wait for /init, then for the ready line."""
+        """From the kernel's start: wait for /init (the kernel's "Run /init" line or, on a
+        console that shows only warnings and worse, /init's first line), then for the
+        ready line."""
         t = self.target
         assert t.console is not None
         with t.steps("kernel to /init", stage=True):
-            m = t.console.expect([r"Run /init as init process", *KERNEL_ERRORS], timeout)
+            m = t.console.expect([INIT_STARTED, *KERNEL_ERRORS], timeout)
             if m.index != 0:
                 raise BootError(f"kernel: {m.match.group(0).strip()}",
                                 log_tail=t.console.tail())

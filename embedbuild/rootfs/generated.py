@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
+from embedbuild.bootcmd import SLOT_ARG
 from embedbuild.cpio import Entry
 from embedbuild.model.system import READY_LINE, System, service_waves
 
@@ -15,6 +16,15 @@ INIT_TEMPLATE = Path(__file__).parent.parent / "init" / "init.sh.j2"
 UDHCPC_SCRIPT = Path(__file__).parent.parent / "init" / "udhcpc.script"
 # The A/B mark-good script (rootfs/markgood.py) /init runs when the system has [health].
 MARK_GOOD = "/etc/embedbuild/mark-good"
+# What /init mounts, in one `mount -a` (proc first: the others' table needs none).
+FSTAB = "/etc/embedbuild/fstab"
+FSTAB_TEXT = """\
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+tmpfs /tmp tmpfs mode=1777 0 0
+tmpfs /run tmpfs mode=755 0 0
+"""
 
 
 # Tokens after which a command is more than one simple command: the shell's control
@@ -61,7 +71,8 @@ def render_init(system: System, board_name: str) -> str:
     return _init_template().render(
         board=board_name, hostname=system.hostname, network=system.network,
         waves=service_waves(system.services), console_shell=system.console_shell,
-        ready_line=READY_LINE, mark_good=MARK_GOOD if system.health else None)
+        ready_line=READY_LINE, mark_good=MARK_GOOD if system.health else None,
+        slot_arg=SLOT_ARG, fstab=FSTAB)
 
 
 def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ()) -> list[Entry]:
@@ -85,6 +96,7 @@ def generated_entries(system: System, board_name: str, dirs: Iterable[str] = ())
         Entry("etc/group", "file", 0o644, data=b"root:x:0:\ntty:x:5:\n"),
         Entry("etc/shells", "file", 0o644, data=b"/bin/sh\n"),
         Entry("etc/embedbuild/udhcpc.script", "file", 0o755, data=UDHCPC_SCRIPT.read_bytes()),
+        Entry(FSTAB.lstrip("/"), "file", 0o644, data=FSTAB_TEXT.encode()),
     ]
     if system.authorized_keys:
         e += [Entry("root/.ssh", "dir", 0o700),
