@@ -278,3 +278,59 @@ def test_a_specs_file_counts_by_content_not_by_size_and_time(tmp_path: Path):
         subprocess.run([*cc, "-c", "who.c", "-o", "who.o"], cwd=work, env=env, check=True)
         objects.append((work / "who.o").read_bytes())
     assert objects[0] != objects[1]
+
+
+SHADOWED = b"""\
+#include <greeting.h>
+const char *greeting(void) { return GREETING; }
+"""
+
+
+def shadowing_steps(libs: dict[str, str]) -> Step:
+    """A program step whose staging sysroot merges one library step per entry of
+    ``libs`` (the header ``NAME.h`` holding its text), compiling a source that includes
+    greeting.h from the sysroot's folder first, then from its own tree."""
+
+    def write(ctx: Context) -> None:
+        (ctx.output("tree") / "include").mkdir(parents=True)
+        (ctx.output("tree") / "include" / "greeting.h").write_text('#define GREETING "own"\n')
+        (ctx.output("tree") / "greeting.c").write_bytes(SHADOWED)
+
+    def stager(name: str, text: str):
+        def stage(ctx: Context) -> None:
+            (ctx.output("stage") / "include").mkdir(parents=True)
+            (ctx.output("stage") / "include" / f"{name}.h").write_text(text)
+        return stage
+
+    def compile_(ctx: Context) -> None:
+        sysroot, src = stage_sysroot(ctx), ctx.input("src", "tree")
+        ctx.run.run([CC, "-c", "-Os", f"-I{sysroot}/include", f"-I{src}/include",
+                     src / "greeting.c", "-o", ctx.output("object")], cwd=ctx.scratch)
+
+    src = Step("test-src", "greeting-src", 1, {"source": SHADOWED.decode()}, write,
+               outputs={"tree": "tree"})
+    deps: dict[str, Step] = {"src": src}
+    for name, text in libs.items():
+        deps[f"lib-{name}"] = Step("test-lib", f"lib{name}", 1, {"text": text}, stager(name, text),
+                                   outputs={"stage": "stage"})
+    return Step("test-cc", "greeting", 1, {"libs": sorted(libs)}, compile_, deps=deps,
+                outputs={"object": "greeting.o"}, compilers=(CC,))
+
+
+def test_a_header_staged_before_the_one_a_cached_compile_read_is_seen(tmp_path: Path):
+    """ccache's direct mode checks only the headers a cached compile read: a library
+    staging a header of that name in the sysroot (searched first) must not get the
+    object compiled against the other one."""
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "ccache")
+    objects = []
+    for root, libs, cc in (
+            (tmp_path / "a", {"other": "int other;\n"}, cache),
+            (tmp_path / "b", {"other": "int other;\n",
+                              "greeting": '#define GREETING "staged"\n'}, cache),
+            (tmp_path / "c", {"other": "int other;\n",
+                              "greeting": '#define GREETING "staged"\n'}, None)):
+        step = shadowing_steps(libs)
+        objects.append((realise(Store(root), step, ccache=cc)[step.key] / "greeting.o")
+                       .read_bytes())
+    assert b"own" in objects[0] and b"staged" in objects[1]
+    assert objects[1] == objects[2]
