@@ -12,7 +12,9 @@ hit it: a store path that reaches ccache's hash (an absolute path, a file hashed
 time) shows up as misses.
 
 CI cost: one more build of qemu-arm-virt (killed, then finished, without ccache) and of
-qemu-arm-vboot's U-Boot (about 150 s under load). The MIPS and arm64 boards are not
+qemu-arm-vboot's U-Boot (about 150 s under load) and busybox (through the warm cache:
+569 of 570 compiles hit, where they all missed before the staging sysroot's specs file
+was hashed by content: minutes less under load). The MIPS and arm64 boards are not
 built a second time in CI: a second kernel of each cost 6 to 24 minutes under load,
 more than the whole suite may grow by this round. Their kernels are made by the same
 step code as the arm one (same flags for paths, dates and build IDs); set
