@@ -56,7 +56,7 @@ def keys(tmp_path_factory) -> Path:
 def store_a(tmp_path_factory) -> tuple[Path, Path]:
     """Store A with the cheap step built: (store, its item)."""
     d = tmp_path_factory.mktemp("a")
-    r = cli("build", BOARD, "--step", STEP, "--out-link", str(d / "seg"), store=d / "store")
+    r = run_main("build", BOARD, "--step", STEP, "--out-link", str(d / "seg"), store=d / "store")
     assert r.code == 0, r.err
     return d / "store", (d / "seg").resolve()
 
@@ -82,8 +82,8 @@ def build_b(tmp: Path, caches: str, keys: Path, *extra: str, trust: str = "ci",
            "EMBEDBUILD_TRUSTED_KEYS": str(keys / f"{trust}.public"),
            "XDG_CONFIG_HOME": str(tmp / "config")}
     t0 = time.monotonic()
-    r = cli("build", BOARD, "--step", step, "--out-link", str(tmp / link), *extra,
-            store=tmp / "store-b", env=env)
+    r = run_main("build", BOARD, "--step", step, "--out-link", str(tmp / link), *extra,
+                 store=tmp / "store-b", env=env)
     return r, time.monotonic() - t0
 
 
@@ -102,16 +102,16 @@ def test_push_then_substitute_builds_nothing(cache, keys, store_a, tmp_path: Pat
     assert tree_bytes(got) == tree_bytes(store_a[1])
     # It entered the store like a local build: sealed, recorded, verifiable.
     assert not got.stat().st_mode & 0o222
-    assert cli("verify", store=tmp_path / "store-b").code == 0
+    assert run_main("verify", store=tmp_path / "store-b").code == 0
     log = (tmp_path / "store-b" / ".meta" / got.name / "build.log").read_text()
     assert f"substituted from {url}" in log and "signed by ci" in log
     # A second push finds everything there.
-    again = cli("cache", "push", url, str(store_a[1]), "--key", str(keys / "ci.secret"),
-                store=store_a[0])
+    again = run_main("cache", "push", url, str(store_a[1]), "--key", str(keys / "ci.secret"),
+                     store=store_a[0])
     assert again.code == 0 and "0 item(s) pushed, 1 already" in again.out
     # Archives are reproducible: the substituted copy packs to the very same bytes.
-    b = cli("cache", "push", str(tmp_path / "from-b"), str(got), "--key",
-            str(keys / "ci.secret"), store=tmp_path / "store-b")
+    b = run_main("cache", "push", str(tmp_path / "from-b"), str(got), "--key",
+                 str(keys / "ci.secret"), store=tmp_path / "store-b")
     assert b.code == 0, b.err
     assert [p.name for p in (tmp_path / "from-b" / "archives").iterdir()] == [
         p.name for p in (folder / "archives").iterdir()]
@@ -231,8 +231,8 @@ def test_cache_that_is_down_is_skipped(keys, store_a, tmp_path: Path):
 
 def test_folder_cache_round_trip(keys, store_a, tmp_path: Path):
     folder = tmp_path / "shared-cache"
-    r = cli("cache", "push", str(folder), str(store_a[1]), "--key", str(keys / "ci.secret"),
-            store=store_a[0])
+    r = run_main("cache", "push", str(folder), str(store_a[1]), "--key",
+                 str(keys / "ci.secret"), store=store_a[0])
     assert r.code == 0, r.err
     r, _ = build_b(tmp_path, str(folder), keys)
     assert r.code == 0 and f"fetched {NAME}" in r.err and "built " not in r.err, r.err
@@ -250,7 +250,7 @@ def test_config_file_errors_name_file_and_line(keys, tmp_path: Path):
 
 
 def test_substituters_without_trusted_keys_is_an_error(tmp_path: Path):
-    r = cli("build", BOARD, "--step", STEP, "--out-link", str(tmp_path / "x"),
+    r = run_main("build", BOARD, "--step", STEP, "--out-link", str(tmp_path / "x"),
             store=tmp_path / "store", env={"EMBEDBUILD_SUBSTITUTERS": "http://127.0.0.1:1",
                                            "XDG_CONFIG_HOME": str(tmp_path / "config")})
     assert r.code == 1 and "no key is trusted" in r.err and "Traceback" not in r.err
@@ -299,12 +299,13 @@ def test_whole_board_comes_from_the_cache(arm_result: Path, session_store: Path,
 
 def test_damaged_item_is_not_pushed(keys, tmp_path: Path):
     store = tmp_path / "store"
-    r = cli("build", BOARD, "--step", STEP, "--out-link", str(tmp_path / "seg"), store=store)
+    r = run_main("build", BOARD, "--step", STEP, "--out-link", str(tmp_path / "seg"),
+                 store=store)
     assert r.code == 0, r.err
     item = (tmp_path / "seg").resolve()
     (store / ".meta" / item.name / "damage").write_text("modified segment.cpio.z\n")
-    r = cli("cache", "push", str(tmp_path / "c"), str(item), "--key", str(keys / "ci.secret"),
-            store=store)
+    r = run_main("cache", "push", str(tmp_path / "c"), str(item), "--key",
+                 str(keys / "ci.secret"), store=store)
     assert r.code == 1 and "found damage" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "c" / "items").exists()
 
@@ -395,8 +396,8 @@ def built_locally(r, killed: str | None, tmp: Path, store_a, why: str,
 def pushed(keys, store_a, tmp_path_factory) -> Path:
     """A folder cache holding the cheap item, pushed once; tests break copies of it."""
     folder = tmp_path_factory.mktemp("pushed") / "cache"
-    r = cli("cache", "push", str(folder), str(store_a[1]), "--key", str(keys / "ci.secret"),
-            store=store_a[0])
+    r = run_main("cache", "push", str(folder), str(store_a[1]), "--key",
+                 str(keys / "ci.secret"), store=store_a[0])
     assert r.code == 0, r.err
     return folder
 
@@ -484,7 +485,7 @@ def test_ill_typed_signed_description_is_refused(keys, store_a, pushed, tmp_path
     r, killed = build_watched(tmp_path, str(folder), keys)
     built_locally(r, killed, tmp_path, store_a, "ill-formed description: info.deps: Input "
                   "should be a valid list")
-    assert cli("gc", store=tmp_path / "store-b").code == 0
+    assert run_main("gc", store=tmp_path / "store-b").code == 0
 
 
 def test_zstd_bomb_honestly_described_is_refused_before_download(keys, store_a, pushed,

@@ -152,10 +152,11 @@ def _rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_64_mib_read_with_bounded_memory(tmp_path: Path):
+def test_16_mib_read_with_bounded_memory(tmp_path: Path):
     """A flood while a boot waits for its ready line: memory stays bounded (the
-    speed is printed, not asserted: the machine may be busy)."""
-    total = 64 << 20
+    speed is printed, not asserted: the machine may be busy). 16 times the window is
+    enough to tell a bounded console from one that keeps it all."""
+    total = 16 << 20
     halfway: list[float] = []
     peak = [0]
     rss0 = _rss()
@@ -173,9 +174,10 @@ def test_64_mib_read_with_bounded_memory(tmp_path: Path):
         c.expect(["the end", *KERNEL_ERRORS], 120)
         seconds = time.monotonic() - t0
         kept = len(c.text)
-    print(f"64 MiB in {seconds:.1f} s ({total / 2**20 / seconds:.1f} MiB/s; first half "
+    print(f"{total >> 20} MiB in {seconds:.1f} s ({total / 2**20 / seconds:.1f} MiB/s; first half "
           f"{halfway[0]:.1f} s, second {seconds - halfway[0]:.1f} s); "
           f"window {kept / 2**20:.2f} Mi chars, peak RSS growth {peak[0] / 2**20:.1f} MiB")
     assert kept <= WINDOW * 3 // 2
-    assert peak[0] < 32 << 20  # the old console held all 64 MiB (and copied it per read)
+    # The old console held all of it (and copied it per read): over 16 MiB here.
+    assert peak[0] < total // 2
     assert (tmp_path / "console.log").stat().st_size > total  # the log has it all

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from apt_repo import AptRepo, served, sha256, tarball
-from conftest import ROOT, cli, free_port
+from conftest import ROOT, cli, free_port, run_main
 
 from embedbuild.debian_archive import compare_versions
 from embedbuild.lockfile import set_table
@@ -109,7 +109,7 @@ def test_locked_older_versions_are_fetched_while_newer_are_current(lab, repo, tm
     with served(repo.root) as url:
         if how == "http":
             env["EMBEDBUILD_APT_SOURCES"] = str(repo.sources_file(tmp_path / "h.list", url))
-        r = cli("sources", "fetch", lab["board"], store=lab["store"], env=env)
+        r = run_main("sources", "fetch", lab["board"], store=lab["store"], env=env)
     assert r.code == 0, r.err
     assert "linux-6.1: fetched Debian package eb-linux-source=1.0-1" in r.out
     assert "busybox: fetched Debian source package ebbusybox=1:1.0-1" in r.out
@@ -139,8 +139,8 @@ def test_a_file_whose_hash_differs_is_refused_and_not_kept(lab):
     text = lab["lock"].read_text()
     good = tomllib.loads(text)["sources"]["busybox"]["sha256"]
     lab["lock"].write_text(text.replace(good, "0" * 64))
-    r = cli("build", lab["board"], "--step", "busybox-src", "--out-link",
-            str(lab["store"].parent / "result"), store=lab["store"], env=lab["env"])
+    r = run_main("build", lab["board"], "--step", "busybox-src", "--out-link",
+                 str(lab["store"].parent / "result"), store=lab["store"], env=lab["env"])
     assert r.code == 1 and "Traceback" not in r.err
     assert "sha256 mismatch for Debian source package ebbusybox=1:1.0-1" in r.err
     assert not _fetched(lab["downloads"])
@@ -151,8 +151,8 @@ def test_sources_update_moves_the_lock_and_check_reports_it(lab, repo):
     # A new upstream release renames the orig tarball: the lock follows it.
     repo.add_source("ebdropbear", "2.1-1", tarball({"db/version": b"dropbear 2.1"}))
     before = lab["lock"].read_bytes()
-    r = cli("sources", "update", "--check", "--lock", str(lab["lock"]), store=lab["store"],
-            env=lab["env"])
+    r = run_main("sources", "update", "--check", "--lock", str(lab["lock"]), store=lab["store"],
+                 env=lab["env"])
     assert r.code == 1, r.err
     assert "linux-6.1: eb-linux-source 1.0-1 -> 1.0-2" in r.out
     assert "busybox: ebbusybox 1:1.0-1 -> 1:1.0-2" in r.out
@@ -160,7 +160,8 @@ def test_sources_update_moves_the_lock_and_check_reports_it(lab, repo):
     # This archive has no libnl3: said, and the entry kept.
     assert "libnl3: the archive offers no libnl3 at all: kept at" in r.out
     assert lab["lock"].read_bytes() == before  # --check changes nothing
-    r = cli("sources", "update", "--lock", str(lab["lock"]), store=lab["store"], env=lab["env"])
+    r = run_main("sources", "update", "--lock", str(lab["lock"]), store=lab["store"],
+                 env=lab["env"])
     assert r.code == 0, r.err
     assert "linux-6.1: eb-linux-source 1.0-1 -> 1.0-2" in r.out
     text = lab["lock"].read_text()
@@ -174,11 +175,11 @@ def test_sources_update_moves_the_lock_and_check_reports_it(lab, repo):
     assert sha256(fetched["ebdropbear_2.1.orig.tar.gz"].read_bytes()) == \
         lock["dropbear"]["sha256"]
     assert "# Linux 6.1 with Debian's patches" in text  # comments kept
-    r = cli("sources", "update", "--check", "--lock", str(lab["lock"]), store=lab["store"],
-            env=lab["env"])
+    r = run_main("sources", "update", "--check", "--lock", str(lab["lock"]), store=lab["store"],
+                 env=lab["env"])
     assert r.code == 0, r.out + r.err
     # The moved lock builds: the new kernel tarball is the one fetched (already here).
-    r = cli("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"])
+    r = run_main("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"])
     assert r.code == 0 and "eb-linux-source=1.0-2" in r.out and "is here" in r.out
 
 
@@ -187,33 +188,33 @@ def test_a_new_entry_is_locked_by_sources_update(lab, repo):
     with open(lab["lock"], "a") as f:
         f.write('\n# iw, for moving a radio into a namespace\n[sources.ebiw]\ndebian = "ebiw"\n'
                 'filename = "ebiw_5.19.orig.tar.gz"\n')
-    r = cli("show", lab["board"], store=lab["store"], env=lab["env"])
+    r = run_main("show", lab["board"], store=lab["store"], env=lab["env"])
     assert r.code == 1 and "sources.ebiw: not locked yet" in r.err and "sources update" in r.err
-    r = cli("sources", "update", "ebiw", "--check", "--lock", str(lab["lock"]),
-            store=lab["store"], env=lab["env"])
+    r = run_main("sources", "update", "ebiw", "--check", "--lock", str(lab["lock"]),
+                 store=lab["store"], env=lab["env"])
     assert r.code == 1 and "ebiw: ebiw (not locked) -> 5.19-1" in r.out, r.out + r.err
-    r = cli("sources", "update", "ebiw", "--lock", str(lab["lock"]), store=lab["store"],
-            env=lab["env"])
+    r = run_main("sources", "update", "ebiw", "--lock", str(lab["lock"]), store=lab["store"],
+                 env=lab["env"])
     assert r.code == 0, r.err
     entry = tomllib.loads(lab["lock"].read_text())["sources"]["ebiw"]
     orig = (repo.root / "ebiw_5.19.orig.tar.gz").read_bytes()
     assert (entry["version"], entry["sha256"], entry["size"]) == ("5.19-1", sha256(orig),
                                                                   len(orig))
     assert "# iw, for moving a radio into a namespace" in lab["lock"].read_text()
-    assert cli("show", lab["board"], store=lab["store"], env=lab["env"]).code == 0
+    assert run_main("show", lab["board"], store=lab["store"], env=lab["env"]).code == 0
 
 
 def test_a_filled_downloads_cache_builds_with_no_network(lab, tmp_path):
-    assert cli("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"]).code == 0
+    assert run_main("sources", "fetch", lab["board"], store=lab["store"], env=lab["env"]).code == 0
     # The archive is now a closed port on loopback: nothing can be fetched.
     offline = tmp_path / "offline.list"
     offline.write_text(f"deb [trusted=yes] http://127.0.0.1:{free_port()} ./\n")
     env = {**lab["env"], "EMBEDBUILD_APT_SOURCES": str(offline)}
-    r = cli("sources", "fetch", lab["board"], store=lab["store"], env=env)
+    r = run_main("sources", "fetch", lab["board"], store=lab["store"], env=env)
     assert r.code == 0, r.err
     assert r.out.count("is here") == 4 + len(OTHERS)
-    r = cli("build", lab["board"], "--step", "busybox-src", "--out-link", str(tmp_path / "bb"),
-            store=lab["store"], env=env)
+    r = run_main("build", lab["board"], "--step", "busybox-src", "--out-link", str(tmp_path / "bb"),
+                 store=lab["store"], env=env)
     assert r.code == 0, r.err
     assert (tmp_path / "bb" / "version").read_bytes() == b"busybox 1.0"
 
@@ -236,8 +237,8 @@ def test_a_download_debian_dropped_comes_from_a_binary_cache(lab, repo, tmp_path
     cache = _cache(tmp_path, entry, orig)
     for v in ("1:1.0-1", "1:1.0-2"):
         repo.remove("ebbusybox", v)
-    r = cli("sources", "fetch", lab["board"], store=lab["store"],
-            env={**lab["env"], **cache})
+    r = run_main("sources", "fetch", lab["board"], store=lab["store"],
+                 env={**lab["env"], **cache})
     assert r.code == 0, r.err
     assert "busybox: fetched Debian source package ebbusybox=1:1.0-1" in r.out
     assert sha256((lab["downloads"] / entry["sha256"] / entry["filename"]).read_bytes()) == \
@@ -249,8 +250,8 @@ def test_a_hostile_cache_is_refused_and_debian_asked(lab, repo, tmp_path, hostil
     entry = _lock_entries(repo)["busybox"]
     cache = (_cache(tmp_path, entry, b"not busybox") if hostile == "wrong bytes"
              else _cache(tmp_path, entry, b"\0" * (64 << 20)))
-    r = cli("sources", "fetch", lab["board"], store=lab["store"],
-            env={**lab["env"], **cache}, timeout=60)
+    r = run_main("sources", "fetch", lab["board"], store=lab["store"],
+                 env={**lab["env"], **cache})
     assert r.code == 0 and "Traceback" not in r.err, r.err
     assert r.err.count(f"source {entry['filename']} refused") == 1
     assert "busybox: fetched Debian source package ebbusybox=1:1.0-1" in r.out
@@ -260,13 +261,13 @@ def test_a_hostile_cache_is_refused_and_debian_asked(lab, repo, tmp_path, hostil
 
 def test_cache_push_carries_the_downloads_a_result_was_built_from(lab, tmp_path):
     out = tmp_path / "bb"
-    r = cli("build", lab["board"], "--step", "busybox-src", "--out-link", str(out),
-            store=lab["store"], env=lab["env"])
+    r = run_main("build", lab["board"], "--step", "busybox-src", "--out-link", str(out),
+                 store=lab["store"], env=lab["env"])
     assert r.code == 0, r.err
-    assert cli("cache", "keygen", "k", store=lab["store"], cwd=tmp_path).code == 0
+    assert run_main("cache", "keygen", "k", store=lab["store"], cwd=tmp_path).code == 0
     cache = tmp_path / "pushed"
-    r = cli("cache", "push", str(cache), str(out), "--key", str(tmp_path / "k.secret"),
-            store=lab["store"], env=lab["env"])
+    r = run_main("cache", "push", str(cache), str(out), "--key", str(tmp_path / "k.secret"),
+                 store=lab["store"], env=lab["env"])
     assert r.code == 0, r.err
     sha = tomllib.loads(lab["lock"].read_text())["sources"]["busybox"]["sha256"]
     assert "pushed source ebbusybox_1.0.orig.tar.gz" in r.out
@@ -278,12 +279,12 @@ def test_toolchain_drift_is_one_line_and_doctor_says_what_it_costs(lab, tmp_path
     locked = tomllib.loads(text)["toolchains"]["arm-linux-gnueabihf"]
     pkg = next(p for p in locked if p.startswith("gcc-"))
     lab["lock"].write_text(text.replace(f'{pkg} = "{locked[pkg]}"', f'{pkg} = "0.1-1"'))
-    r = cli("build", lab["board"], "--step", "busybox-src", "--out-link", str(tmp_path / "bb"),
-            store=lab["store"], env=lab["env"])
+    r = run_main("build", lab["board"], "--step", "busybox-src", "--out-link", str(tmp_path / "bb"),
+                 store=lab["store"], env=lab["env"])
     assert r.code == 0, r.err
     lines = [line for line in r.err.splitlines() if "differs from the lock" in line]
     assert len(lines) == 1 and f"{pkg} " in lines[0] and "(lock: 0.1-1)" in lines[0]
-    r = cli("doctor", lab["board"], store=lab["store"], env=lab["env"])
+    r = run_main("doctor", lab["board"], store=lab["store"], env=lab["env"])
     out = " ".join(r.out.split())
     assert "note toolchain arm-linux-gnueabihf against the lock" in out
     assert "get other store keys" in out and f"apt-get install {pkg}=0.1-1" in out
@@ -307,12 +308,14 @@ VERSIONS = ["1.0", "1.0-1", "1.0-2", "1:0.9", "1.0~rc1", "1.0+deb12u1", "1.0-1+d
 
 
 def test_version_order_is_dpkgs():
-    for a in VERSIONS:
-        for b in VERSIONS:
+    # dpkg is asked once per pair; the reverse order must be the opposite answer.
+    for i, a in enumerate(VERSIONS):
+        for b in VERSIONS[i:]:
             want = -1 if subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode \
                 == 0 else 1 if subprocess.run(["dpkg", "--compare-versions", a, "gt", b]
                                               ).returncode == 0 else 0
             assert compare_versions(a, b) == want, (a, b)
+            assert compare_versions(b, a) == -want, (b, a)
 
 
 @pytest.mark.slow

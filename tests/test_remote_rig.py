@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import EMBEDBUILD, cli, free_port
+from conftest import EMBEDBUILD, cli, free_port, run_main
 
 from embedbuild.load import load_board
 from embedbuild.rig.bench import Bench
@@ -102,7 +102,7 @@ def test_closed_port_is_one_line(tmp_path):
     r = cli("console", "--serial", f"rfc2217://127.0.0.1:{port}", store=tmp_path / "s")
     _one_line_refusal(r, f"cannot reach serial server 127.0.0.1:{port}: Connection refused")
     assert "ser2net" in r.err  # the hint says what to start
-    r = cli("doctor", "--serial", f"socket://127.0.0.1:{port}", store=tmp_path / "s")
+    r = run_main("doctor", "--serial", f"socket://127.0.0.1:{port}", store=tmp_path / "s")
     assert r.code == 1 and "Traceback" not in r.err
     assert f"FIX serial socket://127.0.0.1:{port}: cannot reach serial server" in r.out
 
@@ -113,12 +113,12 @@ def test_closed_port_is_one_line(tmp_path):
     ("telnet://rig1.lab:3001", "unknown URL scheme 'telnet'"),
 ])
 def test_malformed_url_is_one_line(tmp_path, url, needle):
-    _one_line_refusal(cli("console", "--serial", url, store=tmp_path / "s"), needle)
+    _one_line_refusal(run_main("console", "--serial", url, store=tmp_path / "s"), needle)
 
 
 def test_server_that_cannot_open_its_device_is_named(tmp_path):
     with ser2net(tmp_path / "no-such-tty", tmp_path) as s:
-        r = cli("console", "--serial", s.url, store=tmp_path / "s")
+        r = run_main("console", "--serial", s.url, store=tmp_path / "s")
     _one_line_refusal(r, f"serial server 127.0.0.1:{s.port} hung up at once: Device open "
                       "failure")
 
@@ -142,7 +142,7 @@ def test_port_held_by_another_client_is_named(tmp_path, board_line):
         while not _holds(s.popen.pid, tty):
             assert time.monotonic() < deadline, "ser2net did not open the line"
             time.sleep(0.05)
-        r = cli("console", "--serial", s.url, store=tmp_path / "s")
+        r = run_main("console", "--serial", s.url, store=tmp_path / "s")
     _one_line_refusal(r, "hung up at once: Port already in use")
 
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, run_main
 
 from embedbuild.linkmap import OTHER, input_sections, loaded_image, part_of, split_image
 from embedbuild.load import load_board
@@ -170,5 +170,5 @@ def test_a_budget_that_is_no_size_is_refused_at_its_line(boards: Path, tmp_path:
     assert r.code == 1 and "Traceback" not in r.err
     line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("budget ="))
     assert f"board.toml:{line}" in r.err and "size.budget" in r.err, r.err
-    assert json.loads(cli("show", "ap-ac-lite", store=tmp_path / "s").out)["size"] == {
+    assert json.loads(run_main("show", "ap-ac-lite", store=tmp_path / "s").out)["size"] == {
         "budget": 2_621_440}

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, run_main
 
 from embedbuild.errors import EmbedbuildError
 from embedbuild.model.source import Source
@@ -147,13 +147,13 @@ def test_corrupt_records_are_reported_per_item_without_a_traceback(three, record
     _writable(last)
     last.write_text("tampered")
     env = {"EMBEDBUILD_DOWNLOADS": str(downloads)}
-    r = cli("verify", store=store.root, env=env)
+    r = run_main("verify", store=store.root, env=env)
     assert r.code == 1 and "Traceback" not in r.err
     bad_record, bad_data = sorted(r.out.splitlines(), key=lambda line: items[2].name in line)
     assert bad_record.startswith(f"{damaged.name}: {META}/{damaged.name}/{record} is unreadable")
     assert bad_data == f"{items[2].name}: modified data (content, mode 0444 -> 0644, writable)"
     assert "2 problem(s) in 3 item(s)" in r.err
-    r = cli("gc", store=store.root, env=env)  # nothing links them: all go, record or not
+    r = run_main("gc", store=store.root, env=env)  # nothing links them: all go, record or not
     assert r.code == 0 and "Traceback" not in r.err and store.items() == []
 
 
@@ -161,7 +161,7 @@ def test_gc_refuses_when_a_kept_item_has_an_unreadable_record(three, tmp_path: P
     store, items, _ = three
     store.link_result(items[0], tmp_path / "result")
     _truncate(store.meta_path(items[0]) / "info.json")
-    r = cli("gc", store=store.root)
+    r = run_main("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err
     assert f"their info.json is unreadable or ill-typed: {items[0].name}" in r.err
     assert "nothing was removed" in r.err and len(store.items()) == 3
@@ -201,11 +201,11 @@ def test_verify_repair_in_the_cli_removes_damaged_items(tmp_path: Path):
     _, a = _item(store, "a")
     _, b = _item(store, "b")
     (store.meta_path(a) / "info.json").write_text("{")
-    r = cli("verify", "--repair", store=store.root)
+    r = run_main("verify", "--repair", store=store.root)
     assert r.code == 0 and r.out.startswith(f"{a.name}: {META}/{a.name}/info.json is unreadable")
     assert "removed the damaged item(s) above (1 left)" in r.out
     assert store.items() == [b]
-    assert cli("verify", store=store.root).code == 0
+    assert run_main("verify", store=store.root).code == 0
 
 
 def test_a_fixed_item_loses_its_damage_mark(tmp_path: Path):
@@ -376,18 +376,18 @@ def test_bad_record_through_the_cli(tmp_path: Path):
     """The same through the commands: one line each, never a traceback."""
     store, _, _, dep = _linked_pair(tmp_path)
     BAD_RECORDS["deps a number"][0](store.meta_path(dep))
-    r = cli("verify", store=store.root)
+    r = run_main("verify", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err
     assert r.out == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: deps: Input "
                      "should be a valid list\n")
-    r = cli("gc", store=store.root)
+    r = run_main("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err and "nothing was removed" in r.err
     assert len(r.err.splitlines()) == 2 and "gc --repair" in r.err  # error and hint
-    r = cli("gc", "--repair", store=store.root)
+    r = run_main("gc", "--repair", store=store.root)
     assert r.code == 0 and "Traceback" not in r.err, r.err
     assert r.out.splitlines()[0] == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: "
                                      "deps: Input should be a valid list: removed")
-    assert not dep.exists() and cli("verify", store=store.root).code == 0
+    assert not dep.exists() and run_main("verify", store=store.root).code == 0
 
 
 def test_odd_store_metadata_does_not_stop_gc(tmp_path: Path):

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, run_main
 from vboot_fits import make_fit
 
 from embedbuild import fdt
@@ -30,8 +30,8 @@ needs_tools = pytest.mark.skipif(not shutil.which("mkimage") or not shutil.which
 
 
 def run_keys(tmp_path: Path, *args: str, keydir: Path | None = None):
-    return cli("keys", "--keydir", str(keydir or tmp_path / "keys"), *args,
-               store=tmp_path / "store")
+    return run_main("keys", "--keydir", str(keydir or tmp_path / "keys"), *args,
+                    store=tmp_path / "store")
 
 
 # -- the key folder ------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _vboot_board(tmp_path: Path, signing: str) -> Path:
     ('[signing]\nkeys = ["a"]\nrequired_mode = "some"', "signing.required_mode"),
 ])
 def test_signing_table_refusals(tmp_path, signing, message):
-    r = cli("show", str(_vboot_board(tmp_path, signing)), store=tmp_path / "store")
+    r = run_main("show", str(_vboot_board(tmp_path, signing)), store=tmp_path / "store")
     assert r.code == 1 and message in r.err, r.err
     assert "Traceback" not in r.err
 
@@ -251,8 +251,8 @@ def test_planning_needs_the_public_key_not_the_private_one(tmp_path, monkeypatch
                          'required_mode = "any"\nsign_with = ["dev-2"]')
     folder = tmp_path / "keys"
     monkeypatch.setenv("EMBEDBUILD_KEYS", str(folder))
-    r = cli("build", str(board), "--step", "uboot", "--offline", store=tmp_path / "store",
-            env={"EMBEDBUILD_KEYS": str(folder)})
+    r = run_main("build", str(board), "--step", "uboot", "--offline",
+                 store=tmp_path / "store", env={"EMBEDBUILD_KEYS": str(folder)})
     # The FIT's signer is asked for first.
     assert r.code == 1 and "no key 'dev-2'" in r.err and "signing.sign_with" in r.err
     keys.new_key(folder, "dev")
@@ -276,20 +276,20 @@ def test_planning_needs_the_public_key_not_the_private_one(tmp_path, monkeypatch
 def test_check_command(keydir, tmp_path):
     """`keys check`: U-Boot's verdict on the host, one line either way."""
     good = make_fit(tmp_path / "g", keydir, [("dev", RSA2048)])
-    r = cli("keys", "--keydir", str(keydir), "check", str(good), "--key", "dev",
-            store=tmp_path / "store")
+    r = run_main("keys", "--keydir", str(keydir), "check", str(good), "--key", "dev",
+                 store=tmp_path / "store")
     assert r.code == 0, r.err
     assert r.out.splitlines()[0] == f"{good}: configuration conf-1: signed by dev"
-    r = cli("keys", "--keydir", str(keydir), "check", str(good), "--key", "other",
-            store=tmp_path / "store")
+    r = run_main("keys", "--keydir", str(keydir), "check", str(good), "--key", "other",
+                 store=tmp_path / "store")
     assert r.code == 1 and r.err.startswith(f"error: {good}: configuration conf-1: "
                                             "required key other: signature-1: ")
     unsigned = make_fit(tmp_path / "u", None, [])
     keyless = tmp_path / "keyless.dtb"
     subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", keyless, "-"],
                    input=b"/dts-v1/; / { };", check=True)
-    r = cli("keys", "check", str(unsigned), "--dtb", str(keyless), store=tmp_path / "s")
+    r = run_main("keys", "check", str(unsigned), "--dtb", str(keyless), store=tmp_path / "s")
     assert r.code == 1 and "requires no configuration signature" in r.err
-    r = cli("keys", "check", str(unsigned), "--dtb", str(keyless), "--as-uboot",
-            store=tmp_path / "s")
+    r = run_main("keys", "check", str(unsigned), "--dtb", str(keyless), "--as-uboot",
+                 store=tmp_path / "s")
     assert r.code == 0 and "signed by no key (none required)" in r.out

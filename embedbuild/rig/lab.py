@@ -18,7 +18,6 @@ is cancelled so that the next one in the queue gets the place at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -69,6 +68,10 @@ class PlaceDriver:
         self.url: str | None = None
 
     def _run(self, coro, timeout: float | None = None):
+        # asyncio only here and below: every rig command imports this module, few talk
+        # to labgrid, and importing asyncio costs each of them some 50 ms of CPU.
+        import asyncio
+
         if timeout is not None:
             coro = asyncio.wait_for(coro, timeout)
         return self.session.loop.run_until_complete(coro)
@@ -84,6 +87,8 @@ class PlaceDriver:
 
     def connect(self) -> None:
         """A session with the coordinator; the place must exist there."""
+        import asyncio
+
         client = require_labgrid()
         from labgrid.util.proxy import proxymanager
 
@@ -110,6 +115,8 @@ class PlaceDriver:
     def acquire(self) -> str:
         """Reserve the place (waiting in the coordinator's queue while another holds it,
         at most ``place.timeout`` seconds), acquire it and return its console's URL."""
+        import asyncio
+
         from labgrid.remote.common import ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 
@@ -156,6 +163,8 @@ class PlaceDriver:
         """Release the place and cancel the reservation (the next waiter gets it)."""
         if self.session is None:
             return
+        import asyncio
+
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 
         with uninterrupted():
