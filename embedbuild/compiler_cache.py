@@ -18,6 +18,15 @@ same way (``as_compiled``). ``hash_dir`` stays on: a compile with debug
 info hashes its working folder (after the prefix maps), so a folder that leaks
 into an object can never come back from another folder's compile.
 
+``compiler_check`` is ``content``: ccache's default (``mtime``) hashes the
+compiler, and a ``-specs=`` file, by size and modification time only. The libc
+builds' specs file is staged anew into every build's sysroot, with the time its
+libc item was made (another in every store: every such compile missed from a
+second store), and items fetched from a binary cache all have time 0 (two specs
+of one size would share objects). By content, the same specs hit in every store
+and another specs never does; hashing the compiler driver (about 1.4 MB) costs
+about a millisecond per compile.
+
 Where the cache lives: $EMBEDBUILD_CCACHE_DIR, else ~/.cache/embedbuild/ccache.
 ccache reads its own ccache.conf there (ccache's settings, e.g. ``max_size`` or
 ``remote_storage``); $EMBEDBUILD_CCACHE_REMOTE sets ccache's ``remote_storage``
@@ -59,7 +68,8 @@ class CompilerCache:
 
     def settings_env(self) -> dict[str, str]:
         """The ccache settings embedbuild gives every ccache it runs."""
-        env = {"CCACHE_DIR": str(self.dir)}
+        # compiler_check: see the module's docstring (wins over ccache.conf).
+        env = {"CCACHE_DIR": str(self.dir), "CCACHE_COMPILERCHECK": "content"}
         if self.remote:
             env["CCACHE_REMOTE_STORAGE"] = self.remote
         return env

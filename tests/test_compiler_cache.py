@@ -1,23 +1,32 @@
 """The compiler cache (ccache) with the real ccache and a real cross compiler on one small
 C file: compiles in another store hit, the bytes do not depend on the cache, a team's
-remote storage is used, and a machine without ccache builds with one warning."""
+remote storage is used, and a machine without ccache builds with one warning. A build
+against a libc recipe's staging sysroot (``--sysroot``, ``-specs``, ``-I`` into the
+store's work folder) hits from another store too, and its specs file counts by content."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.server
+import os
+import shlex
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from embedbuild import compiler_cache, doctor
+from embedbuild.buildsys.common import cross_env, stage_sysroot
+from embedbuild.buildsys.libc import SPECS, specs
 from embedbuild.compiler_cache import CompilerCache, as_compiled
 from embedbuild.errors import EmbedbuildError
+from embedbuild.model.board import Arch
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
 from embedbuild.store import Store
+from embedbuild.toolchain import Toolchain
 
 CC = "arm-linux-gnueabihf-gcc"
 SOURCE = b"""\
@@ -188,3 +197,140 @@ def test_the_cache_is_no_input_of_a_step():
 ])
 def test_as_compiled_is_what_ccache_makes_of_a_path(path: str, cwd: str, expected: str):
     assert as_compiled(Path(path), Path(cwd)) == expected
+
+
+LIBC_SOURCE = b"""\
+#include <greeting.h>
+const char *greeting(void) { return GREETING; }
+"""
+
+
+def libc_steps() -> tuple[Step, Step]:
+    """A libc step staging a header and the real specs file, and a program step compiling
+    against it as the make recipes do: the staging sysroot merged into the scratch space,
+    the cross environment's CC and CPPFLAGS, from a folder below the scratch space."""
+    tc = Toolchain("arm-linux-gnueabihf-", Arch.arm)
+
+    def stage(ctx: Context) -> None:
+        root = ctx.output("stage")
+        (root / "include").mkdir(parents=True)
+        (root / "include" / "greeting.h").write_text('#define GREETING "hello"\n')
+        (root / SPECS).parent.mkdir(parents=True)
+        (root / SPECS).write_text(specs())
+
+    def write(ctx: Context) -> None:
+        ctx.output("tree").mkdir()
+        (ctx.output("tree") / "greeting.c").write_bytes(LIBC_SOURCE)
+
+    def compile_(ctx: Context) -> None:
+        env = cross_env(tc, stage_sysroot(ctx), libc=True)
+        b = ctx.scratch / "build"
+        b.mkdir()
+        ctx.run.run([*shlex.split(env["CC"]), *shlex.split(env["CPPFLAGS"]), "-Os", "-c",
+                     ctx.input("src", "tree") / "greeting.c", "-o", "greeting.o"],
+                    cwd=b, env=env)
+        shutil.copyfile(b / "greeting.o", ctx.output("object"))
+
+    libc = Step("test-libc", "libc", 1, {"specs": specs()}, stage, outputs={"stage": "stage"})
+    src = Step("test-src", "greeting-src", 1, {"source": LIBC_SOURCE.decode()}, write,
+               outputs={"tree": "tree"})
+    obj = Step("test-cc", "greeting", 1, {"cc": tc.cc}, compile_,
+               deps={"src": src, "lib-libc": libc}, outputs={"object": "greeting.o"},
+               compilers=tc.compilers)
+    return libc, obj
+
+
+def test_a_build_against_a_staged_libc_hits_from_another_store(tmp_path: Path):
+    """Each store makes its own libc item (another specs file time, other absolute paths
+    everywhere): the second store's compile still hits, and gives the same bytes."""
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "ccache")
+    objects, logs = [], []
+    for root, cc in ((tmp_path / "a" / "store", cache),
+                     (tmp_path / "b" / "a-longer-name" / "store", cache),
+                     (tmp_path / "c" / "store", None)):
+        store = Store(root)
+        _, obj = libc_steps()
+        objects.append((realise(store, obj, ccache=cc)[obj.key] / "greeting.o").read_bytes())
+        logs.append(build_log(store, obj))
+    assert "ccache: 0 hits" in logs[0] and "1 misses" in logs[0], logs[0]
+    assert "ccache: 1 hits (100.0% of cacheable), 0 of them remote, 0 misses" in logs[1], logs[1]
+    assert objects[0] == objects[1] == objects[2]
+    assert str(tmp_path).encode() not in objects[0]
+
+
+def test_a_specs_file_counts_by_content_not_by_size_and_time(tmp_path: Path):
+    """Two specs files of one size and one modification time (as items fetched from a
+    binary cache have) but other contents: the second compile must not get the first's
+    object."""
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "ccache")
+    objects = []
+    for who in ("1", "2"):
+        work = tmp_path / f"build{who}"
+        sysroot = work / "sysroot"
+        (sysroot / SPECS).parent.mkdir(parents=True)
+        (sysroot / SPECS).write_text(f"{specs()}*cpp:\n+ -DWHO={who}\n\n")
+        os.utime(sysroot / SPECS, ns=(0, 0))
+        (work / "who.c").write_text("int who = WHO;\n")
+        env = {**os.environ, **cache.prepare(work / "cc", ("arm-linux-gnueabihf-gcc",),
+                                             tmp_path)}
+        cc = shlex.split(cross_env(Toolchain("arm-linux-gnueabihf-", Arch.arm), sysroot,
+                                   libc=True)["CC"])
+        subprocess.run([*cc, "-c", "who.c", "-o", "who.o"], cwd=work, env=env, check=True)
+        objects.append((work / "who.o").read_bytes())
+    assert objects[0] != objects[1]
+
+
+SHADOWED = b"""\
+#include <greeting.h>
+const char *greeting(void) { return GREETING; }
+"""
+
+
+def shadowing_steps(libs: dict[str, str]) -> Step:
+    """A program step whose staging sysroot merges one library step per entry of
+    ``libs`` (the header ``NAME.h`` holding its text), compiling a source that includes
+    greeting.h from the sysroot's folder first, then from its own tree."""
+
+    def write(ctx: Context) -> None:
+        (ctx.output("tree") / "include").mkdir(parents=True)
+        (ctx.output("tree") / "include" / "greeting.h").write_text('#define GREETING "own"\n')
+        (ctx.output("tree") / "greeting.c").write_bytes(SHADOWED)
+
+    def stager(name: str, text: str):
+        def stage(ctx: Context) -> None:
+            (ctx.output("stage") / "include").mkdir(parents=True)
+            (ctx.output("stage") / "include" / f"{name}.h").write_text(text)
+        return stage
+
+    def compile_(ctx: Context) -> None:
+        sysroot, src = stage_sysroot(ctx), ctx.input("src", "tree")
+        ctx.run.run([CC, "-c", "-Os", f"-I{sysroot}/include", f"-I{src}/include",
+                     src / "greeting.c", "-o", ctx.output("object")], cwd=ctx.scratch)
+
+    src = Step("test-src", "greeting-src", 1, {"source": SHADOWED.decode()}, write,
+               outputs={"tree": "tree"})
+    deps: dict[str, Step] = {"src": src}
+    for name, text in libs.items():
+        deps[f"lib-{name}"] = Step("test-lib", f"lib{name}", 1, {"text": text}, stager(name, text),
+                                   outputs={"stage": "stage"})
+    return Step("test-cc", "greeting", 1, {"libs": sorted(libs)}, compile_, deps=deps,
+                outputs={"object": "greeting.o"}, compilers=(CC,))
+
+
+def test_a_header_staged_before_the_one_a_cached_compile_read_is_seen(tmp_path: Path):
+    """ccache's direct mode checks only the headers a cached compile read: a library
+    staging a header of that name in the sysroot (searched first) must not get the
+    object compiled against the other one."""
+    cache = CompilerCache(shutil.which("ccache"), tmp_path / "ccache")
+    objects = []
+    for root, libs, cc in (
+            (tmp_path / "a", {"other": "int other;\n"}, cache),
+            (tmp_path / "b", {"other": "int other;\n",
+                              "greeting": '#define GREETING "staged"\n'}, cache),
+            (tmp_path / "c", {"other": "int other;\n",
+                              "greeting": '#define GREETING "staged"\n'}, None)):
+        step = shadowing_steps(libs)
+        objects.append((realise(Store(root), step, ccache=cc)[step.key] / "greeting.o")
+                       .read_bytes())
+    assert b"own" in objects[0] and b"staged" in objects[1]
+    assert objects[1] == objects[2]

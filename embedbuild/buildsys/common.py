@@ -6,6 +6,7 @@ toolchain's ELF identity)."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -38,11 +39,19 @@ def links_libc(recipe: Recipe, target: Target) -> bool:
 def stage_sysroot(ctx: Context) -> Path | None:
     """The staging sysroot of a build: the ``stage`` outputs of its library dependencies
     merged into one folder in its scratch space (None without libraries). Two libraries
-    staging one path differently is an error."""
+    staging one path differently is an error.
+
+    The folder is named by the store keys of what it merges (``sysroot-DIGEST``): the
+    compiler cache sees its path relative, the same in every store, and in every
+    compile line. ccache's direct mode checks only the headers a cached compile read,
+    so a header staged later in a folder searched earlier (musl's stdio.h before the
+    toolchain's, once a libc is staged) would go unseen under one name; under a name
+    of its own, other contents are other compile lines."""
     roles = sorted(r for r in ctx.step.deps if r.startswith("lib-"))
     if not roles:
         return None
-    root = ctx.scratch / SYSROOT
+    staged = "\n".join(f"{r} {ctx.step.deps[r].key}" for r in roles)
+    root = ctx.scratch / f"{SYSROOT}-{hashlib.sha256(staged.encode()).hexdigest()[:16]}"
     owner: dict[str, str] = {}
     for role in roles:
         stage = ctx.input(role, "stage")

@@ -12,8 +12,10 @@ its libraries'), and that specs file.
 Why a specs file without a path in it: musl's own ``musl-gcc`` wrapper and specs
 bake the install prefix in, which in a store is a different folder for every
 build. These specs name the sysroot only as ``%R`` (gcc's --sysroot), so the file
-is the same bytes in every store; ccache hashes a specs file by content and rewrites
-``--sysroot=`` relative to its base_dir, so a second store still hits the cache.
+is the same bytes in every store; ccache hashes a specs file by content (the compiler
+cache sets ``compiler_check``, see compiler_cache.py; the path is not hashed) and
+rewrites ``--sysroot=`` and ``-I`` relative to its base_dir, so a second store still
+hits the cache.
 """
 
 from __future__ import annotations
