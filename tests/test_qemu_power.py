@@ -127,3 +127,33 @@ def test_console_link_for_a_serial_server(tmp_path: Path):
     assert argv[i:i + 4] == ["-chardev", "serial,id=console,path=/dev/fdset/1",
                              "-serial", "chardev:console"]
     assert "-S" in argv and "pty" not in argv
+
+
+def test_a_bench_folder_too_deep_for_a_socket_address_still_gets_qmp(tmp_path: Path):
+    """QMP's socket is a real AF_UNIX address (108 bytes at most): a bench folder deeper
+    than that (a long TMPDIR or home) gets the socket in a short folder of its own,
+    removed with QEMU. The stand-in binds the socket as QEMU does."""
+    deep = tmp_path / ("a-bench-folder-with-a-long-name-" * 4) / "run"
+    fake = tmp_path / "qemu-system-fake"
+    fake.write_text(
+        "#!/usr/bin/python3\n"
+        "import os, socket, sys, time\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        "path = sys.argv[sys.argv.index('-qmp') + 1].removeprefix('unix:').split(',')[0]\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.bind(path)\n"
+        "s.listen()\n"
+        "time.sleep(60)\n")
+    fake.chmod(0o755)
+    board = QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
+                      deep)
+    assert len(os.fsencode(deep / "qmp.sock")) > 108
+    board.start(timeout=10)
+    try:
+        assert _alive(tmp_path)
+        short = board.qmp_path
+        assert short.is_socket() and len(os.fsencode(short)) <= 107
+    finally:
+        board.stop()
+    assert not _alive(tmp_path)
+    assert not short.parent.exists()

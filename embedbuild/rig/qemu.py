@@ -19,9 +19,11 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import tty
 from pathlib import Path
@@ -31,6 +33,8 @@ from embedbuild.rig.netns import BenchNetwork, uninterrupted
 from embedbuild.rig.resource import QemuMachine
 
 _serial = itertools.count()
+# The longest path an AF_UNIX address holds (108 bytes with its NUL).
+SUN_PATH_MAX = 107
 
 
 def flash_file(path: Path, size: int) -> Path:
@@ -80,7 +84,9 @@ class QemuBoard:
         self._master: int | None = None
         self._line: int | None = None
         # Unique per QEMU: boots sharing a folder must never quit each other's QEMU.
-        self.qmp_path = workdir / f"qmp-{os.getpid()}-{next(_serial)}.sock"
+        self._qmp_in_workdir = workdir / f"qmp-{os.getpid()}-{next(_serial)}.sock"
+        self.qmp_path = self._qmp_in_workdir
+        self._qmp_dir: Path | None = None  # a short folder of its own, see start()
 
     def argv(self) -> list[str]:
         """QEMU's command line: serial on a pty, QMP on a socket, the NIC on the tap."""
@@ -137,6 +143,12 @@ class QemuBoard:
         m = self.machine
         if m.flash is not None and self.spec.pflash_unit is not None:
             flash_file(m.flash, m.flash_size)
+        self.qmp_path = self._qmp_in_workdir
+        if len(os.fsencode(self.qmp_path)) > SUN_PATH_MAX:
+            # A bench folder too deep for a socket's address (a long TMPDIR or home):
+            # QMP's socket goes into a private folder in /tmp, removed with QEMU.
+            self._qmp_dir = Path(tempfile.mkdtemp(prefix="embedbuild-qmp-", dir="/tmp"))
+            self.qmp_path = self._qmp_dir / "qmp.sock"
         self.qmp_path.unlink(missing_ok=True)  # its appearing says QEMU has set up
         self._master, self._line = os.openpty()
         try:
@@ -189,9 +201,13 @@ class QemuBoard:
                               where=str(out_path))
 
     def _close_line(self) -> None:
+        """Let go of the console line and of QMP's own socket folder (if it has one)."""
         if self._line is not None:
             os.close(self._line)
             self._line = None
+        if self._qmp_dir is not None:
+            shutil.rmtree(self._qmp_dir, ignore_errors=True)
+            self._qmp_dir = None
 
     def qmp(self, command: str) -> None:
         """Run one QMP command without arguments (cont, stop, system_reset, quit)."""
