@@ -277,6 +277,14 @@ def test_a_kernel_that_shows_only_warnings_ends_at_the_inits_first_line(tmp_path
     kernel, init = stages["kernel to /init"], stages["init to ready"]
     assert kernel.end - kernel.start == pytest.approx(0.2, abs=0.1)
     assert init.end - init.start == pytest.approx(0.3, abs=0.1)
+    # An init of another's prints neither line: its ready line ends the kernel's stage.
+    foreign = [(0.2, "my-init: up\n")]
+    with FakeUBoot(kernel=foreign, files={"zImage": 100, "rd": 100}) as dev, \
+            _fake_target(tmp_path / "c", dev) as target:
+        stages = {e.name: e for e in target.boot(FakeLoads(), "my-init: up", timeout=10).timeline}
+    kernel, init = stages["kernel to /init"], stages["init to ready"]
+    assert kernel.end - kernel.start == pytest.approx(0.2, abs=0.1)
+    assert init.end - init.start == pytest.approx(0, abs=0.05)
     panic = [(0.05, "Kernel panic - not syncing: Attempted to kill init!\n")]
     with FakeUBoot(kernel=panic, files={"zImage": 100, "rd": 100}) as dev, \
             _fake_target(tmp_path / "b", dev) as target, \

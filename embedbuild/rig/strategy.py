@@ -108,16 +108,18 @@ class UBootStrategy:
     def _follow_kernel(self, ready: str, timeout: float) -> None:
         """From the kernel's start: wait for /init (the kernel's "Run /init" line or, on a
         console that shows only warnings and worse, /init's first line), then for the
-        ready line."""
+        ready line. An init of another's on such a console shows neither: its ready
+        line, come first, ends both stages."""
         t = self.target
         assert t.console is not None
         with t.steps("kernel to /init", stage=True):
-            m = t.console.expect([INIT_STARTED, *KERNEL_ERRORS], timeout)
-            if m.index != 0:
+            m = t.console.expect([INIT_STARTED, ready, *KERNEL_ERRORS], timeout)
+            if m.index > 1:
                 raise BootError(f"kernel: {m.match.group(0).strip()}",
                                 log_tail=t.console.tail())
         with t.steps("init to ready", stage=True):
-            wait_ready(t.console, ready, timeout)
+            if m.index == 0:
+                wait_ready(t.console, ready, timeout)
 
 
 def wait_for_uboot(uboot: UBootDriver, timeout: float, line: SerialLine) -> float:
