@@ -65,13 +65,14 @@ class AutotoolsRecipe(Recipe):
 
     def plan(self, target: Target) -> PackageSteps:
         tc = target.toolchain
+        libc = links_libc(self, target)  # built against the board's libc recipe
         libs = library_deps(self, target)
         outputs = {"root": "root"} | ({"stage": "stage"} if self.library else {})
 
         def build(ctx: Context) -> None:
             b, dest = ctx.scratch / "build", ctx.scratch / "dest"
             copy_tree(ctx, ctx.input("tree", "tree"), b, self.name)
-            env = cross_env(tc, stage_sysroot(ctx), links_libc(self, target)) | {
+            env = cross_env(tc, stage_sysroot(ctx), libc) | {
                 "CFLAGS": self.cflags}
             if self.autoreconf:
                 ctx.run.run(["autoreconf", "-fi"], cwd=b, env=env, what="autoreconf")
@@ -87,7 +88,7 @@ class AutotoolsRecipe(Recipe):
                 if out in outputs:
                     take(dest, ctx.output(out), patterns, f"{self.name} ({out})")
                     check_binaries(ctx.output(out), identity_of(tc), self.name,
-                                   libc=links_libc(self, target))
+                                   libc=libc)
 
         return PackageSteps(Step(
             kind=self.name,

@@ -97,6 +97,7 @@ class CmakeRecipe(Recipe):
 
     def plan(self, target: Target) -> PackageSteps:
         tc = target.toolchain
+        libc = links_libc(self, target)  # built against the board's libc recipe
         libs = library_deps(self, target)
         outputs = {"root": "root"} | ({"stage": "stage"} if self.library else {})
 
@@ -106,7 +107,6 @@ class CmakeRecipe(Recipe):
             self.prepare(ctx, src, target)
             sysroot = stage_sysroot(ctx)
             tcfile = ctx.scratch / "toolchain.cmake"
-            libc = links_libc(self, target)
             tcfile.write_text(toolchain_file(tc, sysroot, libc))
             env = cross_env(tc, sysroot, libc)
             # CMake gives the compiler absolute paths: the scratch folder is mapped out
@@ -142,7 +142,7 @@ class CmakeRecipe(Recipe):
                 if out in outputs:
                     take(dest, ctx.output(out), patterns, f"{self.name} ({out})")
                     check_binaries(ctx.output(out), identity_of(tc), self.name,
-                                   libc=links_libc(self, target))
+                                   libc=libc)
 
         return PackageSteps(Step(
             kind=self.name,

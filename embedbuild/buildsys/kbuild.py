@@ -57,6 +57,7 @@ class KbuildRecipe(Recipe):
         tc, env = target.toolchain, dict(self.make_env)
         libs = library_deps(self, target)
         tree = target.source(self.source)
+        libc = links_libc(self, target)  # built against the board's libc recipe
         config = checked_config_step(
             kind=f"{self.name}-config",
             name=f"{self.name}-{tc.triplet}-config",
@@ -78,7 +79,7 @@ class KbuildRecipe(Recipe):
             b = ctx.scratch
             sysroot = stage_sysroot(ctx)
             # kbuild's CC is $(CROSS_COMPILE)gcc; against a libc recipe, its command.
-            cc = [f"CC={libc_cc(tc, sysroot)}"] if sysroot and links_libc(self, target) else []
+            cc = [f"CC={libc_cc(tc, sysroot)}"] if sysroot and libc else []
             shutil.copyfile(ctx.input("config", "config"), b / ".config")
             ctx.run.run(tc.make(src, b, *cc, self.make_target, jobs=ctx.jobs, kernel=False),
                         env=env, what=f"building {self.name}")
@@ -87,7 +88,7 @@ class KbuildRecipe(Recipe):
                         env=env, what=f"installing {self.name}")
             check_declared(root, self.installs, self.name)
             check_binaries(root, identity_of(tc), self.name,
-                           libc=links_libc(self, target))
+                           libc=libc)
             shutil.copyfile(b / ".config", ctx.output("config"))
 
         return PackageSteps(Step(

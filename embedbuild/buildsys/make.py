@@ -91,13 +91,14 @@ class MakeRecipe(Recipe):
 
     def plan(self, target: Target) -> PackageSteps:
         tc = target.toolchain
+        libc = links_libc(self, target)  # built against the board's libc recipe
         libs = library_deps(self, target)
 
         def build(ctx: Context) -> None:
             b = ctx.scratch / "build"
             copy_tree(ctx, ctx.input("tree", "tree"), b, self.name)
             self.prepare(ctx, b, target)
-            env = self.environment(cross_env(tc, stage_sysroot(ctx), links_libc(self, target)),
+            env = self.environment(cross_env(tc, stage_sysroot(ctx), libc),
                                    target)
             where = b / self.subdir
             if self.configure_args is not None:
@@ -111,7 +112,7 @@ class MakeRecipe(Recipe):
             self.install(ctx, b, root, target, env)
             check_declared(root, self.installs, self.name)
             check_binaries(root, identity_of(tc), self.name,
-                           libc=links_libc(self, target))
+                           libc=libc)
 
         return PackageSteps(Step(
             kind=self.name,
