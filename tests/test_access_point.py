@@ -292,6 +292,11 @@ def _archive_holds(path: Path, needle: bytes) -> list[str]:
                     assert member is not None
                     if _holds(member.read(), needle):
                         found.append(m.name)
+        # tarfile stops at the end blocks; the rest (tar's record padding) is read too, so
+        # that nothing hides after the end and zstd is not cut off by a closed pipe.
+        rest = zstd.stdout.read()
+        if rest.count(0) != len(rest):
+            found.append("(after the end of the archive)")
     assert zstd.returncode == 0
     return found
 
