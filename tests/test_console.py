@@ -181,3 +181,19 @@ def test_16_mib_read_with_bounded_memory(tmp_path: Path):
     # The old console held all of it (and copied it per read): over 16 MiB here.
     assert peak[0] < total // 2
     assert (tmp_path / "console.log").stat().st_size > total  # the log has it all
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.0004, 0.4996, 0.9994, 0.9999])
+def test_a_log_stamp_is_the_wall_time_it_was_given(frac: float):
+    """A stamp's seconds and milliseconds come from one reading of the clock: read
+    apart, a second that ended between the two reads gave a stamp a second early (and
+    the boot timeline a line out of order). The boot timeline reads the stamps back."""
+    from embedbuild.rig.console import log_stamp
+    from embedbuild.timeline import seconds_of_day
+
+    wall = 1_700_000_000 + frac
+    stamp = log_stamp(wall)
+    h, m, s = (int(v) for v in stamp[1:9].split(":"))
+    assert stamp[9] == "." and stamp.endswith("] ")
+    stamped = h * 3600 + m * 60 + s + int(stamp[10:13]) / 1000
+    assert 0 <= seconds_of_day(wall) - stamped < 0.001, stamp

@@ -32,6 +32,13 @@ WRITE_TIMEOUT = 10.0  # seconds a write may wait for a device that does not read
 TAIL_CHARS = 1 << 16  # how far back tail() looks for its lines
 
 
+def log_stamp(wall: float) -> str:
+    """console.log's stamp for the wall time ``wall`` (local time of day, milliseconds),
+    from one reading of the clock: the seconds and their fraction read apart would be a
+    second off whenever a second ends between the two reads."""
+    return f"[{time.strftime('%H:%M:%S', time.localtime(wall))}.{int(wall * 1000) % 1000:03d}] "
+
+
 def serial_url(port: str) -> str:
     """What pyserial opens for ``port``. An RFC 2217 server is not waited on to confirm
     the modem lines (DTR, RTS) pyserial sets at open: the console uses none, and a server
@@ -163,7 +170,7 @@ class Console(ConsoleProtocol):
         with self._log_lock:
             if self._log is None:
                 return
-            stamp = f"[{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}] "
+            stamp = log_stamp(time.time())
             if written:
                 # On a line of its own, escaped, so it reads apart from the device's echo.
                 lead = "" if self._line_start else "\n"
