@@ -163,8 +163,8 @@ class Planner:
         spec = self.board.uboot.build
         assert spec is not None
         self.steps["uboot-src"] = unpack_step(f"{spec.source}-src", self.board.sources[spec.source])
-        self.steps["uboot-config"], step = uboot_steps(self.board, self.steps["uboot-src"],
-                                                       self.tc, cores())
+        tree = patched_step(f"{spec.source}-patched", self.steps["uboot-src"], spec.patches)
+        self.steps["uboot-config"], step = uboot_steps(self.board, tree, self.tc, cores())
         if spec.control_dts is None and self.board.signing is None:
             return step
         # U-Boot's own control DTB (with the [signing] keys) appended to it.

@@ -221,6 +221,8 @@ class UBootBuild(Strict):
         source: name of a pinned source (e.g. Debian's u-boot 2023.01).
         defconfig: U-Boot's defconfig target, e.g. malta_defconfig.
         fragments: Kconfig fragments over it, merged in order and verified.
+        patches: applied in order with ``patch -p1`` before the configuration (a patch
+            may add Kconfig symbols the fragments then set).
         image: the built file the board's flash or QEMU starts.
         control_dts: device tree source (in the board folder) that becomes U-Boot's own
             control DTB, appended to u-boot-nodtb.bin (CONFIG_OF_SEPARATE): for a board
@@ -231,6 +233,7 @@ class UBootBuild(Strict):
     source: str
     defconfig: ConfigTarget
     fragments: list[BoardFile] = []
+    patches: list[PatchFile] = []
     image: TreePath = "u-boot.bin"
     control_dts: BoardFile | None = None
 
