@@ -80,6 +80,21 @@ def snapshot(store: Path) -> dict[str, float]:
     }
 
 
+def unverified_downloads(downloads: Path) -> list[str]:
+    """Files in a downloads cache that are not a verified download (``SHA256/NAME`` whose
+    bytes have that sha256): what a failed or cancelled fetch must never leave. apt's own
+    state (``.apt``) is not a download. Other sources a build fetched beside the failed one
+    may be kept, whole and verified: which of them finished before the failure stopped the
+    build depends on the machine's speed."""
+    from embedbuild.store import hash_file
+
+    if not downloads.exists():
+        return []
+    return [str(p.relative_to(downloads)) for p in downloads.rglob("*")
+            if p.is_file() and ".apt" not in p.relative_to(downloads).parts
+            and (len(p.relative_to(downloads).parts) != 2 or hash_file(p) != p.parent.name)]
+
+
 @pytest.fixture
 def boards(tmp_path: Path) -> Path:
     """A private copy of the project's boards/ to break on purpose."""
