@@ -88,7 +88,7 @@ def build_b(tmp: Path, caches: str, keys: Path, *extra: str, trust: str = "ci",
 
 
 def warnings(r) -> list[str]:
-    return [line for line in r.err.splitlines() if line.startswith("warning:")]
+    return [line for line in r.own_err.splitlines() if line.startswith("warning:")]
 
 
 def test_push_then_substitute_builds_nothing(cache, keys, store_a, tmp_path: Path):

@@ -26,7 +26,7 @@ def _replace(path: Path, old: str, new: str) -> None:
 
 def _error_line(r) -> str:
     assert r.code == 1 and "Traceback" not in r.err, r.err
-    return r.err.splitlines()[0]
+    return r.own_err.splitlines()[0]
 
 
 @pytest.mark.parametrize("old,new,message", [

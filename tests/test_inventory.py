@@ -67,7 +67,7 @@ def test_a_broken_inventory_is_refused_at_its_line(name, tmp_path):
     r = run("serve", str(inv), "--check", store=tmp_path / "store")
     assert r.code == 1, r.out + r.err
     assert "Traceback" not in r.err and r.err.count("error:") == 1, r.err
-    first = r.err.splitlines()[0]
+    first = r.own_err.splitlines()[0]
     for needle in case["expect"]:
         assert needle in r.err, (needle, r.err)
     where = tmp_path / case.get("where", "fleet.toml")

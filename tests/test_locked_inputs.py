@@ -287,7 +287,7 @@ def test_toolchain_drift_is_one_line_and_doctor_says_what_it_costs(lab, tmp_path
     r = run_main("doctor", lab["board"], store=lab["store"], env=lab["env"])
     out = " ".join(r.out.split())
     assert "note toolchain arm-linux-gnueabihf against the lock" in out
-    assert "get other store keys" in out and f"apt-get install {pkg}=0.1-1" in out
+    assert "get other store keys" in out and re.search(rf"apt-get install (\S+ )*{pkg}=0\.1-1", out)
 
 
 def test_toolchain_versions_are_part_of_every_compile_key(lab):

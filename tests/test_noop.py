@@ -43,7 +43,7 @@ def test_a_no_op_build_is_answered_from_the_memo(built):
     assert len(before) == 1
     link.unlink()
     r = build(board, store, link)
-    assert r.code == 0 and r.out == out and r.err == "", r.err
+    assert r.code == 0 and r.out == out and r.own_err == "", r.err
     assert link.resolve() == Path(out.strip())  # the link is made again
     assert memos(store) == before  # answered without planning: the memo was not rewritten
 

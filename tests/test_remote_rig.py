@@ -91,7 +91,7 @@ def _one_line_refusal(r, needle: str) -> None:
     assert r.code == 1, r.out + r.err
     assert "Traceback" not in r.err
     assert r.err.count("error:") == 1, r.err
-    assert needle in r.err.splitlines()[0], r.err
+    assert needle in r.own_err.splitlines()[0], r.err
 
 
 # ---------------------------------------------------------------- refusals

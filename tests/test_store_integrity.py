@@ -382,7 +382,7 @@ def test_bad_record_through_the_cli(tmp_path: Path):
                      "should be a valid list\n")
     r = run_main("gc", store=store.root)
     assert r.code == 1 and "Traceback" not in r.err and "nothing was removed" in r.err
-    assert len(r.err.splitlines()) == 2 and "gc --repair" in r.err  # error and hint
+    assert len(r.own_err.splitlines()) == 2 and "gc --repair" in r.err  # error and hint
     r = run_main("gc", "--repair", store=store.root)
     assert r.code == 0 and "Traceback" not in r.err, r.err
     assert r.out.splitlines()[0] == (f"{dep.name}: {META}/{dep.name}/info.json is ill-typed: "

@@ -31,7 +31,7 @@ BAD_URLS = {
 def _one_error(r, needle: str) -> None:
     assert "Traceback" not in r.err, r.err
     assert r.code == 1, r.out + r.err
-    assert r.err.count("error:") == 1 and needle in r.err.splitlines()[0], r.err
+    assert r.err.count("error:") == 1 and needle in r.own_err.splitlines()[0], r.err
 
 
 @pytest.mark.parametrize("url", BAD_URLS)

@@ -282,7 +282,7 @@ def test_check_command(keydir, tmp_path):
     assert r.out.splitlines()[0] == f"{good}: configuration conf-1: signed by dev"
     r = run_main("keys", "--keydir", str(keydir), "check", str(good), "--key", "other",
                  store=tmp_path / "store")
-    assert r.code == 1 and r.err.startswith(f"error: {good}: configuration conf-1: "
+    assert r.code == 1 and r.own_err.startswith(f"error: {good}: configuration conf-1: "
                                             "required key other: signature-1: ")
     unsigned = make_fit(tmp_path / "u", None, [])
     keyless = tmp_path / "keyless.dtb"
