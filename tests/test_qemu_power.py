@@ -132,7 +132,8 @@ def test_console_link_for_a_serial_server(tmp_path: Path):
 def test_a_bench_folder_too_deep_for_a_socket_address_still_gets_qmp(tmp_path: Path):
     """QMP's socket is a real AF_UNIX address (108 bytes at most): a bench folder deeper
     than that (a long TMPDIR or home) gets the socket in a short folder of its own,
-    removed with QEMU. The stand-in binds the socket as QEMU does."""
+    removed with QEMU. The stand-in binds the socket and speaks QMP as QEMU does (a
+    greeting, an answer per command, gone after `quit`), so stop() ends it through QMP."""
     deep = tmp_path / ("a-bench-folder-with-a-long-name-" * 4) / "run"
     fake = tmp_path / "qemu-system-fake"
     fake.write_text(
@@ -143,6 +144,12 @@ def test_a_bench_folder_too_deep_for_a_socket_address_still_gets_qmp(tmp_path: P
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.bind(path)\n"
         "s.listen()\n"
+        "c = s.accept()[0].makefile('rw')\n"
+        "c.write('{\"QMP\": {}}\\n'); c.flush()\n"
+        "for line in c:\n"
+        "    c.write('{\"return\": {}}\\n'); c.flush()\n"
+        "    if '\"quit\"' in line:\n"
+        "        sys.exit(0)\n"
         "time.sleep(60)\n")
     fake.chmod(0o755)
     board = QemuBoard(QemuMachine(spec=Qemu(system=str(fake), machine="virt")), NoNetwork(),
