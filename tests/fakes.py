@@ -291,14 +291,21 @@ class FakeShell(FakeDevice):
         kernel_every: a kernel line between output lines after every this many lines.
         split_lines: put a kernel line inside this many framed base64 lines.
         drop_in_b64: drop one byte in a framed base64 line of this many fetches.
+        late_prompt: the shell's prompt comes after the echo of the next command typed
+            (a shell descheduled between a command's last output and its prompt, while
+            the line discipline echoes input at once): the command's first output line
+            starts with the prompt.
     """
 
     def __init__(self, workdir: Path, kernel_every: int = 0, split_lines: int = 0,
-                 drop_in_b64: int = 0) -> None:
+                 drop_in_b64: int = 0, late_prompt: bool = False) -> None:
         super().__init__()
         self.kernel_every = kernel_every
         self.split_lines = split_lines
         self.drop_in_b64 = drop_in_b64
+        self.late_prompt = late_prompt
+        self._held = b""  # a prompt held back, and the lines still to pass before it
+        self._held_after = 0
         self.dropped = 0
         self._dropped_in = b""
         self.b64_lines = 0
@@ -332,11 +339,18 @@ class FakeShell(FakeDevice):
                 *full, pending = pending.split(b"\n")
                 for line in full:
                     lines += 1
+                    if self._held and not self._held_after:
+                        line, self._held = self._held + line, b""
+                    self._held_after -= 1
                     self.send(self._mangle(line) + b"\n")
                     if self.kernel_every and lines % self.kernel_every == 0:
                         self.send(KERNEL_LINE)
             elif pending:
-                self.send(pending)  # a prompt or a line still being written
+                if self.late_prompt and pending == b"# " and not self._held:
+                    # After the echo of the next command line (its first full line).
+                    self._held, self._held_after = pending, 1
+                else:
+                    self.send(pending)  # a prompt or a line still being written
                 pending = b""
 
     def _mangle(self, line: bytes) -> bytes:

@@ -4,6 +4,7 @@ kernel lines and loses bytes: exact output and status, or a fetch again."""
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 from pathlib import Path
 
@@ -58,3 +59,17 @@ def test_gives_up_after_every_fetch_was_damaged(tmp_path: Path):
             sh.run("seq 1 10")
         # the shell is usable again afterwards
         assert sh.succeed("echo back") == "back\n"
+
+
+def test_a_prompt_that_comes_late_does_not_hide_the_checksum(tmp_path: Path):
+    """The shell's prompt printed after the echo of the next command (a busy machine):
+    the command's first output line starts with "# ". Every fetch still succeeds at
+    once; when the checksum line was taken only at the start of a line, every fetch
+    was refused and the driver gave up."""
+    with FakeShell(tmp_path, late_prompt=True) as dev, dev.console() as c:
+        sh = ShellDriver(c)
+        for _ in range(3):
+            assert sh.succeed("seq 1 100") == "".join(f"{i}\n" for i in range(1, 101))
+        assert sh.run("echo out; exit 3") == (3, "out\n")
+        # The prompt did come late: at the start of the checksum's line.
+        assert re.search(r"^# @@[0-9a-f]+C\d+ \d+", c.text, re.M), c.text[-2000:]

@@ -96,18 +96,23 @@ def test_tftp_options_that_only_look_like_numbers(tmp_path: Path):
     limits = Limits(sessions=64, per_client=64, idle=1.0)
     with TftpServer(tmp_path, "127.0.0.1", 0, limits=limits) as server:
         before = _fds()
+        # Every client keeps its port to the end: a port closed and handed out again
+        # would get the ERROR 'timed out' of an earlier request's session.
+        clients = []
         for value in ("9" * 5000, "0" * 4400 + "512", "²", "٣"):
             for _ in range(10):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                clients.append(s)
                 s.settimeout(3)
                 opts = f"blksize\0{value}\0windowsize\0{value}\0".encode()
                 s.sendto(struct.pack("!H", 1) + b"f\0octet\0" + opts, ("127.0.0.1", server.port))
                 reply, _ = s.recvfrom(70000)
-                s.close()
                 if value.isascii():  # DATA block 1: served as if the option were absent
                     assert reply[:4] == struct.pack("!HH", 3, 1), reply
                 else:  # ERROR 4 (illegal operation), never 0 (a server error)
                     assert reply[:4] == struct.pack("!HH", 5, 4), reply
+        for s in clients:
+            s.close()
         deadline = time.monotonic() + 15
         while server.sessions and time.monotonic() < deadline:
             time.sleep(0.05)

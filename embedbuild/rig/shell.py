@@ -3,8 +3,10 @@ exact output and exit status, even when kernel messages interleave.
 
 The command's output goes to a file on the board; it comes back base64-encoded,
 each line framed with a per-call tag, and is checked against the board's own
-``cksum`` of the file. Kernel lines between or inside the framed lines are
+``cksum`` of the file, framed too. Kernel lines between or inside the framed lines are
 dropped by the framing; a damaged transfer fails the checksum and is fetched again.
+Nothing is looked for at the start of a line only: a shell's prompt can come after the
+echo of the next command typed, and so at the start of that command's first output.
 """
 
 from __future__ import annotations
@@ -104,9 +106,10 @@ class ShellDriver:
         for attempt in range(FETCH_TRIES):
             # A tag per attempt: lines left over from a damaged attempt cannot mix in.
             ftag = f"{tag}{attempt}"
-            c.sendline(f'cksum {path}; base64 {path} | sed "s/^/@@{ftag}|/"; '
-                       f'echo "@@{ftag}""END"', echo_timeout=None)
-            data = _decode(c.expect(rf"@@{ftag}END", timeout).before, ftag, path)
+            c.sendline(f'echo "@@{ftag}""C$(cksum <{path})"; '
+                       f'base64 {path} | sed "s/^/@@{ftag}|/"; echo "@@{ftag}""END"',
+                       echo_timeout=None)
+            data = _decode(c.expect(rf"@@{ftag}END", timeout).before, ftag)
             if data is not None:
                 c.sendline(f"rm -f {path}", echo_timeout=None)
                 return data.decode(errors="replace")
@@ -122,10 +125,10 @@ class ShellDriver:
         return output
 
 
-def _decode(text: str, tag: str, path: str) -> bytes | None:
+def _decode(text: str, tag: str) -> bytes | None:
     """The file's bytes from a fetch's framed base64 lines, or None when a line was
     damaged (a byte lost on the wire, a kernel line inside it) or one is missing."""
-    ck = re.search(rf"^(\d+) (\d+) {re.escape(path)}$", text, re.M)
+    ck = re.search(rf"@@{tag}C(\d+) (\d+)\r?$", text, re.M)
     if not ck:
         return None
     try:
