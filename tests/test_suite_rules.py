@@ -48,7 +48,7 @@ def _stderr_by_shape(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_no_test_reads_a_whole_stderr_that_a_drifted_machine_adds_to():
     bad = []
-    for path in sorted((ROOT / "tests").glob("*.py")):
+    for path in sorted((ROOT / "tests").rglob("*.py")):
         for line, text in _stderr_by_shape(ast.parse(path.read_text(), str(path))):
             bad.append(f"{path.relative_to(ROOT)}:{line}: {text[:100]}")
     assert not bad, "use .own_err (see conftest.Run):\n" + "\n".join(bad)
