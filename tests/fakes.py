@@ -339,9 +339,10 @@ class FakeShell(FakeDevice):
                 *full, pending = pending.split(b"\n")
                 for line in full:
                     lines += 1
-                    if self._held and not self._held_after:
-                        line, self._held = self._held + line, b""
-                    self._held_after -= 1
+                    if self._held:
+                        if not self._held_after:
+                            line, self._held = self._held + line, b""
+                        self._held_after -= 1
                     self.send(self._mangle(line) + b"\n")
                     if self.kernel_every and lines % self.kernel_every == 0:
                         self.send(KERNEL_LINE)
