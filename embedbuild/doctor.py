@@ -162,7 +162,7 @@ def findings(store: Store, board: Board | None = None, serial: str | None = None
     out = [_check("privileges", _privileges), _check("store", _store(store))]
     for tool, pkg in (("make", "make"), ("gcc", "gcc"), ("mkimage", "u-boot-tools"),
                       ("dtc", "device-tree-compiler"), ("cpio", "cpio"), ("xz", "xz-utils"),
-                      ("ip", "iproute2")):
+                      ("lz4", "lz4"), ("ip", "iproute2")):
         out.append(_check(tool, _tool(tool, pkg)))
     out.append(_check("compiler cache", _ccache))
     if board is not None:
