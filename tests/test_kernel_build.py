@@ -36,16 +36,21 @@ def test_noop_rebuild_builds_nothing(arm_result: Path, session_store: Path, tmp_
 
 
 def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: Path):
+    from embedbuild.load import load_board
+
     initrd = hello_initramfs
+    # The board's RAM: its command line may limit what the kernel uses (mem=), and QEMU
+    # puts the initramfs higher in a larger RAM, where such a kernel would not find it.
+    qemu = load_board("qemu-arm-virt").qemu
+    assert qemu is not None
     p = subprocess.run(
         [
-            "qemu-system-arm",
+            qemu.system,
             "-M",
-            "virt",
-            "-cpu",
-            "cortex-a15",
+            qemu.machine,
+            *(["-cpu", qemu.cpu] if qemu.cpu else []),
             "-m",
-            "256",
+            qemu.memory,
             "-nographic",
             "-no-reboot",
             "-kernel",
