@@ -80,6 +80,22 @@ def test_start_returns_the_pty_and_stop_ends_it(tmp_path: Path):
     assert not Path(port).exists()  # the pty is gone with it
 
 
+def test_qemu_runs_without_transparent_huge_pages(tmp_path: Path):
+    # QEMU's first touches of guest RAM and translated code then cost a 4 KiB page each,
+    # not a 2 MiB one (rig/qemu.py says what that was worth).
+    if "\nTHP_enabled:\t1" not in Path("/proc/self/status").read_text():
+        pytest.skip("this process has no transparent huge pages to turn off (or the kernel "
+                    "does not say: no THP_enabled in /proc/PID/status)")
+    # Read before it looks set up: start() returns once it does.
+    board = _board(tmp_path, f"grep THP_enabled /proc/$$/status > {tmp_path}/thp\n"
+                             f"{SET_UP}\nexec sleep 60")
+    board.start(timeout=10)
+    board.stop()
+    assert (tmp_path / "thp").read_text().split() == ["THP_enabled:", "0"]
+    # Only QEMU's: the rig's own process keeps its huge pages.
+    assert "\nTHP_enabled:\t1" in Path("/proc/self/status").read_text()
+
+
 def test_exit_at_start_is_reported(tmp_path: Path):
     board = _board(tmp_path, "echo 'qemu: could not load firmware' >&2; exit 1")
     with pytest.raises(EmbedbuildError, match=r"QEMU exited at start: .*could not load firmware"):

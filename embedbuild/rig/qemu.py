@@ -16,6 +16,7 @@ open while QEMU runs, so nothing is lost whenever the console opens.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -35,6 +36,23 @@ from embedbuild.rig.resource import QemuMachine
 _serial = itertools.count()
 # The longest path an AF_UNIX address holds (108 bytes with its NUL).
 SUN_PATH_MAX = 107
+_PR_SET_THP_DISABLE = 41  # <linux/prctl.h>
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _without_huge_pages() -> None:
+    """Run in QEMU's process before it starts: no transparent huge pages for it.
+
+    QEMU asks for huge pages (MADV_HUGEPAGE) for the guest's RAM and for its buffer of
+    translated code, and both are touched for the first time all through a boot: with
+    the host's THP on ("madvise", Debian's default), each first touch of 2 MiB zeroes all
+    of it, and compacts the host's memory first when no huge page is free. Measured on
+    qemu-arm-virt (power on to ready, median of 12 interleaved boots, 2 cores): 1.33 s
+    with huge pages, 0.93 s without; the more the host's memory was fragmented, the
+    slower and less steady boots were. A kernel without THP refuses the call: nothing
+    to turn off then."""
+    _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+
 
 
 def flash_file(path: Path, size: int) -> Path:
@@ -169,6 +187,7 @@ class QemuBoard:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     pass_fds=(self._master,),
+                    preexec_fn=_without_huge_pages,
                 )
         except BaseException:
             self._close_line()
