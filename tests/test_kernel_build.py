@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import cli, manifest, snapshot
 
+from embedbuild.load import load_board
+
 pytestmark = pytest.mark.slow
 
 
@@ -36,8 +38,6 @@ def test_noop_rebuild_builds_nothing(arm_result: Path, session_store: Path, tmp_
 
 
 def test_kernel_boots_in_qemu_and_runs_init(arm_result: Path, hello_initramfs: Path):
-    from embedbuild.load import load_board
-
     initrd = hello_initramfs
     # The board's RAM: its command line may limit what the kernel uses (mem=), and QEMU
     # puts the initramfs higher in a larger RAM, where such a kernel would not find it.
