@@ -54,7 +54,6 @@ def _without_huge_pages() -> None:
     _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
 
-
 def flash_file(path: Path, size: int) -> Path:
     """The file backing an emulated flash: kept as it is when it exists (it persists across
     power cycles like a chip), else created erased (every byte 0xff) at exactly ``size``
@@ -187,6 +186,8 @@ class QemuBoard:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     pass_fds=(self._master,),
+                    # Between fork and exec, a single prctl on C integers: it takes
+                    # no lock another thread of ours could hold.
                     preexec_fn=_without_huge_pages,
                 )
         except BaseException:
