@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 from embedbuild.errors import EmbedbuildError
@@ -36,12 +37,13 @@ from embedbuild.rig.resource import QemuMachine
 _serial = itertools.count()
 # The longest path an AF_UNIX address holds (108 bytes with its NUL).
 SUN_PATH_MAX = 107
-_PR_SET_THP_DISABLE = 41  # <linux/prctl.h>
+_PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42  # <linux/prctl.h>
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _without_huge_pages() -> None:
-    """Run in QEMU's process before it starts: no transparent huge pages for it.
+@contextlib.contextmanager
+def _without_huge_pages() -> Iterator[None]:
+    """Processes started inside get no transparent huge pages (QEMU, below).
 
     QEMU asks for huge pages (MADV_HUGEPAGE) for the guest's RAM and for its buffer of
     translated code, and both are touched for the first time all through a boot: with
@@ -49,9 +51,21 @@ def _without_huge_pages() -> None:
     it, after compacting the host's memory when no huge page is free. Measured on
     qemu-arm-virt (power on to ready, median of 12 interleaved boots, 2 cores): 1.33 s
     with huge pages, 0.93 s without while the host's memory was fragmented; no
-    difference beyond noise while it was not. The result is not checked: where the
-    call fails, QEMU runs as it did before."""
+    difference beyond noise while it was not.
+
+    The flag is set on this process and put back after: a child inherits it, through
+    exec too. Not in a preexec_fn: that forks with Python code to run in the child,
+    which runs the at-fork handlers of libraries loaded here (gRPC's, for a labgrid
+    place, aborted QEMU's child that way). A process another thread starts meanwhile
+    gets no huge pages either, which costs it nothing. Results are not checked: where
+    the call fails, QEMU runs as it did before."""
+    was = _prctl(_PR_GET_THP_DISABLE, 0, 0, 0, 0)
     _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        if was == 0:
+            _prctl(_PR_SET_THP_DISABLE, 0, 0, 0, 0)
 
 
 def flash_file(path: Path, size: int) -> Path:
@@ -176,7 +190,7 @@ class QemuBoard:
                 self.console_link.parent.mkdir(parents=True, exist_ok=True)
                 self.console_link.unlink(missing_ok=True)
                 self.console_link.symlink_to(path)
-            with out_path.open("w") as out:  # QEMU keeps its own copy
+            with out_path.open("w") as out, _without_huge_pages():  # QEMU keeps its own copy
                 # QEMU dies with us, even if we are killed with SIGKILL.
                 self.proc = subprocess.Popen(
                     ["setpriv", "--pdeathsig", "KILL", "--",
@@ -186,9 +200,6 @@ class QemuBoard:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     pass_fds=(self._master,),
-                    # Between fork and exec, a single prctl on C integers: it takes
-                    # no lock another thread of ours could hold.
-                    preexec_fn=_without_huge_pages,
                 )
         except BaseException:
             self._close_line()
