@@ -65,3 +65,16 @@ def test_the_rule_finds_each_shape():
         'assert "warning" in r.err and r.err.count("error:") == 1\n'
         'assert r.own_err == "" and r.own_err.splitlines()[0] == "x"\n'))
     assert sorted(line for line, _ in found) == [1, 2, 3, 4, 5]
+
+
+def test_embedbuild_never_runs_python_between_fork_and_exec():
+    """subprocess's preexec_fn forks with Python code to run in the child, and so runs the
+    at-fork handlers of every library loaded: with a labgrid place that is gRPC's, which
+    aborted QEMU's child before its exec. Whatever a child needs is set in the parent
+    (it inherits it) or by the program it runs (``setpriv``, ``ip netns exec``)."""
+    found = []
+    for path in sorted((ROOT / "embedbuild").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.keyword) and node.arg == "preexec_fn":
+                found.append(f"{path.relative_to(ROOT)}:{node.value.lineno}")
+    assert not found, f"preexec_fn at {', '.join(found)}: set it up in the parent instead"
