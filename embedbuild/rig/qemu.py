@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ _serial = itertools.count()
 SUN_PATH_MAX = 107
 _PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42  # <linux/prctl.h>
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
+_thp_lock = threading.Lock()  # QEMUs started from several threads: one setting at a time
 
 
 @contextlib.contextmanager
@@ -59,13 +61,14 @@ def _without_huge_pages() -> Iterator[None]:
     place, aborted QEMU's child that way). A process another thread starts meanwhile
     gets no huge pages either, which costs it nothing. Results are not checked: where
     the call fails, QEMU runs as it did before."""
-    was = _prctl(_PR_GET_THP_DISABLE, 0, 0, 0, 0)
-    _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
-    try:
-        yield
-    finally:
-        if was == 0:
-            _prctl(_PR_SET_THP_DISABLE, 0, 0, 0, 0)
+    with _thp_lock:
+        was = _prctl(_PR_GET_THP_DISABLE, 0, 0, 0, 0)
+        _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        try:
+            yield
+        finally:
+            if was == 0:
+                _prctl(_PR_SET_THP_DISABLE, 0, 0, 0, 0)
 
 
 def flash_file(path: Path, size: int) -> Path:
