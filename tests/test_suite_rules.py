@@ -4,7 +4,9 @@ A machine whose toolchain differs from the lock (a newer Debian gcc, say) prints
 warning line on stderr at every build. A test that compares a command's whole stderr,
 or takes its lines by position or counts them, fails there while the product is
 right: 22 fast tests did, once. Such a test reads ``Run.own_err`` (stderr without that
-line; see conftest.py), never ``.err``. Looking for a word in ``.err`` is fine."""
+line; see conftest.py), never ``.err``. Looking for a word in ``.err`` is fine.
+
+One rule here is over embedbuild's own source: no Python between fork and exec."""
 
 from __future__ import annotations
 
