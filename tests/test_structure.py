@@ -16,6 +16,7 @@ from embedbuild.plan import plan_board
 from embedbuild.rig.resource import LanLink
 from embedbuild.scheduler import realise
 from embedbuild.step import Context, Step
+from embedbuild.steps.uboot import tftp_fragment
 from embedbuild.store import Store
 
 
@@ -34,7 +35,19 @@ def test_tftp_boot_commands_come_from_the_plan(board: str, last: str):
 def test_network_commands_carry_the_boards_tftp_settings():
     b = load_board("qemu-arm-virt")
     cmds = bootcmd.network(b.uboot, LanLink.parse("10.77.0.1", "10.77.0.2"))
-    assert "setenv tftpwindowsize 16" in cmds and "setenv ipaddr 10.77.0.2" in cmds
+    assert "setenv tftpwindowsize 2" in cmds and "setenv tftpblocksize 16268" in cmds
+    assert "setenv ipaddr 10.77.0.2" in cmds
+
+
+def test_a_tftp_block_larger_than_a_frame_gets_u_boot_reassembly():
+    assert tftp_fragment(1468) == ""  # fits one frame: U-Boot as configured
+    frag = tftp_fragment(16268)
+    assert "CONFIG_IP_DEFRAG=y\n" in frag and "CONFIG_NET_MAXDEFRAG=16384\n" in frag
+    assert "CONFIG_NET_MAXDEFRAG=65496\n" in tftp_fragment(65464)  # + IP, UDP, TFTP headers
+    # The board's U-Boot is configured from it (with the A/B boot script beside it).
+    plan = plan_board(load_board("qemu-arm-virt"))
+    names = [f["name"] for f in plan.steps["uboot-config"].inputs["fragments"]]
+    assert names == ["u-boot.config", "board.toml"]
 
 
 def test_network_setenvs_go_as_one_line():

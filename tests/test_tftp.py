@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,12 @@ def _window_client(server: TftpServer, name: str, window: int, drop_block: int |
 def test_windowsize(served: TftpServer, drop):
     got = _window_client(served, "big.bin", 16, drop)
     assert got == (served.root / "big.bin").read_bytes()
+    # The record says what was negotiated: a boot report shows a client that asked for
+    # smaller blocks than its board sets (a U-Boot that caps them).
+    deadline = time.monotonic() + 5
+    while not served.transfers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(t.blksize, t.window, t.ok) for t in served.transfers] == [(1024, 16, True)]
 
 
 def test_malformed_packets_do_not_stop_the_server(served: TftpServer, tmp_path: Path):

@@ -56,7 +56,7 @@ class BootReport:
         out = [f"{name:28} {secs:6.2f} s" for name, secs in self.stages]
         out += [
             f"  tftp {t.filename:21} {t.size / 2**20:6.2f} MiB in {t.seconds:.2f} s "
-            f"({t.rate:.1f} MiB/s)"
+            f"({t.rate:.1f} MiB/s, blocks {t.blksize} x {t.window})"
             for t in self.transfers
         ]
         return out
@@ -74,6 +74,7 @@ class BootReport:
                         "end": round((e.end or e.start) - zero, 6), **_plain(e.fields)}
                        for e in stages],
             "transfers": [{"file": t.filename, "bytes": t.size, "ok": t.ok,
+                           "blksize": t.blksize, "window": t.window,
                            "start": round(t.started - zero, 6),
                            "end": round(t.started + t.seconds - zero, 6)}
                           for t in self.transfers if t.started],

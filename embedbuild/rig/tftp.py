@@ -92,6 +92,8 @@ class Transfer:
     ok: bool = False
     error: str = ""
     started: float = 0.0  # time.monotonic() at its first packet (0: refused at once)
+    blksize: int = 512  # as negotiated (RFC 2348): a client may ask for less than set
+    window: int = 1  # blocks per ACK, as negotiated (RFC 7440)
 
     @property
     def rate(self) -> float:
@@ -310,6 +312,7 @@ class _Session:
             if oack
             else None
         )
+        transfer.blksize, transfer.window = self.blksize, self.window
         self.nblocks = size // self.blksize + 1  # the last block is short (maybe empty)
         self.buf = bytearray(4 + self.blksize)
         # The client's timeout bounds how long we wait; the measured round trip decides

@@ -39,12 +39,14 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         return {**tc.kconfig_env(src), "UBOOTVERSION": uboot_version(src)}
 
     fragments = read_fragments(spec.fragments)
+    derived = tftp_fragment(board.uboot.tftp_blocksize)
     if board.flash is not None and board.flash.ab is not None:
         # The A/B boot in U-Boot's compiled-in default environment: a damaged saved one
         # (a power cut during saveenv) still boots a slot.
         cmd = bootcmd.ab_default_bootcmd(board).replace("\\", "\\\\").replace('"', '\\"')
-        fragments[board.dir / "board.toml"] = (
-            f"# [flash.ab]: the A/B boot script\nCONFIG_BOOTCOMMAND=\"{cmd}\"\n")
+        derived += f"# [flash.ab]: the A/B boot script\nCONFIG_BOOTCOMMAND=\"{cmd}\"\n"
+    if derived:
+        fragments[board.dir / "board.toml"] = derived
     config = checked_config_step(
         kind="uboot-config",
         name=f"{board.name}-uboot-config",
@@ -89,6 +91,19 @@ def uboot_steps(board: Board, tree: Step, tc: Toolchain, jobs: int) -> tuple[Ste
         jobs=jobs,
         compilers=tc.compilers,
     )
+
+
+def tftp_fragment(blocksize: int) -> str:
+    """The U-Boot options a TFTP block of ``blocksize`` bytes needs (uboot.tftp_blocksize).
+
+    A block larger than one Ethernet frame holds (1468 bytes of data after the IP, UDP
+    and TFTP headers) comes in IP fragments; U-Boot drops them unless it reassembles
+    datagrams (IP_DEFRAG) into a buffer that big (NET_MAXDEFRAG), and without IP_DEFRAG
+    it quietly asks for 1468-byte blocks instead."""
+    if blocksize <= 1468:
+        return ""
+    return ("# [uboot] tftp_blocksize: blocks larger than a frame come in IP fragments\n"
+            f"CONFIG_IP_DEFRAG=y\nCONFIG_NET_MAXDEFRAG={max(16384, blocksize + 20 + 8 + 4)}\n")
 
 
 def cache_friendly(src: Path, build: Path) -> str:
