@@ -157,17 +157,14 @@ def run_watched(*args: str, store: Path, env: dict | None = None, watch: Path | 
     than ``seconds``; its address space is limited to max_memory (a reader that never
     stops fails there, not in the machine's memory). Returns (the run, why it was killed
     or None)."""
-    import resource
-
     full_env = {**os.environ, "EMBEDBUILD_STORE": str(store), "COLUMNS": "200", **(env or {})}
     watch = watch or store
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
-
-    p = subprocess.Popen([EMBEDBUILD, *args], env=full_env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         preexec_fn=limit)
+    # prlimit sets the limit and execs: no Python between fork and exec (see
+    # test_suite_rules.py), which at-fork handlers of loaded libraries can abort.
+    p = subprocess.Popen(["prlimit", f"--as={max_memory}", "--", EMBEDBUILD, *args],
+                         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
     killed: list[str] = []
     done = threading.Event()
 

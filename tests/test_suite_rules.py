@@ -6,7 +6,8 @@ or takes its lines by position or counts them, fails there while the product is
 right: 22 fast tests did, once. Such a test reads ``Run.own_err`` (stderr without that
 line; see conftest.py), never ``.err``. Looking for a word in ``.err`` is fine.
 
-One rule here is over embedbuild's own source: no Python between fork and exec."""
+One rule here is over all the project's Python (product, tests, tools): no Python
+between fork and exec."""
 
 from __future__ import annotations
 
@@ -69,13 +70,16 @@ def test_the_rule_finds_each_shape():
     assert sorted(line for line, _ in found) == [1, 2, 3, 4, 5]
 
 
-def test_embedbuild_never_runs_python_between_fork_and_exec():
+def test_nothing_runs_python_between_fork_and_exec():
     """subprocess's preexec_fn forks with Python code to run in the child, and so runs the
     at-fork handlers of every library loaded: with a labgrid place that is gRPC's, which
     aborted QEMU's child before its exec. Whatever a child needs is set in the parent
-    (it inherits it) or by the program it runs (``setpriv``, ``ip netns exec``)."""
+    (it inherits it) or by the program it runs (``prlimit``, ``ip netns exec``). The
+    tests too: pytest's process loads gRPC once the labgrid tests have run."""
     found = []
-    for path in sorted((ROOT / "embedbuild").rglob("*.py")):
+    paths = [*(ROOT / "embedbuild").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+             *(ROOT / "tools").rglob("*.py")]
+    for path in sorted(paths):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.keyword) and node.arg == "preexec_fn":
                 found.append(f"{path.relative_to(ROOT)}:{node.value.lineno}")

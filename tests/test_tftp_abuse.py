@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import os
 import re
-import resource
 import selectors
 import socket
 import struct
@@ -257,12 +256,12 @@ def start_server(
 ) -> Proc:
     log = tmp_path / f"tftp-{next(_ns_serial)}.log"
     argv = [EMBEDBUILD, "tftp", str(root), "--listen", listen]
+    if nofile:
+        # prlimit sets the limit and execs: no Python between fork and exec (see
+        # test_suite_rules.py), which at-fork handlers of loaded libraries can abort.
+        argv = ["prlimit", f"--nofile={nofile}", "--", *argv]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
-
-    def limit_fds() -> None:
-        if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     # Output goes to a file: a pipe nobody reads would block the server once full.
     with open(log, "wb") as out:
@@ -271,7 +270,6 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"},
-            preexec_fn=limit_fds,
         )
     deadline = time.monotonic() + 30
     while not (m := re.search(r" on \[?([0-9a-f.:]+)\]?:(\d+)/udp", log.read_text())):
