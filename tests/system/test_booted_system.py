@@ -46,6 +46,19 @@ def test_declared_services_run(target):
         assert comm.split()[0].split("/")[-1] == s.command.split()[0].split("/")[-1]
 
 
+def test_the_kernel_gets_no_empty_virtio_transports(target):
+    """A board whose U-Boot drops QEMU's unused virtio-mmio transports from the device
+    tree (qemu-arm-virt: u-boot-virtio-mmio-trim.patch) passes that tree on: the kernel
+    has a node for each virtio device it found, and no more."""
+    build = target.target.board.uboot.build
+    if build is None or not any(p.name == "u-boot-virtio-mmio-trim.patch"
+                                for p in build.patches):
+        pytest.skip("the board's U-Boot passes QEMU's device tree as it is")
+    nodes = target.succeed("set -- /proc/device-tree/virtio_mmio@*; echo $#").strip()
+    devices = target.succeed("set -- /sys/bus/virtio/devices/*; echo $#").strip()
+    assert int(devices) >= 1 and nodes == devices
+
+
 def test_network_address_is_the_configured_one(target):
     net = target.target.board.system.network
     out = target.succeed(f"ip -4 addr show {net.interface}")
