@@ -63,6 +63,21 @@ def test_tftp_boot_reaches_init(arm_result: Path, hello_initramfs: Path, tmp_pat
     assert all(0 < t["start"] < t["end"] < data["stages"][-1]["end"] for t in data["transfers"])
 
 
+def test_a_tftp_window_larger_than_u_boots_receive_ring_still_loads(
+        arm_result: Path, hello_initramfs: Path, tmp_path: Path):
+    """4 blocks of 16,268 bytes are 44 frames, more than the 32 receive buffers of
+    U-Boot's virtio-net: the device finds the ring full and waits to be told there is
+    room again (u-boot-virtio-net-rx-kick.patch). A window and its retransmission on a
+    busy host come to the same; without the notice U-Boot heard nothing more."""
+    board = load_board("qemu-arm-virt")
+    board = board.model_copy(update={"uboot": board.uboot.model_copy(
+        update={"tftp_blocksize": 16268, "tftp_windowsize": 4})})
+    with qemu_target(board, tmp_path, arm_result) as target:
+        report = target.boot(TftpBoot(hello_initramfs), HELLO_READY)
+    assert [(t.filename, t.ok, t.blksize, t.window) for t in report.transfers] == \
+        [("zImage", True, 16268, 4), ("hello.cpio", True, 16268, 4)]
+
+
 class MissingFile(BootSource):
     """A boot source whose commands load a file the server does not have."""
 
