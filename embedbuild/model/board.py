@@ -250,7 +250,9 @@ class UBoot(Strict):
             the image carries its own.
         fit_addr: RAM address a whole FIT image is loaded to over TFTP (a board with
             [signing] boots one); bootm copies its kernel and initramfs out from there.
-        tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default).
+        tftp_blocksize: tftpblocksize to set (fits a 1500-byte MTU by default; a larger
+            block comes in IP fragments, which a U-Boot built here is configured to
+            reassemble, and which a U-Boot without IP_DEFRAG refuses by asking for 1468).
         tftp_windowsize: tftpwindowsize to set (RFC 7440; U-Boot ignores it when built without).
         net_start: commands that bring up the network device before the first TFTP
             transfer, e.g. ``usb start`` for a USB Ethernet adapter.
