@@ -97,9 +97,9 @@ def tftp_fragment(blocksize: int) -> str:
     """The U-Boot options a TFTP block of ``blocksize`` bytes needs (uboot.tftp_blocksize).
 
     A block larger than one Ethernet frame holds (1468 bytes of data after the IP, UDP
-    and TFTP headers) comes in IP fragments; U-Boot drops them unless it reassembles
-    datagrams (IP_DEFRAG) into a buffer that big (NET_MAXDEFRAG), and without IP_DEFRAG
-    it quietly asks for 1468-byte blocks instead."""
+    and TFTP headers) comes in IP fragments. U-Boot reassembles them only with IP_DEFRAG,
+    into a buffer of NET_MAXDEFRAG bytes; without it, it quietly asks for 1468-byte
+    blocks instead."""
     if blocksize <= 1468:
         return ""
     return ("# [uboot] tftp_blocksize: blocks larger than a frame come in IP fragments\n"
