@@ -98,6 +98,34 @@ output = "syslog"
         assert ready - started >= 0.5, (name, up[name])
 
 
+def test_the_longest_process_name_with_parentheses_is_still_read_right(tmp_path: Path):
+    """A look reads /proc/PID/stat only as far as the state letter (27 bytes: a pid of
+    up to 7 digits, a name of up to the kernel's 15 characters). A name that fills the
+    15 and reads like a state of its own must not fool it: this one sleeps (S) while
+    its name says R, and one that runs must not pass for idle either."""
+    name = "a) R 1 1 1 1 1x"
+    assert len(name) == 15
+    (tmp_path / "bin15").mkdir()
+    sleeper = tmp_path / "bin15" / name
+    sleeper.symlink_to(shutil.which("sleep"))
+    # A script's process takes the script's name.
+    spinner = tmp_path / "bin15" / "b) S 1 1 1 1 1x"
+    spinner.write_text("#!/bin/sh\nwhile :; do :; done\n")
+    spinner.chmod(0o755)
+    text, up = _run_services(tmp_path, f"""
+[[services]]
+name = "sleeper"
+command = "'{sleeper}' 1000"
+[[services]]
+name = "spinner"
+command = "'{spinner}'"
+""")
+    # The sleeper is up only if seen idle (it never computes 0.2 s); the spinner only
+    # once it has computed 0.2 s, not at once on its name.
+    assert "all_up=yes" in text, text
+    assert up["spinner"][1] - up["spinner"][0] >= 0.2, up
+
+
 def test_dependents_start_once_what_they_need_is_up(tmp_path: Path):
     text, up = _run_services(tmp_path, """
 [[services]]
