@@ -100,30 +100,27 @@ output = "syslog"
 
 def test_the_longest_process_name_with_parentheses_is_still_read_right(tmp_path: Path):
     """A look reads /proc/PID/stat only as far as the state letter (27 bytes: a pid of
-    up to 7 digits, a name of up to the kernel's 15 characters). A name that fills the
-    15 and reads like a state of its own must not fool it: this one sleeps (S) while
-    its name says R, and one that runs must not pass for idle either."""
-    name = "a) R 1 1 1 1 1x"
-    assert len(name) == 15
+    up to 7 digits, a name of up to the kernel's 15 characters). Names that fill the 15
+    and read like a state of their own must not fool it: one sleeps (S) while its name
+    says R, and must come up; one is stopped (T) while its name says S, and must not."""
     (tmp_path / "bin15").mkdir()
-    sleeper = tmp_path / "bin15" / name
+    sleeper = tmp_path / "bin15" / "a) R 1 1 1 1 1x"
     sleeper.symlink_to(shutil.which("sleep"))
-    # A script's process takes the script's name.
-    spinner = tmp_path / "bin15" / "b) S 1 1 1 1 1x"
-    spinner.write_text("#!/bin/sh\nwhile :; do :; done\n")
-    spinner.chmod(0o755)
+    # A script's process takes the script's name; this one stops itself.
+    stopped = tmp_path / "bin15" / "b) S 1 1 1 1 1x"
+    stopped.write_text("#!/bin/sh\nkill -STOP $$\n")
+    stopped.chmod(0o755)
+    assert len(sleeper.name) == len(stopped.name) == 15
     text, up = _run_services(tmp_path, f"""
 [[services]]
 name = "sleeper"
 command = "'{sleeper}' 1000"
 [[services]]
-name = "spinner"
-command = "'{spinner}'"
-""")
-    # The sleeper is up only if seen idle (it never computes 0.2 s); the spinner only
-    # once it has computed 0.2 s, not at once on its name.
-    assert "all_up=yes" in text, text
-    assert up["spinner"][1] - up["spinner"][0] >= 0.2, up
+name = "stopped"
+command = "'{stopped}'"
+""", up_within=5)
+    assert set(up) == {"sleeper"}, text
+    assert "embedbuild: service stopped did not come up: not up after 5 s" in text, text
 
 
 def test_dependents_start_once_what_they_need_is_up(tmp_path: Path):
