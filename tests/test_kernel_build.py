@@ -146,12 +146,12 @@ def test_patch_that_does_not_apply(boards: Path, session_store: Path, arm_result
             "--- a/init/main.c\n+++ b/init/main.c\n@@ -1,3 +1,3 @@\n"
             " no such line one\n-no such line two\n+replacement\n no such line three\n"
         )
-        # After the board's own patch: the bad one is the one that fails.
+        # After the board's own patches: the bad one is the one that fails.
         t = b / "board.toml"
-        old = 'patches = ["linux-keep-init-memory.patch"]'
+        old = 'patches = ["linux-keep-init-memory.patch", "linux-tlb-range.patch"]'
         assert old in t.read_text(), "the board's kernel patches changed: update this test"
         t.write_text(t.read_text().replace(
-            old, 'patches = ["linux-keep-init-memory.patch", "patches/0001-bad.patch"]', 1))
+            old, old[:-1] + ', "patches/0001-bad.patch"]', 1))
 
     b = _board_in(boards, edit)
     _fails(
