@@ -181,7 +181,8 @@ def test_sf_dialect_reads_back_through_ram():
 def test_boot_from_flash_commands():
     arm = load_board("qemu-arm-virt")
     assert bootcmd.flash_boot(arm, arm.flash.partition("firmware-a"), 100) == [
-        "setenv bootargs 'console=ttyAMA0,115200 i6300esb.heartbeat=10 loglevel=5 mem=127M'",
+        "setenv bootargs 'console=ttyAMA0,115200 i6300esb.heartbeat=10 loglevel=5 mem=127M "
+        "fw_devlink=off'",
         "bootm 0x4040000#conf-1 0x4040000#conf-1 0x40000000"]
     ap = load_board("ap-ac-lite")
     assert bootcmd.flash_boot(ap, ap.flash.partition("kernel0"), 100)[-1] == "bootm 0x9f070000"

@@ -72,7 +72,7 @@ def test_a_results_entry_names_its_files_in_its_folder(tmp_path):
     assert entry.initrd == "builds/abc/initramfs.cpio.gz"
     assert entry.fdt is None  # QEMU's DTB, which U-Boot already has
     assert entry.append == ("console=ttyAMA0,115200 i6300esb.heartbeat=10 loglevel=5 mem=127M "
-                            "embedbuild.device=dev01")
+                            "fw_devlink=off embedbuild.device=dev01")
     assert result_entry(board, m, "").kernel == "zImage"
 
 
@@ -89,7 +89,8 @@ def test_the_qemu_model_gets_the_mac_its_configuration_is_named_after(tmp_path):
     PxeBoot(append="x=1").stage(target, folder)
     text = (folder / "pxelinux.cfg" / "01-52-54-00-12-34-56").read_text()
     assert "  kernel zImage\n" in text
-    assert "append console=ttyAMA0,115200 i6300esb.heartbeat=10 loglevel=5 mem=127M x=1" in text
+    assert ("append console=ttyAMA0,115200 i6300esb.heartbeat=10 loglevel=5 mem=127M "
+            "fw_devlink=off x=1") in text
     assert (folder / "zImage").is_file()
     qemu = QemuBoard(machine.model_copy(update={"mac": "52:54:00:00:00:07"}),
                      BenchNetwork().port(0), tmp_path)
